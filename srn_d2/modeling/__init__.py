@@ -1,0 +1,22 @@
+"""SRN's Detectron2 components; importing this module registers them."""
+from .anchor_generator import SRNLegacyAnchorGenerator
+from .backbone import SRNBackbone, build_srn_backbone
+from .heads import SRN_HEAD_REGISTRY, RFEHead, RetinaNetStyleHead, build_srn_head
+from .matcher import ChunkedMatcher
+from .rfe import RFE
+from .srn import SRN
+from .two_step_head import SelectiveTwoStepHead
+
+__all__ = [
+    "SRN",
+    "SRNBackbone",
+    "build_srn_backbone",
+    "SRN_HEAD_REGISTRY",
+    "RFEHead",
+    "RetinaNetStyleHead",
+    "build_srn_head",
+    "RFE",
+    "ChunkedMatcher",
+    "SelectiveTwoStepHead",
+    "SRNLegacyAnchorGenerator",
+]

@@ -1,0 +1,162 @@
+"""SRN's dual-branch neck over any registered bottom-up backbone.
+
+The neck exposes two feature pyramids at strides 4..128:
+  * C-features ``c2``..``c7`` (first step): 1x1 reductions of the bottom-up
+    outputs C2..C5 and of the extra layers C6, C7;
+  * P-features ``p2``..``p7`` (second step): an FPN over C2..C5 plus P6, P7.
+"""
+from typing import Dict, List
+
+import fvcore.nn.weight_init as weight_init
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.layers import Conv2d, ShapeSpec, get_norm
+from detectron2.modeling import BACKBONE_REGISTRY, Backbone
+
+_EXPECTED_STRIDES = [4, 8, 16, 32]
+
+
+def _conv(in_channels, out_channels, kernel_size, stride, norm):
+    conv = Conv2d(
+        in_channels,
+        out_channels,
+        kernel_size=kernel_size,
+        stride=stride,
+        padding=kernel_size // 2,
+        bias=not norm,
+        norm=get_norm(norm, out_channels),
+    )
+    weight_init.c2_xavier_fill(conv)
+    return conv
+
+
+class SRNBackbone(Backbone):
+    """Bottom-up network + C6/C7 + first-step reductions + second-step FPN."""
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        bottom_up: Backbone,
+        in_features: List[str],
+        out_channels: int = 256,
+        c6_channels: int = 1024,
+        c7_channels: int = 256,
+        norm: str = "",
+        upsample_mode: str = "bilinear",
+    ):
+        """
+        Args:
+            bottom_up: a backbone whose outputs include ``in_features``.
+            in_features: names of the bottom-up outputs used as C2..C5, which
+                must have strides 4, 8, 16 and 32.
+            out_channels: channels of every C- and P-feature.
+            c6_channels, c7_channels: channels of the extra layers C6 and C7.
+            norm: normalization of the neck's convs (see :func:`get_norm`).
+            upsample_mode: interpolation of the FPN's top-down path.
+        """
+        super().__init__()
+        shapes = bottom_up.output_shape()
+        missing = [f for f in in_features if f not in shapes]
+        if missing:
+            raise ValueError(
+                f"MODEL.SRN.IN_FEATURES names {missing}, which the bottom-up backbone "
+                f"{type(bottom_up).__name__} does not output (it has {sorted(shapes)})"
+            )
+        strides = [shapes[f].stride for f in in_features]
+        if strides != _EXPECTED_STRIDES:
+            raise ValueError(
+                f"MODEL.SRN.IN_FEATURES {in_features} have strides {strides}; "
+                f"SRN needs {_EXPECTED_STRIDES}"
+            )
+        if upsample_mode not in ("bilinear", "nearest"):
+            raise ValueError(f"MODEL.SRN.FUSE_UPSAMPLE must be bilinear or nearest, got {upsample_mode!r}")
+        self.bottom_up = bottom_up
+        self.in_features = list(in_features)
+        self.upsample_mode = upsample_mode
+        in_channels = [shapes[f].channels for f in in_features]
+
+        # Plain convs, no activation in between, as in the released model.
+        self.c6 = _conv(in_channels[-1], c6_channels, 3, 2, norm)
+        self.c7 = _conv(c6_channels, c7_channels, 3, 2, norm)
+        for level, channels in zip(range(2, 8), in_channels + [c6_channels, c7_channels]):
+            self.add_module(f"c{level}_conv", _conv(channels, out_channels, 1, 1, norm))
+        for level, channels in zip(range(2, 6), in_channels):
+            self.add_module(f"c{level}_lateral", _conv(channels, out_channels, 1, 1, norm))
+            self.add_module(f"p{level}_conv", _conv(out_channels, out_channels, 3, 1, norm))
+        self.p6_conv = _conv(out_channels, out_channels, 3, 2, norm)
+        self.p7_conv = _conv(out_channels, out_channels, 3, 2, norm)
+
+        self.step1_features = [f"c{i}" for i in range(2, 8)]
+        self.step2_features = [f"p{i}" for i in range(2, 8)]
+        level_strides = [2**i for i in range(2, 8)]
+        self._out_features = self.step1_features + self.step2_features
+        self._out_feature_strides = dict(zip(self.step1_features, level_strides))
+        self._out_feature_strides.update(zip(self.step2_features, level_strides))
+        self._out_feature_channels = {f: out_channels for f in self._out_features}
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: ShapeSpec):
+        name = cfg.MODEL.SRN.BOTTOM_UP
+        if name not in BACKBONE_REGISTRY:
+            raise KeyError(
+                f"MODEL.SRN.BOTTOM_UP = {name!r} is not in BACKBONE_REGISTRY; "
+                "register the bottom-up builder before building the model"
+            )
+        return {
+            "bottom_up": BACKBONE_REGISTRY.get(name)(cfg, input_shape),
+            "in_features": cfg.MODEL.SRN.IN_FEATURES,
+            "out_channels": cfg.MODEL.SRN.OUT_CHANNELS,
+            "c6_channels": cfg.MODEL.SRN.C6_CHANNELS,
+            "c7_channels": cfg.MODEL.SRN.C7_CHANNELS,
+            "norm": cfg.MODEL.SRN.NECK_NORM,
+            "upsample_mode": cfg.MODEL.SRN.FUSE_UPSAMPLE,
+        }
+
+    @property
+    def size_divisibility(self) -> int:
+        # Padding to the coarsest stride keeps every top-down sum aligned.
+        return 128
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        bottom_up = self.bottom_up(x)
+        c = [bottom_up[f] for f in self.in_features]
+        c6 = self.c6(c[-1])
+        c7 = self.c7(c6)
+        out = {
+            f"c{level}": getattr(self, f"c{level}_conv")(feature)
+            for level, feature in zip(range(2, 8), c + [c6, c7])
+        }
+
+        lateral5 = self.c5_lateral(c[3])
+        top_down = lateral5
+        p = {5: self.p5_conv(lateral5)}
+        for level in (4, 3, 2):
+            lateral = getattr(self, f"c{level}_lateral")(c[level - 2])
+            upsampled = F.interpolate(
+                top_down,
+                size=lateral.shape[-2:],
+                mode=self.upsample_mode,
+                **({"align_corners": False} if self.upsample_mode == "bilinear" else {}),
+            )
+            top_down = lateral + upsampled
+            p[level] = getattr(self, f"p{level}_conv")(top_down)
+        p[6] = self.p6_conv(lateral5)
+        p[7] = self.p7_conv(p[6])
+        out.update({f"p{level}": p[level] for level in range(2, 8)})
+        return out
+
+    def output_shape(self):
+        return {
+            name: ShapeSpec(
+                channels=self._out_feature_channels[name], stride=self._out_feature_strides[name]
+            )
+            for name in self._out_features
+        }
+
+
+@BACKBONE_REGISTRY.register()
+def build_srn_backbone(cfg, input_shape: ShapeSpec) -> SRNBackbone:
+    """SRN backbone over the bottom-up builder named by MODEL.SRN.BOTTOM_UP."""
+    return SRNBackbone(cfg, input_shape)

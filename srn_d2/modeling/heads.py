@@ -1,0 +1,130 @@
+"""SRN's shared classification / regression heads and their registry.
+
+One head serves all six levels and both steps. It exposes the two towers
+separately (``classify`` and ``regress``) so that the first step computes
+only the tower each level needs.
+"""
+import math
+from typing import List
+
+import torch
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec, get_norm
+from detectron2.utils.registry import Registry
+from torch import nn
+
+from .rfe import RFE
+
+SRN_HEAD_REGISTRY = Registry("SRN_HEAD")
+SRN_HEAD_REGISTRY.__doc__ = """
+Registry for SRN's shared heads. A head is built as ``head(cfg, input_shape)``
+with the ShapeSpec of one feature level, and implements
+``classify(features) -> logits`` and ``regress(features) -> deltas`` on lists
+of per-level feature maps, returning (N, A*K, H, W) / (N, A*4, H, W) maps.
+"""
+
+
+def _conv3x3_relu(channels: int, norm: str) -> List[nn.Module]:
+    layers = [nn.Conv2d(channels, channels, 3, padding=1)]
+    if norm:
+        layers.append(get_norm(norm, channels))
+    layers.append(nn.ReLU(inplace=True))
+    return layers
+
+
+class SharedTowerHead(nn.Module):
+    """Two towers (classification, box) with their predictors, shared by every level."""
+
+    def __init__(
+        self,
+        cls_subnet: nn.Module,
+        bbox_subnet: nn.Module,
+        *,
+        channels: int,
+        num_anchors: int,
+        num_classes: int,
+        prior_prob: float,
+        predictor_kernel_size: int,
+    ):
+        super().__init__()
+        self.num_classes = num_classes
+        self.cls_subnet = cls_subnet
+        self.bbox_subnet = bbox_subnet
+        pad = predictor_kernel_size // 2
+        self.cls_score = nn.Conv2d(channels, num_anchors * num_classes, predictor_kernel_size, padding=pad)
+        self.bbox_pred = nn.Conv2d(channels, num_anchors * 4, predictor_kernel_size, padding=pad)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, mean=0, std=0.01)
+                nn.init.constant_(module.bias, 0)
+        # Start every anchor at face probability prior_prob so the focal loss
+        # is not swamped by the easy negatives in the first iterations.
+        nn.init.constant_(self.cls_score.bias, -math.log((1 - prior_prob) / prior_prob))
+
+    def classify(self, features: List[torch.Tensor]) -> List[torch.Tensor]:
+        return [self.cls_score(self.cls_subnet(x)) for x in features]
+
+    def regress(self, features: List[torch.Tensor]) -> List[torch.Tensor]:
+        return [self.bbox_pred(self.bbox_subnet(x)) for x in features]
+
+    def forward(self, features: List[torch.Tensor]):
+        return self.classify(features), self.regress(features)
+
+    @staticmethod
+    def common_args(cfg, input_shape: ShapeSpec, num_anchors: int) -> dict:
+        return {
+            "channels": input_shape.channels,
+            "num_anchors": num_anchors,
+            "num_classes": cfg.MODEL.SRN.NUM_CLASSES,
+            "prior_prob": cfg.MODEL.SRN.PRIOR_PROB,
+            "predictor_kernel_size": cfg.MODEL.SRN.PREDICTOR_KERNEL_SIZE,
+        }
+
+
+@SRN_HEAD_REGISTRY.register()
+class RFEHead(SharedTowerHead):
+    """The paper's head: conv3x3+ReLU -> RFE -> conv3x3+ReLU in each tower."""
+
+    @configurable
+    def __init__(self, *, channels, branch_channels=64, norm="", **kwargs):
+        def tower():
+            return nn.Sequential(
+                *_conv3x3_relu(channels, norm),
+                RFE(channels, branch_channels),
+                *_conv3x3_relu(channels, norm),
+            )
+
+        super().__init__(tower(), tower(), channels=channels, **kwargs)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: ShapeSpec, num_anchors: int):
+        return {
+            **cls.common_args(cfg, input_shape, num_anchors),
+            "branch_channels": cfg.MODEL.SRN.RFE_BRANCH_CHANNELS,
+            "norm": cfg.MODEL.SRN.HEAD_NORM,
+        }
+
+
+@SRN_HEAD_REGISTRY.register()
+class RetinaNetStyleHead(SharedTowerHead):
+    """RetinaNet's towers (``num_convs`` conv3x3+ReLU each): the RFE ablation."""
+
+    @configurable
+    def __init__(self, *, channels, num_convs=4, norm="", **kwargs):
+        def tower():
+            return nn.Sequential(*[m for _ in range(num_convs) for m in _conv3x3_relu(channels, norm)])
+
+        super().__init__(tower(), tower(), channels=channels, **kwargs)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: ShapeSpec, num_anchors: int):
+        return {
+            **cls.common_args(cfg, input_shape, num_anchors),
+            "num_convs": cfg.MODEL.SRN.NUM_CONVS,
+            "norm": cfg.MODEL.SRN.HEAD_NORM,
+        }
+
+
+def build_srn_head(cfg, input_shape: ShapeSpec, num_anchors: int) -> SharedTowerHead:
+    """Build the head named by MODEL.SRN.HEAD_NAME."""
+    return SRN_HEAD_REGISTRY.get(cfg.MODEL.SRN.HEAD_NAME)(cfg, input_shape, num_anchors)

@@ -1,0 +1,79 @@
+"""Small models and inputs shared by the modeling tests."""
+import torch
+from detectron2.config import get_cfg
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, Backbone, build_model
+from detectron2.structures import Boxes, Instances
+from torch import nn
+
+from srn_d2 import add_srn_config
+
+
+class TinyBottomUp(Backbone):
+    """Four stride-2 stages (strides 4..32): a stand-in for a user's own backbone."""
+
+    def __init__(self, in_channels: int, widths=(8, 16, 24, 32)):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 2, 1), nn.ReLU())
+        stages, prev = [], widths[0]
+        for width in widths:
+            stages.append(nn.Sequential(nn.Conv2d(prev, width, 3, 2, 1), nn.GroupNorm(4, width), nn.ReLU()))
+            prev = width
+        self.stages = nn.ModuleList(stages)
+        self._out_features = [f"s{i}" for i in range(2, 6)]
+        self._out_feature_channels = dict(zip(self._out_features, widths))
+        self._out_feature_strides = {f"s{i}": 2**i for i in range(2, 6)}
+
+    def forward(self, x):
+        x = self.stem(x)
+        out = {}
+        for name, stage in zip(self._out_features, self.stages):
+            x = stage(x)
+            out[name] = x
+        return out
+
+
+if "build_tiny_test_bottom_up" not in BACKBONE_REGISTRY:
+
+    @BACKBONE_REGISTRY.register()
+    def build_tiny_test_bottom_up(cfg, input_shape: ShapeSpec):
+        return TinyBottomUp(input_shape.channels)
+
+
+def srn_cfg(config_file="configs/Base-SRN.yaml"):
+    cfg = get_cfg()
+    add_srn_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = ""
+    return cfg
+
+
+def tiny_srn_cfg():
+    """SRN on the tiny bottom-up with a narrow neck and head: fast on a CPU."""
+    cfg = srn_cfg()
+    cfg.MODEL.SRN.BOTTOM_UP = "build_tiny_test_bottom_up"
+    cfg.MODEL.SRN.IN_FEATURES = ["s2", "s3", "s4", "s5"]
+    cfg.MODEL.SRN.OUT_CHANNELS = 32
+    cfg.MODEL.SRN.C6_CHANNELS = 32
+    cfg.MODEL.SRN.C7_CHANNELS = 32
+    cfg.MODEL.SRN.RFE_BRANCH_CHANNELS = 8
+    cfg.MODEL.SRN.LOSS_NORMALIZER_MOMENTUM = 0.0
+    return cfg
+
+
+def build_tiny_srn(cfg=None, seed=0):
+    torch.manual_seed(seed)
+    return build_model(cfg if cfg is not None else tiny_srn_cfg())
+
+
+def face_instances(image_size, boxes):
+    inst = Instances(image_size)
+    inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+    inst.gt_classes = torch.zeros(len(inst.gt_boxes), dtype=torch.long)
+    return inst
+
+
+def random_image(height, width, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (3, height, width), generator=generator).float()

@@ -1,0 +1,214 @@
+import glob
+import math
+
+import pytest
+import torch
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, ImageList
+from detectron2.utils.events import EventStorage
+
+from srn_testing import build_tiny_srn, face_instances, random_image, srn_cfg, tiny_srn_cfg
+
+LOSS_KEYS = {"loss_cls_step1", "loss_cls_step2", "loss_box_step1", "loss_box_step2"}
+
+
+def _logit(p):
+    return math.log(p / (1 - p))
+
+
+def _features_and_predictions(model, image_size, step1_face_prob, step2_logit=0.0):
+    """Hand-made head outputs for ``model`` on one image of ``image_size``."""
+    height, width = image_size
+    strides = [4, 8, 16, 32, 64, 128]
+    shapes = [(math.ceil(height / s), math.ceil(width / s)) for s in strides]
+    features = [torch.zeros(1, 1, h, w) for h, w in shapes] * 2
+    a = 2
+
+    def maps(levels, channels, value):
+        return [torch.full((1, a * channels, *shapes[i]), value) for i in levels]
+
+    predictions = [
+        maps(model.stc_levels, 1, _logit(step1_face_prob)),
+        maps(model.str_levels, 4, 0.0),
+        maps(range(6), 1, step2_logit),
+        maps(range(6), 4, 0.0),
+    ]
+    return features, predictions
+
+
+def _training_losses(model, predictions, features, image_size, boxes):
+    images = ImageList(torch.zeros(1, 3, *image_size), [image_size])
+    with EventStorage() as storage:
+        losses = model.forward_training(images, features, predictions, [face_instances(image_size, boxes)])
+        kept = storage.latest()["stc_kept_fraction"][0]
+    return losses, kept
+
+
+@pytest.mark.parametrize("face_prob, kept", [(0.005, False), (0.02, True)])
+def test_stc_filters_step2_training(face_prob, kept):
+    model = build_tiny_srn()
+    image_size = (128, 128)
+    boxes = [[10, 10, 20, 22], [40, 40, 100, 110]]
+    features, predictions = _features_and_predictions(model, image_size, face_prob)
+    losses, kept_fraction = _training_losses(model, predictions, features, image_size, boxes)
+    assert kept_fraction == (1.0 if kept else 0.0)
+    # Changing step-2 logits on the STC levels changes the step-2 loss only if those anchors were kept.
+    for level in model.stc_levels:
+        predictions[2][level] = predictions[2][level] + 3.0
+    changed, _ = _training_losses(model, predictions, features, image_size, boxes)
+    assert (changed["loss_cls_step2"] != losses["loss_cls_step2"]).item() == kept
+    assert changed["loss_cls_step1"] == losses["loss_cls_step1"]
+
+
+@pytest.mark.parametrize("face_prob, kept", [(0.005, False), (0.02, True)])
+def test_stc_filters_step2_inference(face_prob, kept):
+    model = build_tiny_srn().eval()
+    model.test_nms_thresh = 1.0
+    model.max_detections_per_image = 100_000
+    image_size = (64, 64)
+    features, predictions = _features_and_predictions(model, image_size, face_prob, step2_logit=_logit(0.9))
+    result = model.forward_inference(ImageList(torch.zeros(1, 3, 64, 64), [image_size]), features, predictions)[0]
+    num_stc_anchors = sum(2 * math.ceil(64 / s) ** 2 for s in (4, 8, 16))
+    num_other = sum(2 * math.ceil(64 / s) ** 2 for s in (32, 64, 128))
+    assert len(result) == num_other + (num_stc_anchors if kept else 0)
+
+
+def test_stc_keep_threshold_follows_config():
+    cfg = tiny_srn_cfg()
+    cfg.MODEL.SRN.STC_NEG_THRESH = 0.9
+    model = build_tiny_srn(cfg)
+    keep = model.stc_keep(torch.tensor([[_logit(0.05)], [_logit(0.2)]]))
+    assert keep.tolist() == [False, True]
+
+
+def test_str_refinement_moves_anchors_by_decoded_deltas():
+    model = build_tiny_srn().eval()
+    model.test_score_thresh = 0.5
+    image_size = (256, 256)
+    features, predictions = _features_and_predictions(model, image_size, 0.5, step2_logit=-10.0)
+    p6 = model.str_levels[1]
+    # One confident anchor on P6 (cell (1, 1), first anchor); step 1 shifts it right by half its width.
+    predictions[2][p6][0, 0, 1, 1] = 10.0
+    predictions[1][1][0, 0, 1, 1] = 0.5
+    anchors = model.anchor_generator(features[6:])
+    grid_width = 256 // 64
+    anchor = anchors[p6].tensor[(1 * grid_width + 1) * 2]
+    result = model.forward_inference(ImageList(torch.zeros(1, 3, *image_size), [image_size]), features, predictions)[0]
+    assert len(result) == 1
+    width = anchor[2] - anchor[0]
+    expected = anchor + torch.tensor([0.5, 0, 0.5, 0]) * width
+    torch.testing.assert_close(result.pred_boxes.tensor[0], expected.clamp(0, 256))
+    torch.testing.assert_close(model.refine(torch.tensor([[0.5, 0, 0, 0]]), anchor[None]), expected[None])
+
+
+def test_step2_matches_against_refined_anchors():
+    model = build_tiny_srn()
+    model.step2_matcher.allow_low_quality_matches = False
+    image_size = (256, 256)
+    features, predictions = _features_and_predictions(model, image_size, 0.5)
+    p5 = model.str_levels[0]
+    anchor = model.anchor_generator(features[6:])[p5].tensor[0]
+    # Step 1 moves P5's first anchor by 0.6 of its size (IoU 0.09 with where it started);
+    # a face exactly there is matched by that refined anchor in step 2.
+    deltas = torch.tensor([0.6, 0.6, 0.0, 0.0])
+    face = model.refine(deltas[None], anchor[None])[0].tolist()
+
+    def step2_positives(step1_deltas):
+        predictions[1][0][0, 0:4, 0, 0] = step1_deltas
+        with EventStorage() as storage:
+            images = ImageList(torch.zeros(1, 3, *image_size), [image_size])
+            model.forward_training(images, features, predictions, [face_instances(image_size, [face])])
+            return storage.latest()["num_pos_cls_step2"][0]
+
+    assert step2_positives(deltas) == step2_positives(torch.zeros(4)) + 1
+
+
+def _batch(n=2, size=(96, 128)):
+    # Small faces train STC on P2-P4, the large ones STR on P5-P7.
+    boxes = [[[10, 12, 30, 37], [40, 5, 125, 95]], [[60, 20, 70, 33], [2, 4, 90, 94]]]
+    return [{"image": random_image(*size, seed=i), "instances": face_instances(size, boxes[i])} for i in range(n)]
+
+
+def test_training_losses_are_finite_and_fall_when_overfitting():
+    model = build_tiny_srn()
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batch = _batch()
+    history = []
+    with EventStorage():
+        for _ in range(40):
+            losses = model(batch)
+            assert set(losses) == LOSS_KEYS
+            assert all(torch.isfinite(v) for v in losses.values())
+            total = sum(losses.values())
+            optimizer.zero_grad()
+            total.backward()
+            optimizer.step()
+            history.append({k: v.item() for k, v in losses.items()})
+    assert all(history[0][key] > 0 for key in LOSS_KEYS)
+    for key in LOSS_KEYS:
+        assert history[-1][key] < 0.5 * history[0][key], key
+
+
+def test_inference_returns_boxes_in_original_coordinates_for_non_square_input():
+    cfg = tiny_srn_cfg()
+    cfg.MODEL.SRN.SCORE_THRESH_TEST = 0.0
+    cfg.MODEL.SRN.STC_NEG_THRESH = 1.0
+    model = build_tiny_srn(cfg).eval()
+    image = random_image(72, 120)
+    with torch.no_grad():
+        native = model([{"image": image}])[0]["instances"]
+        scaled = model([{"image": image, "height": 144, "width": 240}])[0]["instances"]
+    assert native.image_size == (72, 120) and scaled.image_size == (144, 240)
+    assert len(native) > 0 and len(native) == len(scaled)
+    torch.testing.assert_close(scaled.pred_boxes.tensor, native.pred_boxes.tensor * 2)
+    assert scaled.pred_boxes.tensor[:, 2].max() <= 240 and scaled.pred_boxes.tensor[:, 3].max() <= 144
+    assert set(scaled.get_fields()) == {"pred_boxes", "scores", "pred_classes"}
+
+
+def test_detections_capped_and_nms_applied():
+    cfg = tiny_srn_cfg()
+    cfg.MODEL.SRN.SCORE_THRESH_TEST = 0.0
+    cfg.MODEL.SRN.STC_NEG_THRESH = 1.0
+    cfg.TEST.DETECTIONS_PER_IMAGE = 7
+    model = build_tiny_srn(cfg).eval()
+    with torch.no_grad():
+        result = model([{"image": random_image(64, 64)}])[0]["instances"]
+    assert len(result) == 7
+    from detectron2.structures import pairwise_iou
+
+    iou = pairwise_iou(result.pred_boxes, result.pred_boxes)
+    assert (iou.triu(diagonal=1) < 0.5).all()
+
+
+def test_unknown_level_names_are_reported():
+    cfg = tiny_srn_cfg()
+    cfg.MODEL.SRN.STC_LEVELS = ["p2", "p9"]
+    with pytest.raises(ValueError, match="STC_LEVELS.*p9"):
+        build_model(cfg)
+
+
+def test_bottom_up_features_checked():
+    cfg = tiny_srn_cfg()
+    cfg.MODEL.SRN.IN_FEATURES = ["s2", "s3", "s4", "res5"]
+    with pytest.raises(ValueError, match="IN_FEATURES.*res5"):
+        build_model(cfg)
+
+
+@pytest.mark.parametrize("config_file", sorted(glob.glob("configs/SRN*.yaml")))
+def test_srn_configs_load_and_build(config_file):
+    cfg = srn_cfg(config_file)
+    model = build_model(cfg)
+    assert type(model).__name__ == "SRN"
+    assert sum(len(a) for a in model.anchor_generator([torch.zeros(1, 1, 1024 // s, 1024 // s) for s in (4, 8, 16, 32, 64, 128)])) == 174_720
+
+
+def test_empty_stc_and_str_levels_train():
+    cfg = tiny_srn_cfg()
+    cfg.MODEL.SRN.STC_LEVELS = []
+    cfg.MODEL.SRN.STR_LEVELS = []
+    model = build_tiny_srn(cfg)
+    with EventStorage():
+        losses = model(_batch(1))
+    assert losses["loss_cls_step1"].item() == 0 and losses["loss_box_step1"].item() == 0
+    assert losses["loss_cls_step2"].item() > 0
