@@ -212,3 +212,19 @@ def test_empty_stc_and_str_levels_train():
         losses = model(_batch(1))
     assert losses["loss_cls_step1"].item() == 0 and losses["loss_box_step1"].item() == 0
     assert losses["loss_cls_step2"].item() > 0
+
+
+def test_ablations_build_only_the_step1_layers_they_use():
+    cfg = tiny_srn_cfg()
+    cfg.MODEL.SRN.STR_LEVELS = []
+    model = build_tiny_srn(cfg)
+    assert not hasattr(model.backbone, "c6") and not hasattr(model.backbone, "c5_conv")
+    assert model.head_in_features[:3] == ["c2", "c3", "c4"]
+    cfg.MODEL.SRN.STR_LEVELS = ["p6"]
+    cfg.MODEL.SRN.STC_LEVELS = []
+    model = build_tiny_srn(cfg)
+    assert hasattr(model.backbone, "c6") and not hasattr(model.backbone, "c7")
+    assert model.head_in_features[0] == "c6"
+    with EventStorage():
+        losses = model(_batch(1))
+    assert losses["loss_cls_step1"].item() == 0 and torch.isfinite(losses["loss_box_step1"])

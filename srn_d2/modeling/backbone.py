@@ -5,7 +5,7 @@ The neck exposes two feature pyramids at strides 4..128:
     outputs C2..C5 and of the extra layers C6, C7;
   * P-features ``p2``..``p7`` (second step): an FPN over C2..C5 plus P6, P7.
 """
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import fvcore.nn.weight_init as weight_init
 import torch
@@ -15,6 +15,16 @@ from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 
 _EXPECTED_STRIDES = [4, 8, 16, 32]
+# Level names, finest first, as the MODEL.SRN.STC_LEVELS / STR_LEVELS keys spell them.
+SRN_LEVELS = ("p2", "p3", "p4", "p5", "p6", "p7")
+
+
+def level_indices(names, key: str) -> List[int]:
+    """Indices into SRN_LEVELS of the level names in config key ``key``."""
+    unknown = [n for n in names if n not in SRN_LEVELS]
+    if unknown:
+        raise ValueError(f"{key} names {unknown}, which are not SRN levels {list(SRN_LEVELS)}")
+    return sorted(SRN_LEVELS.index(n) for n in names)
 
 
 def _conv(in_channels, out_channels, kernel_size, stride, norm):
@@ -45,6 +55,7 @@ class SRNBackbone(Backbone):
         c7_channels: int = 256,
         norm: str = "",
         upsample_mode: str = "bilinear",
+        step1_levels: Optional[List[int]] = None,
     ):
         """
         Args:
@@ -55,6 +66,8 @@ class SRNBackbone(Backbone):
             c6_channels, c7_channels: channels of the extra layers C6 and C7.
             norm: normalization of the neck's convs (see :func:`get_norm`).
             upsample_mode: interpolation of the FPN's top-down path.
+            step1_levels: indices (0 = c2) of the C-features to compute; those
+                no step uses are not built. Default: all six.
         """
         super().__init__()
         shapes = bottom_up.output_shape()
@@ -77,21 +90,26 @@ class SRNBackbone(Backbone):
         self.upsample_mode = upsample_mode
         in_channels = [shapes[f].channels for f in in_features]
 
+        self.step1_levels = sorted(range(6) if step1_levels is None else step1_levels)
         # Plain convs, no activation in between, as in the released model.
-        self.c6 = _conv(in_channels[-1], c6_channels, 3, 2, norm)
-        self.c7 = _conv(c6_channels, c7_channels, 3, 2, norm)
-        for level, channels in zip(range(2, 8), in_channels + [c6_channels, c7_channels]):
-            self.add_module(f"c{level}_conv", _conv(channels, out_channels, 1, 1, norm))
+        if max(self.step1_levels, default=0) >= 4:
+            self.c6 = _conv(in_channels[-1], c6_channels, 3, 2, norm)
+        if max(self.step1_levels, default=0) >= 5:
+            self.c7 = _conv(c6_channels, c7_channels, 3, 2, norm)
+        step1_in_channels = in_channels + [c6_channels, c7_channels]
+        for i in self.step1_levels:
+            self.add_module(f"c{i + 2}_conv", _conv(step1_in_channels[i], out_channels, 1, 1, norm))
         for level, channels in zip(range(2, 6), in_channels):
             self.add_module(f"c{level}_lateral", _conv(channels, out_channels, 1, 1, norm))
             self.add_module(f"p{level}_conv", _conv(out_channels, out_channels, 3, 1, norm))
         self.p6_conv = _conv(out_channels, out_channels, 3, 2, norm)
         self.p7_conv = _conv(out_channels, out_channels, 3, 2, norm)
 
+        # Per level, finest first; only the C-features of step1_levels are output.
         self.step1_features = [f"c{i}" for i in range(2, 8)]
-        self.step2_features = [f"p{i}" for i in range(2, 8)]
+        self.step2_features = list(SRN_LEVELS)
         level_strides = [2**i for i in range(2, 8)]
-        self._out_features = self.step1_features + self.step2_features
+        self._out_features = [self.step1_features[i] for i in self.step1_levels] + self.step2_features
         self._out_feature_strides = dict(zip(self.step1_features, level_strides))
         self._out_feature_strides.update(zip(self.step2_features, level_strides))
         self._out_feature_channels = {f: out_channels for f in self._out_features}
@@ -112,6 +130,10 @@ class SRNBackbone(Backbone):
             "c7_channels": cfg.MODEL.SRN.C7_CHANNELS,
             "norm": cfg.MODEL.SRN.NECK_NORM,
             "upsample_mode": cfg.MODEL.SRN.FUSE_UPSAMPLE,
+            "step1_levels": sorted(
+                set(level_indices(cfg.MODEL.SRN.STC_LEVELS, "MODEL.SRN.STC_LEVELS"))
+                | set(level_indices(cfg.MODEL.SRN.STR_LEVELS, "MODEL.SRN.STR_LEVELS"))
+            ),
         }
 
     @property
@@ -122,12 +144,11 @@ class SRNBackbone(Backbone):
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         bottom_up = self.bottom_up(x)
         c = [bottom_up[f] for f in self.in_features]
-        c6 = self.c6(c[-1])
-        c7 = self.c7(c6)
-        out = {
-            f"c{level}": getattr(self, f"c{level}_conv")(feature)
-            for level, feature in zip(range(2, 8), c + [c6, c7])
-        }
+        if hasattr(self, "c6"):
+            c.append(self.c6(c[-1]))
+        if hasattr(self, "c7"):
+            c.append(self.c7(c[-1]))
+        out = {f"c{i + 2}": getattr(self, f"c{i + 2}_conv")(c[i]) for i in self.step1_levels}
 
         lateral5 = self.c5_lateral(c[3])
         top_down = lateral5

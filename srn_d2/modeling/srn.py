@@ -21,6 +21,7 @@ from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
 from fvcore.nn import sigmoid_focal_loss_jit, smooth_l1_loss
 
+from .backbone import level_indices
 from .heads import build_srn_head
 from .matcher import ChunkedMatcher
 from .two_step_head import SelectiveTwoStepHead
@@ -28,13 +29,6 @@ from .two_step_head import SelectiveTwoStepHead
 logger = logging.getLogger(__name__)
 
 __all__ = ["SRN"]
-
-
-def _level_indices(names: Sequence[str], levels: Sequence[str], key: str) -> List[int]:
-    unknown = [n for n in names if n not in levels]
-    if unknown:
-        raise ValueError(f"{key} names {unknown}, which are not SRN levels {list(levels)}")
-    return sorted(levels.index(n) for n in names)
 
 
 @META_ARCH_REGISTRY.register()
@@ -97,15 +91,19 @@ class SRN(DenseDetector):
                 f"SRN needs a backbone with {missing} (C- and P-feature names), such as "
                 f"build_srn_backbone; got {type(backbone).__name__}"
             )
-        num_levels = len(backbone.step2_features)
+        head = SelectiveTwoStepHead(head, stc_levels, str_levels)
+        step1_features = [backbone.step1_features[i] for i in head.step1_levels]
+        absent = [f for f in step1_features if f not in backbone.output_shape()]
+        if absent:
+            raise ValueError(f"STC/STR levels need C-features {absent}, which the backbone does not output")
         super().__init__(
             backbone,
-            SelectiveTwoStepHead(head, num_levels, stc_levels, str_levels),
-            backbone.step1_features + backbone.step2_features,
+            head,
+            step1_features + backbone.step2_features,
             pixel_mean=pixel_mean,
             pixel_std=pixel_std,
         )
-        self.num_levels = num_levels
+        self.num_step1_features = len(step1_features)
         self.num_classes = num_classes
         self.stc_levels = sorted(stc_levels)
         self.str_levels = sorted(str_levels)
@@ -129,7 +127,6 @@ class SRN(DenseDetector):
     def from_config(cls, cfg):
         backbone = build_backbone(cfg)
         shapes = backbone.output_shape()
-        levels = [f"p{i}" for i in range(2, 2 + len(getattr(backbone, "step2_features", [])))]
         step2_shapes = [shapes[f] for f in getattr(backbone, "step2_features", [])]
         anchor_generator = build_anchor_generator(cfg, step2_shapes)
         num_anchors = set(anchor_generator.num_cell_anchors)
@@ -156,8 +153,8 @@ class SRN(DenseDetector):
             "step1_matcher": matcher(srn.STEP1_IOU_THRESHOLDS),
             "step2_matcher": matcher(srn.STEP2_IOU_THRESHOLDS),
             "num_classes": srn.NUM_CLASSES,
-            "stc_levels": _level_indices(srn.STC_LEVELS, levels, "MODEL.SRN.STC_LEVELS"),
-            "str_levels": _level_indices(srn.STR_LEVELS, levels, "MODEL.SRN.STR_LEVELS"),
+            "stc_levels": level_indices(srn.STC_LEVELS, "MODEL.SRN.STC_LEVELS"),
+            "str_levels": level_indices(srn.STR_LEVELS, "MODEL.SRN.STR_LEVELS"),
             "stc_neg_thresh": srn.STC_NEG_THRESH,
             "focal_loss_alpha": srn.FOCAL_LOSS_ALPHA,
             "focal_loss_gamma": srn.FOCAL_LOSS_GAMMA,
@@ -210,7 +207,7 @@ class SRN(DenseDetector):
 
     def forward_training(self, images, features, predictions, gt_instances):
         step1_logits, step1_deltas, step2_logits, step2_deltas = self._split_predictions(predictions)
-        anchors = self.anchor_generator(features[self.num_levels :])
+        anchors = self.anchor_generator(features[self.num_step1_features :])
         stc_mask, str_mask = self._level_masks(anchors)
         anchors = Boxes.cat(anchors).tensor
         num_images = len(gt_instances)
@@ -314,7 +311,7 @@ class SRN(DenseDetector):
 
     def forward_inference(self, images: ImageList, features, predictions):
         step1_logits, step1_deltas, step2_logits, step2_deltas = self._split_predictions(predictions)
-        anchors = self.anchor_generator(features[self.num_levels :])
+        anchors = self.anchor_generator(features[self.num_step1_features :])
         return [
             self.inference_single_image(
                 anchors,
