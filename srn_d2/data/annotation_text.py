@@ -1,0 +1,154 @@
+"""Reader for the "image path, count, then count records" text format shared by
+WIDER FACE (``wider_face_*_bbx_gt.txt``) and FDDB (``FDDB-fold-NN-ellipseList.txt``).
+"""
+
+import itertools
+from dataclasses import dataclass
+from typing import List
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CountedRecords:
+    """The records of a file, concatenated in file order.
+
+    ``records[offsets[i]:offsets[i] + counts[i]]`` belong to ``names[i]``.
+    """
+
+    names: List[str]
+    counts: np.ndarray  # (num_images,) int64
+    records: np.ndarray  # (num_records, num_fields) float64
+    record_lines: np.ndarray  # (num_records,) 1-based line number of each record
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.cumsum(self.counts) - self.counts
+
+    @property
+    def image_index(self) -> np.ndarray:
+        """For every record, the index of the image it belongs to."""
+        return np.repeat(np.arange(len(self.names)), self.counts)
+
+
+def read_counted_records(
+    path: str, num_fields: int, *, zero_count_placeholder: bool
+) -> CountedRecords:
+    """Parse ``path``; raise ValueError naming the file and 1-based line of any malformation.
+
+    Args:
+        num_fields: number of whitespace-separated numbers on every record line.
+        zero_count_placeholder: a count of 0 may be followed by one placeholder
+            record line (WIDER FACE writes ``0 0 0 0 0 0 0 0 0 0``); it is skipped.
+    """
+    with open(path, "r") as f:
+        lines = f.read().splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+
+    names, counts, starts = [], [], []
+    try:
+        _index_images(path, lines, num_fields, zero_count_placeholder, names, counts, starts)
+    except ValueError:
+        # A count that is too large swallows the next image's path as a record;
+        # that earlier line is the one to report.
+        record_text, record_lines = _record_lines(lines, counts, starts)
+        _raise_first_bad_record(path, record_text, record_lines, num_fields)
+        raise
+
+    record_text, record_lines = _record_lines(lines, counts, starts)
+    records = _parse_records(path, record_text, record_lines, num_fields)
+    return CountedRecords(names, np.asarray(counts, dtype=np.int64), records, record_lines)
+
+
+def _index_images(path, lines, num_fields, zero_count_placeholder, names, counts, starts):
+    """Append each image's path, record count and first record line (0-based) to the lists."""
+    line_index = 0
+    num_lines = len(lines)
+    # The walk is per image (12,880 for WIDER train); record lines are parsed in one block.
+    while line_index < num_lines:
+        name = lines[line_index].strip()
+        if not name:
+            raise ValueError(f"{path}:{line_index + 1}: expected an image path, got a blank line")
+        if line_index + 1 >= num_lines:
+            raise ValueError(
+                f"{path}:{line_index + 2}: file is truncated: no record count after "
+                f"image path {name!r}"
+            )
+        count = _parse_count(path, line_index + 2, lines[line_index + 1])
+        start = line_index + 2
+        stop = start + count
+        if stop > num_lines:
+            raise ValueError(
+                f"{path}:{num_lines + 1}: file is truncated: the count {count} at line "
+                f"{line_index + 2} needs records on lines {start + 1}-{stop}, "
+                f"but the file has {num_lines} lines"
+            )
+        if (
+            count == 0
+            and zero_count_placeholder
+            and start < num_lines
+            and len(lines[start].split()) == num_fields
+        ):
+            stop = start + 1
+        names.append(name)
+        counts.append(count)
+        starts.append(start)
+        line_index = stop
+
+
+def _record_lines(lines, counts, starts):
+    """The record lines' text, and their 1-based line numbers."""
+    counts = np.asarray(counts, dtype=np.int64)
+    starts = np.asarray(starts, dtype=np.int64)
+    offsets = np.cumsum(counts) - counts
+    record_numbers = np.repeat(starts - offsets, counts) + np.arange(int(counts.sum())) + 1
+    record_text = list(
+        itertools.chain.from_iterable(
+            lines[s : s + c] for s, c in zip(starts.tolist(), counts.tolist())
+        )
+    )
+    return record_text, record_numbers
+
+
+def _parse_count(path: str, line_number: int, text: str) -> int:
+    token = text.strip()
+    if token.isdigit():
+        return int(token)
+    if token.startswith("-") and token[1:].isdigit():
+        raise ValueError(f"{path}:{line_number}: negative record count {token!r}")
+    raise ValueError(f"{path}:{line_number}: expected an integer record count, got {token!r}")
+
+
+def _parse_records(path, record_text, record_lines, num_fields) -> np.ndarray:
+    if not record_text:
+        return np.zeros((0, num_fields), dtype=np.float64)
+    try:
+        # comments=None: a "#" must be reported as malformed, not silently dropped.
+        records = np.loadtxt(record_text, dtype=np.float64, ndmin=2, comments=None)
+    except ValueError:
+        records = None
+    if records is None or records.shape != (len(record_text), num_fields):
+        _raise_first_bad_record(path, record_text, record_lines, num_fields)
+        raise ValueError(f"{path}: could not parse the records")
+    return records
+
+
+def _raise_first_bad_record(path, record_text, record_lines, num_fields):
+    """Raise ValueError for the first malformed record line, if any.
+
+    Only reached on malformed input, where a per-line scan is affordable.
+    """
+    for text, line_number in zip(record_text, record_lines):
+        tokens = text.split()
+        if len(tokens) != num_fields:
+            raise ValueError(
+                f"{path}:{line_number}: expected {num_fields} numbers, "
+                f"got {len(tokens)}: {text.strip()!r}"
+            )
+        try:
+            [float(t) for t in tokens]
+        except ValueError:
+            raise ValueError(
+                f"{path}:{line_number}: non-numeric field in {text.strip()!r}"
+            ) from None

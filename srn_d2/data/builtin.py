@@ -1,0 +1,119 @@
+"""Registers the face datasets under their standard names, like detectron2's builtin.py.
+
+Registration reads nothing: each loader resolves the datasets root
+(``$SRN_DATASETS``, default ``datasets``) and reads its files only when the
+dataset is first asked for. Metadata paths use the root seen at import time.
+
+Expected layout under the root (see datasets/README.md)::
+
+    widerface/WIDER_{train,val,test}/images/<event>/<image>.jpg
+    widerface/wider_face_split/wider_face_{train,val}_bbx_gt.txt
+    widerface/wider_face_split/wider_face_test_filelist.txt
+    widerface/eval_tools/ground_truth/*.mat            (official val evaluation)
+    fddb/FDDB-folds/FDDB-fold-NN-ellipseList.txt
+    fddb/originalPics/<path>.jpg
+    mini_faces/...                                      (generated on first use)
+"""
+
+import os
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from .fddb import NUM_FOLDS, fold_file_name, load_fddb
+from .mini_faces import MINI_FACES_DIR, SPLIT_SIZES, ensure_mini_faces, mini_faces_split_paths
+from .paths import datasets_root
+from .wider_face import DIFFICULTY_BY_SIZE, load_wider_face, load_wider_face_test_list
+
+WIDER_FACE_DIR = "widerface"
+WIDER_FACE_GT_MAT_DIR = os.path.join("eval_tools", "ground_truth")
+FDDB_DIR = "fddb"
+
+# name -> (image folder, annotation file), relative to <root>/widerface
+_WIDER_FACE_SPLITS = {
+    "widerface_train": ("WIDER_train/images", "wider_face_split/wider_face_train_bbx_gt.txt"),
+    "widerface_val": ("WIDER_val/images", "wider_face_split/wider_face_val_bbx_gt.txt"),
+    "widerface_test": ("WIDER_test/images", "wider_face_split/wider_face_test_filelist.txt"),
+}
+_FACE_CLASSES = ["face"]
+
+
+def _under_root(*parts: str) -> str:
+    return os.path.join(datasets_root(), *parts)
+
+
+def _require_file(path: str, dataset_name: str) -> str:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{dataset_name}: {path} not found. Lay the dataset out as datasets/README.md "
+            f"describes, under $SRN_DATASETS (now {datasets_root()!r})."
+        )
+    return path
+
+
+def register_all_wider_face() -> None:
+    for name, (image_dir, annotation_file) in _WIDER_FACE_SPLITS.items():
+        is_test = name == "widerface_test"
+        load = load_wider_face_test_list if is_test else load_wider_face
+
+        def load_split(name=name, load=load, image_dir=image_dir, annotation_file=annotation_file):
+            return load(
+                _require_file(_under_root(WIDER_FACE_DIR, annotation_file), name),
+                _under_root(WIDER_FACE_DIR, image_dir),
+            )
+
+        DatasetCatalog.register(name, load_split)
+        metadata = dict(
+            thing_classes=_FACE_CLASSES,
+            evaluator_type="widerface",
+            image_root=_under_root(WIDER_FACE_DIR, image_dir),
+            gt_file=_under_root(WIDER_FACE_DIR, annotation_file),
+        )
+        # The official splits take easy/medium/hard from these .mat lists, not from face sizes.
+        if name == "widerface_val":
+            metadata["gt_mat_dir"] = _under_root(WIDER_FACE_DIR, WIDER_FACE_GT_MAT_DIR)
+        MetadataCatalog.get(name).set(**metadata)
+
+
+def register_all_fddb() -> None:
+    folds = {f"fddb_fold_{fold}": [fold] for fold in range(1, NUM_FOLDS + 1)}
+    folds["fddb"] = list(range(1, NUM_FOLDS + 1))
+    for name, fold_numbers in folds.items():
+        fold_files = [os.path.join("FDDB-folds", fold_file_name(fold)) for fold in fold_numbers]
+
+        def load_folds(name=name, fold_files=fold_files):
+            return load_fddb(
+                [_require_file(_under_root(FDDB_DIR, f), name) for f in fold_files],
+                _under_root(FDDB_DIR, "originalPics"),
+            )
+
+        DatasetCatalog.register(name, load_folds)
+        MetadataCatalog.get(name).set(
+            thing_classes=_FACE_CLASSES,
+            evaluator_type="fddb",
+            image_root=_under_root(FDDB_DIR, "originalPics"),
+            gt_files=[_under_root(FDDB_DIR, f) for f in fold_files],
+        )
+
+
+def register_all_mini_faces() -> None:
+    for split in SPLIT_SIZES:
+        name = f"mini_faces_{split}"
+
+        def load_split(split=split):
+            image_root, gt_file = mini_faces_split_paths(ensure_mini_faces(datasets_root()), split)
+            return load_wider_face(gt_file, image_root)
+
+        DatasetCatalog.register(name, load_split)
+        image_root, gt_file = mini_faces_split_paths(_under_root(MINI_FACES_DIR), split)
+        MetadataCatalog.get(name).set(
+            thing_classes=_FACE_CLASSES,
+            evaluator_type="widerface",
+            image_root=image_root,
+            gt_file=gt_file,
+            difficulty_by_size=DIFFICULTY_BY_SIZE,
+        )
+
+
+register_all_wider_face()
+register_all_fddb()
+register_all_mini_faces()

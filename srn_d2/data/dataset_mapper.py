@@ -1,0 +1,134 @@
+"""Dataset mapper for face detection with the SRN augmentation."""
+
+import logging
+from typing import Dict, List, Tuple
+
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.data import DatasetMapper
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from detectron2.structures import Boxes, BoxMode, Instances
+from detectron2.utils.logger import log_every_n_seconds
+
+from .augmentation import build_srn_test_augmentation, build_srn_train_augmentation
+
+logger = logging.getLogger(__name__)
+
+# Faces narrower or shorter than this after augmentation carry no signal at the final scale.
+MIN_BOX_SIDE = 1.0
+_LOG_PERIOD_S = 60
+
+
+class SRNDatasetMapper(DatasetMapper):
+    """Reads an image, augments it and turns its faces into ``Instances``.
+
+    Training uses :func:`build_srn_train_augmentation` when INPUT.SRN_AUGMENTATION
+    is on, otherwise Detectron2's default augmentation. Crowd (WIDER "invalid")
+    faces are ignored. A face whose center leaves the crop is dropped, as is one
+    left with a side under ``MIN_BOX_SIDE`` px; both are counted in
+    ``num_dropped_boxes`` and ``num_degenerate_boxes`` (per data-loader worker).
+    Only boxes are mapped: faces carry no masks or keypoints.
+    """
+
+    @configurable
+    def __init__(self, is_train: bool, **kwargs):
+        super().__init__(is_train, **kwargs)
+        self.num_dropped_boxes = 0
+        self.num_degenerate_boxes = 0
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        ret = super().from_config(cfg, is_train)
+        if not is_train:
+            ret["augmentations"] = build_srn_test_augmentation(cfg)
+        elif cfg.INPUT.SRN_AUGMENTATION:
+            ret["augmentations"] = build_srn_train_augmentation(cfg)
+            ret["recompute_boxes"] = False
+        return ret
+
+    def __call__(self, dataset_dict: Dict) -> Dict:
+        # A shallow copy suffices: annotations are read, never modified.
+        dataset_dict = dict(dataset_dict)
+        annotations = dataset_dict.pop("annotations", None)
+        image = read_image_naming_file(dataset_dict["file_name"], self.image_format)
+        utils.check_image_size(dataset_dict, image)
+
+        aug_input = T.AugInput(image)
+        transforms = self.augmentations(aug_input)
+        image = aug_input.image
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+        if self.is_train and annotations is not None:
+            dataset_dict["instances"] = self._faces_to_instances(
+                annotations, transforms, image.shape[:2], dataset_dict["file_name"]
+            )
+        return dataset_dict
+
+    def _faces_to_instances(
+        self, annotations: List[Dict], transforms, image_shape: Tuple[int, int], file_name: str
+    ) -> Instances:
+        faces = [a for a in annotations if not a.get("iscrowd", 0)]
+        boxes = annotation_boxes_xyxy(faces)
+        classes = np.array([a["category_id"] for a in faces], dtype=np.int64)
+
+        height, width = image_shape
+        # Centers are mapped as points, before any transform clips the boxes.
+        centers = transforms.apply_coords((boxes[:, :2] + boxes[:, 2:]) / 2)
+        center_inside = (
+            (centers[:, 0] >= 0)
+            & (centers[:, 0] <= width)
+            & (centers[:, 1] >= 0)
+            & (centers[:, 1] <= height)
+        )
+        boxes = np.clip(
+            transforms.apply_box(boxes).reshape(-1, 4), 0, [width, height, width, height]
+        )
+        large_enough = ((boxes[:, 2:] - boxes[:, :2]) >= MIN_BOX_SIDE).all(axis=1)
+        keep = center_inside & large_enough
+        self._count_drops(
+            file_name, int((~center_inside).sum()), int((center_inside & ~large_enough).sum())
+        )
+
+        instances = Instances(image_shape)
+        instances.gt_boxes = Boxes(torch.as_tensor(boxes[keep], dtype=torch.float32))
+        instances.gt_classes = torch.as_tensor(classes[keep], dtype=torch.int64)
+        return instances
+
+    def _count_drops(self, file_name: str, num_outside: int, num_degenerate: int) -> None:
+        if num_outside or num_degenerate:
+            logger.debug(
+                f"{file_name}: dropped {num_outside} faces whose center left the crop "
+                f"and {num_degenerate} smaller than {MIN_BOX_SIDE} px"
+            )
+        self.num_dropped_boxes += num_outside
+        self.num_degenerate_boxes += num_degenerate
+        log_every_n_seconds(
+            logging.INFO,
+            f"SRNDatasetMapper: {self.num_dropped_boxes} faces dropped so far with their center "
+            f"outside the crop, {self.num_degenerate_boxes} smaller than {MIN_BOX_SIDE} px",
+            n=_LOG_PERIOD_S,
+            name=__name__,
+        )
+
+
+def annotation_boxes_xyxy(annotations: List[Dict]) -> np.ndarray:
+    """(N, 4) float64 XYXY_ABS boxes of ``annotations``, converted one box mode at a time."""
+    if not annotations:
+        return np.zeros((0, 4), dtype=np.float64)
+    boxes = np.array([a["bbox"] for a in annotations], dtype=np.float64).reshape(-1, 4)
+    modes = np.array([int(a["bbox_mode"]) for a in annotations])
+    for mode in np.unique(modes):
+        selected = modes == mode
+        boxes[selected] = BoxMode.convert(boxes[selected], BoxMode(int(mode)), BoxMode.XYXY_ABS)
+    return boxes
+
+
+def read_image_naming_file(file_name: str, image_format: str) -> np.ndarray:
+    """detectron2's ``read_image``, with failures re-raised as OSError naming the file."""
+    try:
+        return utils.read_image(file_name, format=image_format)
+    except (OSError, ValueError, SyntaxError) as error:
+        # PIL reports truncated or unknown files as OSError/SyntaxError without the path.
+        raise OSError(f"cannot read image {file_name}: {error}") from error
