@@ -80,6 +80,14 @@ def _add_model_config(cfg):
     # Box areas with the legacy "+1" (x2 - x1 + 1) in NMS, as the released code does.
     _C.MODEL.SRN.LEGACY_PLUS_ONE = False
 
+    # The narrow ResNet of the CPU-scale configs ("build_mini_resnet_backbone" as
+    # MODEL.SRN.BOTTOM_UP, "build_mini_resnet_fpn_backbone" for RetinaNet).
+    _C.MODEL.MINI_RESNET = CN()
+    _C.MODEL.MINI_RESNET.STEM_CHANNELS = 32
+    _C.MODEL.MINI_RESNET.WIDTHS = [32, 64, 128, 256]
+    _C.MODEL.MINI_RESNET.BLOCKS_PER_STAGE = [1, 1, 1, 1]
+    _C.MODEL.MINI_RESNET.NORM = "GN"
+
     # Anchors of the legacy generator used by the released model
     # ("SRNLegacyAnchorGenerator"); sizes and ratios come from MODEL.ANCHOR_GENERATOR.
     _C.MODEL.ANCHOR_GENERATOR.LEGACY_SCALES = [2.0, 2.828427]

@@ -1,0 +1,52 @@
+"""A narrow ResNet for training from scratch on a CPU (the mini configs and ``make demo``).
+
+Built from Detectron2's own ResNet blocks; registered both as a bottom-up
+network for SRN and, under an FPN, as a backbone for Detectron2's RetinaNet,
+so that the two detectors compare on the same features.
+"""
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY
+from detectron2.modeling.backbone.fpn import FPN, LastLevelP6P7
+from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, ResNet
+
+
+@BACKBONE_REGISTRY.register()
+def build_mini_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
+    """ResNet of BasicBlocks with MODEL.MINI_RESNET widths; outputs res2..res5 (strides 4..32)."""
+    mini = cfg.MODEL.MINI_RESNET
+    if len(mini.WIDTHS) != 4 or len(mini.BLOCKS_PER_STAGE) != 4:
+        raise ValueError(
+            "MODEL.MINI_RESNET.WIDTHS and BLOCKS_PER_STAGE need four entries (res2..res5), "
+            f"got {mini.WIDTHS} and {mini.BLOCKS_PER_STAGE}"
+        )
+    stem = BasicStem(input_shape.channels, mini.STEM_CHANNELS, norm=mini.NORM)
+    stages, in_channels = [], mini.STEM_CHANNELS
+    for index, (width, blocks) in enumerate(zip(mini.WIDTHS, mini.BLOCKS_PER_STAGE)):
+        first_stride = 1 if index == 0 else 2
+        stages.append(
+            ResNet.make_stage(
+                BasicBlock,
+                blocks,
+                in_channels=in_channels,
+                out_channels=width,
+                stride_per_block=[first_stride] + [1] * (blocks - 1),
+                norm=mini.NORM,
+            )
+        )
+        in_channels = width
+    return ResNet(stem, stages, out_features=["res2", "res3", "res4", "res5"])
+
+
+@BACKBONE_REGISTRY.register()
+def build_mini_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
+    """RetinaNet's FPN (P6, P7 from res5) over the mini ResNet."""
+    bottom_up = build_mini_resnet_backbone(cfg, input_shape)
+    out_channels = cfg.MODEL.FPN.OUT_CHANNELS
+    return FPN(
+        bottom_up=bottom_up,
+        in_features=cfg.MODEL.FPN.IN_FEATURES,
+        out_channels=out_channels,
+        norm=cfg.MODEL.FPN.NORM,
+        top_block=LastLevelP6P7(bottom_up.output_shape()["res5"].channels, out_channels),
+        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+    )
