@@ -3,8 +3,10 @@ from .anchor_generator import SRNLegacyAnchorGenerator
 from .backbone import SRNBackbone, build_srn_backbone
 from .heads import SRN_HEAD_REGISTRY, RFEHead, RetinaNetStyleHead, build_srn_head
 from .matcher import ChunkedMatcher
+from .mini_resnet import build_mini_resnet_backbone, build_mini_resnet_fpn_backbone
 from .rfe import RFE
 from .srn import SRN
+from .test_time_augmentation import SRNWithTTA, bbox_vote, srn_tta_passes
 from .two_step_head import SelectiveTwoStepHead
 
 __all__ = [
@@ -19,4 +21,9 @@ __all__ = [
     "ChunkedMatcher",
     "SelectiveTwoStepHead",
     "SRNLegacyAnchorGenerator",
+    "SRNWithTTA",
+    "bbox_vote",
+    "srn_tta_passes",
+    "build_mini_resnet_backbone",
+    "build_mini_resnet_fpn_backbone",
 ]

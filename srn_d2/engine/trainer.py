@@ -1,0 +1,87 @@
+"""Detectron2's DefaultTrainer with srn_d2's data pipeline, evaluators and TTA.
+
+The same trainer runs SRN and stock Detectron2 models (RetinaNet), so a
+comparison between them differs in the model alone.
+"""
+import functools
+import logging
+import os
+from typing import Optional
+from unittest import mock
+
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import DefaultTrainer, default_setup
+from detectron2.engine import defaults as d2_defaults
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluator
+
+from ..config import add_srn_config
+from ..data import SRNDatasetMapper
+from ..evaluation import build_face_evaluator
+from ..modeling import SRNWithTTA
+
+logger = logging.getLogger(__name__)
+
+
+def build_evaluator(cfg, dataset_name: str, output_folder: Optional[str] = None) -> DatasetEvaluator:
+    """The evaluator that fits the dataset: WIDER FACE protocol, FDDB ROC, or COCO."""
+    if output_folder is None:
+        output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+    if MetadataCatalog.get(dataset_name).get("evaluator_type") in ("widerface", "fddb"):
+        return build_face_evaluator(cfg, dataset_name, output_folder)
+    # The fast COCO API needs detectron2's compiled extension, absent in pure-Python installs.
+    return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False)
+
+
+class SRNTrainer(DefaultTrainer):
+    """DefaultTrainer with the SRN dataset mapper, face evaluators and SRN's TTA."""
+
+    def __init__(self, cfg):
+        if cfg.MODEL.DEVICE == "cpu":
+            # Detectron2 hands DDP the GPU index as device_ids, which DDP refuses for
+            # CPU models; CPU (GLOO) training needs device_ids=None.
+            cpu_ddp = functools.partial(d2_defaults.create_ddp_model, device_ids=None)
+            with mock.patch.object(d2_defaults, "create_ddp_model", cpu_ddp):
+                super().__init__(cfg)
+        else:
+            super().__init__(cfg)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=SRNDatasetMapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=SRNDatasetMapper(cfg, is_train=False))
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return build_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def test_with_TTA(cls, cfg, model):
+        """Evaluate with the authors' multi-scale test; results keys end in "_TTA"."""
+        logger.info("Running inference with SRN's test-time augmentation ...")
+        tta_model = SRNWithTTA(cfg, model)
+        evaluators = [
+            cls.build_evaluator(cfg, name, output_folder=os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name))
+            for name in cfg.DATASETS.TEST
+        ]
+        results = cls.test(cfg, tta_model, evaluators)
+        return {k + "_TTA": v for k, v in results.items()}
+
+
+def setup_cfg(config_file: str, opts=(), args=None):
+    """Config from a file and overrides, with srn_d2's keys; ``args`` runs default_setup."""
+    cfg = get_cfg()
+    add_srn_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    if not torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda"):
+        logger.warning("CUDA is not available: running on the CPU")
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    if args is not None:
+        default_setup(cfg, args)
+    return cfg

@@ -1,0 +1,256 @@
+"""The authors' multi-scale test for SRN, merged by bounding-box voting.
+
+Passes (SRN_SPEC.md, "Released test-time augmentation"), for an image of
+``h * w`` pixels and a budget of ``MAX_SIZE ** 2`` pixels:
+
+* images under the budget: the original, its horizontal flip, a ``SHRINK``
+  pass that contributes only boxes larger than ``SHRINK_MIN_BOX``, enlargements
+  by ``ENLARGE_BASE ** t`` (t = 1, 2, ...) while ``h * w * scale ** 2`` does not
+  exceed the budget, and one pass at exactly the budget; the enlarged passes
+  contribute only boxes smaller than ``ENLARGE_MAX_BOX``;
+* images at or over the budget (as the released code does): the image scaled
+  down to the budget, its flip, and two further shrinks (0.75x and ``SHRINK``
+  of that scale) contributing boxes larger than ``SHRINK_MIN_BOX``.
+
+"Larger" compares a box's longer side and "smaller" its shorter side with the
+threshold, in original-image pixels (the released code's definition).
+"""
+import copy
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Tuple
+
+import cv2
+import numpy as np
+import torch
+from detectron2.data.detection_utils import read_image
+from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.structures import Boxes, Instances
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+__all__ = ["TTAPass", "srn_tta_passes", "bbox_vote", "box_size_mask", "SRNWithTTA"]
+
+# Which of a pass's boxes are kept.
+KEEP_ALL, KEEP_LARGER, KEEP_SMALLER = "all", "larger", "smaller"
+# Extra shrink of the released code's passes for images over the pixel budget.
+_OVER_BUDGET_SHRINK = 0.75
+
+
+def _check_scales(shrink: float, enlarge_base: float) -> None:
+    if enlarge_base <= 1.0:
+        raise ValueError(f"TEST.AUG.SRN.ENLARGE_BASE must exceed 1, got {enlarge_base}")
+    if not 0.0 < shrink < 1.0:
+        raise ValueError(f"TEST.AUG.SRN.SHRINK must lie in (0, 1), got {shrink}")
+
+
+@dataclass(frozen=True)
+class TTAPass:
+    """One inference pass: resize by ``scale``, then optionally flip horizontally."""
+
+    scale: float
+    flip: bool = False
+    keep: str = KEEP_ALL
+
+
+def srn_tta_passes(
+    height: int, width: int, max_size: int, *, shrink: float = 0.5, enlarge_base: float = 1.5, flip: bool = True
+) -> List[TTAPass]:
+    """The released code's passes for an image of ``height x width`` (module docstring)."""
+    _check_scales(shrink, enlarge_base)
+    budget = float(max_size) ** 2
+    pixels = float(height * width)
+    budget_scale = math.sqrt(budget / pixels)
+    if pixels >= budget:
+        passes = [TTAPass(budget_scale)]
+        if flip:
+            passes.append(TTAPass(budget_scale, flip=True))
+        passes.append(TTAPass(budget_scale * _OVER_BUDGET_SHRINK, keep=KEEP_LARGER))
+        passes.append(TTAPass(budget_scale * shrink, keep=KEEP_LARGER))
+        return passes
+
+    passes = [TTAPass(1.0)]
+    if flip:
+        passes.append(TTAPass(1.0, flip=True))
+    passes.append(TTAPass(shrink, keep=KEEP_LARGER))
+    t = 1
+    while pixels * enlarge_base ** (2 * t) <= budget:
+        passes.append(TTAPass(enlarge_base**t, keep=KEEP_SMALLER))
+        t += 1
+    passes.append(TTAPass(budget_scale, keep=KEEP_SMALLER))
+    return passes
+
+
+def box_size_mask(boxes: torch.Tensor, keep: str, min_box: float, max_box: float, offset: float = 0.0) -> torch.Tensor:
+    """(N,) bool: boxes a pass of kind ``keep`` contributes.
+
+    Args:
+        boxes: (N, 4) boxes (x1, y1, x2, y2) in original-image pixels.
+        keep: KEEP_ALL, KEEP_LARGER (longer side > ``min_box``) or
+            KEEP_SMALLER (shorter side < ``max_box``).
+        offset: added to x2 - x1 and y2 - y1 to get a side (1 for inclusive pixel boxes).
+    """
+    sides = torch.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], dim=1) + offset
+    if keep == KEEP_ALL:
+        return torch.ones(len(boxes), dtype=torch.bool, device=boxes.device)
+    if keep == KEEP_LARGER:
+        return sides.max(dim=1).values > min_box
+    if keep == KEEP_SMALLER:
+        return sides.min(dim=1).values < max_box
+    raise ValueError(f"unknown pass kind {keep!r}; expected {KEEP_ALL}, {KEEP_LARGER} or {KEEP_SMALLER}")
+
+
+def bbox_vote(
+    boxes: torch.Tensor, scores: torch.Tensor, iou_thresh: float = 0.5, max_dets: int = 750
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Bounding-box voting (SRN_SPEC.md): merge overlapping detections of all passes.
+
+    In decreasing score order, the best remaining box and every remaining box
+    with IoU >= ``iou_thresh`` to it (areas with the legacy +1) form a group and
+    are removed. A group of one box is dropped; a larger group yields the
+    score-weighted mean of its boxes with the group's highest score.
+
+    Args:
+        boxes: (N, 4) boxes (x1, y1, x2, y2).
+        scores: (N,) scores.
+        iou_thresh: grouping IoU.
+        max_dets: at most this many merged boxes are returned.
+
+    Returns:
+        (M, 4) merged boxes and (M,) scores, by decreasing score.
+    """
+    order = torch.sort(scores, descending=True, stable=True).indices
+    boxes, scores = boxes[order], scores[order]
+    areas = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+    merged_boxes, merged_scores = [], []
+    while len(boxes) > 0 and len(merged_boxes) < max_dets:
+        top_left = torch.maximum(boxes[:, :2], boxes[0, :2])
+        bottom_right = torch.minimum(boxes[:, 2:], boxes[0, 2:])
+        inter = (bottom_right - top_left + 1).clamp(min=0).prod(dim=1)
+        group = inter / (areas[0] + areas - inter) >= iou_thresh
+        # A degenerate top box can miss its own group; it must leave anyway.
+        group[0] = True
+        if int(group.sum()) > 1:
+            weights = scores[group]
+            merged_boxes.append((boxes[group] * weights[:, None]).sum(dim=0) / weights.sum())
+            merged_scores.append(scores[0])
+        remaining = ~group
+        boxes, scores, areas = boxes[remaining], scores[remaining], areas[remaining]
+    if not merged_boxes:
+        return boxes.new_zeros((0, 4)), scores.new_zeros((0,))
+    return torch.stack(merged_boxes), torch.stack(merged_scores)
+
+
+def _resize(image: torch.Tensor, scale: float) -> torch.Tensor:
+    """Bilinear resize of a (C, H, W) image by ``scale`` as cv2.resize(fx=fy=scale) does:
+    the released test resized with OpenCV, whose pixel mapping the box mapping below inverts."""
+    if scale == 1.0:
+        return image
+    array = np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy())
+    resized = cv2.resize(array, (0, 0), fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+    resized = resized.reshape(resized.shape[0], resized.shape[1], array.shape[2])
+    return torch.from_numpy(resized).permute(2, 0, 1).to(image.device)
+
+
+class SRNWithTTA(nn.Module):
+    """An SRN (or any detector taking Detectron2's inputs) with the authors' multi-scale test.
+
+    Calling it has the interface of the wrapped model's inference:
+    ``[{"image": (C, H, W) tensor in cfg.INPUT.FORMAT, optional "height", "width"}]``
+    (or ``"file_name"`` instead of ``"image"``) -> ``[{"instances": Instances}]``,
+    boxes in the coordinates of ``height x width`` (default: the image's size).
+    Passes run one at a time: their sizes differ by up to the whole pixel
+    budget, so batching them would pad every pass to the largest.
+    """
+
+    def __init__(self, cfg, model: nn.Module):
+        super().__init__()
+        if isinstance(model, DistributedDataParallel):
+            model = model.module
+        self.model = model
+        aug = cfg.TEST.AUG.SRN
+        self.max_size = aug.MAX_SIZE
+        self.shrink = aug.SHRINK
+        self.enlarge_base = aug.ENLARGE_BASE
+        self.flip = aug.FLIP
+        self.shrink_min_box = aug.SHRINK_MIN_BOX
+        self.enlarge_max_box = aug.ENLARGE_MAX_BOX
+        self.vote_iou = aug.VOTE_IOU
+        self.max_dets = cfg.TEST.DETECTIONS_PER_IMAGE
+        self.input_format = cfg.INPUT.FORMAT
+        # Legacy boxes are inclusive pixel indices: a box spans x2 - x1 + 1 pixels,
+        # a flip maps x to W - 1 - x, and resizing maps pixel centers.
+        self.offset = 1.0 if cfg.MODEL.SRN.LEGACY_PLUS_ONE else 0.0
+        _check_scales(self.shrink, self.enlarge_base)
+
+    def forward(self, batched_inputs: List[Dict]) -> List[Dict[str, Instances]]:
+        with torch.no_grad():
+            return [self._inference_one_image(self._with_image(x)) for x in batched_inputs]
+
+    def _with_image(self, dataset_dict: Dict) -> Dict:
+        if "image" in dataset_dict:
+            return dataset_dict
+        result = copy.copy(dataset_dict)
+        image = read_image(result.pop("file_name"), self.input_format)
+        result["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        return result
+
+    def passes(self, height: int, width: int) -> List[TTAPass]:
+        return srn_tta_passes(
+            height, width, self.max_size, shrink=self.shrink, enlarge_base=self.enlarge_base, flip=self.flip
+        )
+
+    def _run_pass(self, image: torch.Tensor, tta_pass: TTAPass) -> Instances:
+        """Detections of one pass, boxes mapped back to ``image``'s pixels and size-filtered."""
+        resized = _resize(image, tta_pass.scale)
+        if tta_pass.flip:
+            resized = resized.flip(-1)
+        height, width = resized.shape[-2:]
+        instances = self.model([{"image": resized, "height": height, "width": width}])[0]["instances"]
+        instances = instances.to("cpu")
+        boxes = instances.pred_boxes.tensor
+        if tta_pass.flip:
+            boxes = torch.stack(
+                [width - self.offset - boxes[:, 2], boxes[:, 1], width - self.offset - boxes[:, 0], boxes[:, 3]],
+                dim=1,
+            )
+        half = self.offset / 2.0
+        boxes = (boxes + half) / tta_pass.scale - half
+        keep = box_size_mask(boxes, tta_pass.keep, self.shrink_min_box, self.enlarge_max_box, self.offset)
+        result = Instances(tuple(image.shape[-2:]))
+        result.pred_boxes = Boxes(boxes[keep])
+        result.scores = instances.scores[keep]
+        result.pred_classes = instances.pred_classes[keep]
+        return result
+
+    def _vote(self, detections: Instances) -> Instances:
+        """Bounding-box voting within each class, then the best ``max_dets`` overall."""
+        boxes, scores, classes = [], [], []
+        for cls in detections.pred_classes.unique().tolist():
+            in_class = detections.pred_classes == cls
+            class_boxes, class_scores = bbox_vote(
+                detections.pred_boxes.tensor[in_class], detections.scores[in_class], self.vote_iou, self.max_dets
+            )
+            boxes.append(class_boxes)
+            scores.append(class_scores)
+            classes.append(torch.full((len(class_scores),), cls, dtype=torch.int64))
+        result = Instances(detections.image_size)
+        result.pred_boxes = Boxes(torch.cat(boxes) if boxes else torch.zeros((0, 4)))
+        result.scores = torch.cat(scores) if scores else torch.zeros((0,))
+        result.pred_classes = torch.cat(classes) if classes else torch.zeros((0,), dtype=torch.int64)
+        order = torch.sort(result.scores, descending=True, stable=True).indices[: self.max_dets]
+        return result[order]
+
+    def _inference_one_image(self, dataset_dict: Dict) -> Dict[str, Instances]:
+        image = dataset_dict["image"]
+        height, width = image.shape[-2:]
+        detections = Instances.cat([self._run_pass(image, p) for p in self.passes(height, width)])
+        merged = self._vote(detections)
+        boxes = merged.pred_boxes.tensor
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width - self.offset)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height - self.offset)
+        out_height = dataset_dict.get("height", height)
+        out_width = dataset_dict.get("width", width)
+        if (out_height, out_width) != (height, width):
+            merged = detector_postprocess(merged, out_height, out_width)
+        return {"instances": merged}

@@ -1,0 +1,1 @@
+"""Command-line tools: benchmark, demo, anchor statistics, weight conversion, the main job."""

@@ -1,0 +1,100 @@
+"""Time and peak-memory measurement shared by the benchmark tools."""
+import math
+import os
+import statistics
+import threading
+import time
+from typing import Callable, Dict
+
+import torch
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * _PAGE_SIZE
+
+
+class PeakMemory:
+    """Peak memory above the starting level while the context is open.
+
+    On CUDA it is the allocator's exact peak; on the CPU, PyTorch keeps no
+    allocation statistics, so a thread samples the process's resident set
+    every ``interval`` seconds (an estimate that can miss very short peaks).
+    """
+
+    def __init__(self, device: str, interval: float = 0.001):
+        self.device = torch.device(device)
+        self.interval = interval
+        self.peak_bytes = 0
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._start = torch.cuda.memory_allocated(self.device)
+        else:
+            self._start = _rss_bytes()
+            self._peak = self._start
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self._peak = max(self._peak, _rss_bytes())
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - self._start
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak_bytes = max(self._peak, _rss_bytes()) - self._start
+        return False
+
+
+def synchronize(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_time(fn: Callable[[], object], device: str, iters: int, warmup: int) -> float:
+    """Median wall time of ``fn`` in seconds over ``iters`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def format_table(rows, columns, baseline: Dict[str, float] = None) -> str:
+    """Rows of dicts as a text table; numeric columns get "(x1.23)" ratios to ``baseline``."""
+    cells = []
+    for row in rows:
+        line = []
+        for col in columns:
+            value = row.get(col, "")
+            if isinstance(value, float):
+                text = f"{value:.2f}" if value == 0 or 0.01 <= abs(value) < 1e5 else f"{value:.2g}"
+                reference = baseline.get(col) if baseline is not None else None
+                if isinstance(reference, float) and reference and math.isfinite(value / reference):
+                    text += f" (x{value / reference:.2f})"
+            else:
+                text = str(value)
+            line.append(text)
+        cells.append(line)
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    out = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    out.append("  ".join("-" * w for w in widths))
+    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(out)

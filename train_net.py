@@ -1,0 +1,44 @@
+#!/usr/bin/env python
+"""Train or evaluate SRN, or a stock Detectron2 model on the same face data.
+
+    python train_net.py --config-file configs/SRN_R_50_FPN_widerface.yaml --num-gpus 8
+    python train_net.py --config-file configs/SRN_mini.yaml --eval-only MODEL.WEIGHTS out/model_final.pth
+"""
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import default_argument_parser, hooks, launch
+from detectron2.evaluation import verify_results
+
+from srn_d2.engine import SRNTrainer, setup_cfg
+
+
+def main(args):
+    cfg = setup_cfg(args.config_file, args.opts, args)
+    if args.eval_only:
+        model = SRNTrainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        results = SRNTrainer.test(cfg, model)
+        if cfg.TEST.AUG.ENABLED:
+            results.update(SRNTrainer.test_with_TTA(cfg, model))
+        verify_results(cfg, results)
+        return results
+
+    trainer = SRNTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    if cfg.TEST.AUG.ENABLED:
+        trainer.register_hooks(
+            [hooks.EvalHook(0, lambda: trainer.test_with_TTA(cfg, trainer.model))]
+        )
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
