@@ -1,0 +1,57 @@
+"""Command line FDDB evaluation of a detection file.
+
+    python -m srn_d2.evaluation.fddb --pred FILE --gt-dir DIR [--image-dir DIR] [--json OUT.json]
+
+``--gt-dir`` holds ``FDDB-fold-NN-ellipseList.txt``; every image of those folds
+is evaluated (images absent from ``--pred`` have no detections). With
+``--image-dir`` (``originalPics``) regions are clipped to the image as the
+official tool does; without it image sizes are unknown and nothing is clipped.
+"""
+import argparse
+import glob
+import json
+import os
+import sys
+
+from ..data.fddb import load_fddb
+from .fddb_evaluator import MAX_FALSE_POSITIVES, fddb_gt_from_dicts
+from .fddb_protocol import evaluate_fddb
+from .prediction_files import read_fddb_detections
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pred", required=True, help="FDDB detection file")
+    parser.add_argument("--gt-dir", required=True, help="folder of FDDB-fold-NN-ellipseList.txt")
+    parser.add_argument("--image-dir", help="folder of the images (<path>.jpg), for image sizes")
+    parser.add_argument("--json", help="write {'TPR_at_1000FP': rate in [0, 1]} here")
+    args = parser.parse_args(argv)
+
+    fold_files = sorted(glob.glob(os.path.join(args.gt_dir, "*ellipseList.txt")))
+    if not fold_files:
+        parser.error(f"no *ellipseList.txt in {args.gt_dir}")
+    dicts = load_fddb(fold_files, args.image_dir or "", read_sizes=bool(args.image_dir))
+    ground_truth = fddb_gt_from_dicts(dicts)
+    detections = read_fddb_detections(args.pred)
+    unknown = [name for name in detections if name not in ground_truth]
+    if unknown:
+        print(
+            f"warning: {len(unknown)} images of {args.pred} are not in the folds, "
+            f"ignored, e.g. {unknown[0]}"
+        )
+
+    roc = evaluate_fddb(detections, ground_truth)
+    tpr = roc.tpr_at_false_positives(MAX_FALSE_POSITIVES)
+    num_detections = sum(len(d) for d in detections.values())
+    print(f"{len(ground_truth)} images, {roc.num_faces} faces, {num_detections} detections")
+    print(f"TPR at {MAX_FALSE_POSITIVES} false positives (discrete score): {tpr:.4f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"TPR_at_1000FP": tpr}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Command line WIDER FACE evaluation of a submission folder.
+
+    python -m srn_d2.evaluation.widerface --pred DIR --gt-dir DIR \
+        [--json OUT.json] [--plot OUT.png] [--iou 0.5]
+
+Prints the easy / medium / hard AP (at ``--iou``) and the hard-set extras;
+``--json`` gets ``{"easy": AP, "medium": AP, "hard": AP}`` with AP in [0, 1].
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+from .prediction_files import list_prediction_ids, read_widerface_predictions
+from .widerface_gt import SETTINGS, load_widerface_gt_mat
+from .widerface_plot import plot_pr_curves
+from .widerface_protocol import WiderFaceMatches, warn_unmatched_ids, widerface_metrics
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pred", required=True, help="submission folder: <event>/<image>.txt")
+    parser.add_argument(
+        "--gt-dir", required=True, help="folder of wider_face_val.mat and wider_*_val.mat"
+    )
+    parser.add_argument("--json", help="write {easy, medium, hard} AP in [0, 1] here")
+    parser.add_argument("--plot", help="draw the three PR curves into this image")
+    parser.add_argument(
+        "--iou", type=float, default=0.5, help="IoU threshold of easy/medium/hard AP"
+    )
+    args = parser.parse_args(argv)
+    if not os.path.isdir(args.pred):
+        parser.error(f"--pred {args.pred} is not a folder")
+
+    gt = load_widerface_gt_mat(args.gt_dir)
+    start = time.perf_counter()
+    predictions = read_widerface_predictions(args.pred, gt.image_ids)
+    read_s = time.perf_counter() - start
+    warn_unmatched_ids(list_prediction_ids(args.pred), gt, what="prediction files")
+
+    start = time.perf_counter()
+    matches = WiderFaceMatches(predictions, gt)
+    curves = {setting: matches.pr_curve(setting, args.iou) for setting in SETTINGS}
+    extras, _ = widerface_metrics(matches)
+    eval_s = time.perf_counter() - start
+
+    print(f"{'setting':<8} AP (IoU {args.iou:g})")
+    for setting, curve in curves.items():
+        print(f"{setting:<8} {curve.ap:.4f}")
+    print("hard-set extras (IoU 0.5 unless named):")
+    for key, value in extras.items():
+        if key not in ("AP_easy", "AP_medium", "AP_hard"):
+            shown = f"{value:.4f}" if key.startswith("AP") else f"{value:.0f}"
+            print(f"  {key:<16} {shown}")
+    print(f"read {len(predictions)} files in {read_s:.2f} s, evaluated in {eval_s:.2f} s")
+
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({setting: curve.ap for setting, curve in curves.items()}, f, indent=2)
+    if args.plot:
+        plot_pr_curves(curves, args.plot, title=f"WIDER FACE val (IoU {args.iou:g})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

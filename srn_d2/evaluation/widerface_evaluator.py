@@ -1,0 +1,128 @@
+"""Detectron2 DatasetEvaluator for the WIDER FACE protocol (easy / medium / hard AP)."""
+import logging
+import os
+import time
+from collections import OrderedDict
+from typing import Dict, Optional
+
+import numpy as np
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.evaluation import DatasetEvaluator
+from detectron2.utils import comm
+from detectron2.utils.logger import create_small_table
+
+from .prediction_files import write_widerface_predictions
+from .widerface_gt import WiderFaceGroundTruth, load_widerface_gt_mat, widerface_gt_from_dicts
+from .widerface_protocol import PRCurve, WiderFaceMatches, warn_unmatched_ids, widerface_metrics
+
+PREDICTIONS_DIR = "widerface_predictions"
+
+
+def instances_to_xywhs(instances) -> np.ndarray:
+    """(n, 5) float64 ``x, y, w, h, score`` of Detectron2 Instances (XYXY pred_boxes)."""
+    boxes = instances.pred_boxes.tensor.detach().cpu().double().numpy().reshape(-1, 4)
+    scores = instances.scores.detach().cpu().double().numpy().reshape(-1, 1)
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2], scores], axis=1)
+
+
+class WiderFaceEvaluator(DatasetEvaluator):
+    """Official WIDER FACE evaluation of a dataset in the WIDER format.
+
+    Ground truth, first match wins: ``gt_dir`` (official ``.mat`` files), the
+    dataset metadata's ``gt_mat_dir``, else the dataset's own annotations with
+    settings by face size (metadata ``difficulty_by_size``, see
+    ``widerface_gt``). Every ground-truth image counts; images the model never
+    saw count as having no predictions (one warning says how many).
+
+    After :meth:`evaluate`, ``self.pr_curves`` maps easy/medium/hard to their
+    IoU-0.5 :class:`PRCurve` (``.precision``, ``.recall``, ``.ap``) for plotting.
+    """
+
+    def __init__(
+        self,
+        dataset_name: str,
+        output_dir: Optional[str] = None,
+        distributed: bool = True,
+        gt_dir: Optional[str] = None,
+    ):
+        """
+        Args:
+            dataset_name: a registered dataset whose dicts have ``image_id``
+                ``"<event>/<image stem>"``.
+            output_dir: if set, the submission files are written under
+                ``<output_dir>/widerface_predictions/<event>/<image>.txt``.
+            distributed: gather predictions from all processes and evaluate on
+                the main one.
+            gt_dir: folder of the official ``.mat`` files; ``None`` or ``""``
+                uses the metadata (pass ``cfg.TEST.WIDERFACE_GT_DIR`` here).
+        """
+        self._dataset_name = dataset_name
+        self._output_dir = output_dir
+        self._distributed = distributed
+        self._logger = logging.getLogger(__name__)
+        metadata = MetadataCatalog.get(dataset_name)
+        self._gt_dir = gt_dir or metadata.get("gt_mat_dir", None)
+        self._difficulty_by_size = metadata.get("difficulty_by_size", None)
+        if not self._gt_dir and self._difficulty_by_size is None:
+            raise ValueError(
+                f"{dataset_name}: no WIDER FACE ground truth; give gt_dir or set the "
+                "metadata 'gt_mat_dir' or 'difficulty_by_size'"
+            )
+        self._gt: Optional[WiderFaceGroundTruth] = None
+        self.pr_curves: Dict[str, PRCurve] = {}
+        self.reset()
+
+    @classmethod
+    def from_config(cls, cfg, dataset_name: str, output_dir: Optional[str] = None):
+        """Applies ``cfg.TEST.WIDERFACE_GT_DIR`` (when non-empty) as ``gt_dir``."""
+        return cls(dataset_name, output_dir, gt_dir=cfg.TEST.get("WIDERFACE_GT_DIR", "") or None)
+
+    def reset(self):
+        self._predictions: Dict[str, np.ndarray] = {}
+
+    def process(self, inputs, outputs):
+        for inp, out in zip(inputs, outputs):
+            self._predictions[str(inp["image_id"])] = instances_to_xywhs(out["instances"].to("cpu"))
+
+    def ground_truth(self) -> WiderFaceGroundTruth:
+        if self._gt is None:
+            if self._gt_dir:
+                self._gt = load_widerface_gt_mat(self._gt_dir)
+            else:
+                self._gt = widerface_gt_from_dicts(
+                    DatasetCatalog.get(self._dataset_name), tuple(self._difficulty_by_size)
+                )
+        return self._gt
+
+    def evaluate(self):
+        if self._distributed:
+            comm.synchronize()
+            gathered = comm.gather(self._predictions, dst=0)
+            if not comm.is_main_process():
+                return {}
+            predictions = {k: v for part in gathered for k, v in part.items()}
+        else:
+            predictions = self._predictions
+
+        if self._output_dir:
+            pred_dir = os.path.join(self._output_dir, PREDICTIONS_DIR)
+            write_widerface_predictions(pred_dir, predictions)
+            self._logger.info(f"WIDER FACE submission files written to {pred_dir}")
+
+        gt = self.ground_truth()
+        warn_unmatched_ids(predictions.keys(), gt)
+        missing = [i for i in gt.image_ids if i not in predictions]
+        if missing:
+            self._logger.warning(
+                f"{self._dataset_name}: {len(missing)} of {gt.num_images} ground-truth images have "
+                f"no predictions (counted as none), e.g. {', '.join(missing[:3])}"
+            )
+        start = time.perf_counter()
+        metrics, self.pr_curves = widerface_metrics(WiderFaceMatches(predictions, gt))
+        self._logger.info(f"WIDER FACE evaluation took {time.perf_counter() - start:.2f} s")
+
+        results = {k: (100.0 * v if k.startswith("AP") else v) for k, v in metrics.items()}
+        self._logger.info(
+            f"Evaluation results on {self._dataset_name}:\n" + create_small_table(results)
+        )
+        return OrderedDict({"widerface": results})

@@ -1,0 +1,170 @@
+"""WIDER FACE evaluation ground truth: every annotated face of every image, and
+which of those faces count in each setting (easy, medium, hard).
+
+Two sources:
+
+* the official ``.mat`` files (``wider_face_<split>.mat`` holds ``event_list``,
+  ``file_list`` and ``face_bbx_list``; ``wider_{easy,medium,hard}_<split>.mat``
+  hold ``gt_list``, per image the 1-based indices of the faces that count);
+* Detectron2 dataset dicts in the WIDER format, for datasets without official
+  lists (e.g. the generated ``mini_faces_*``). The lists then follow the face
+  size ``s = sqrt(w * h)`` in pixels and the ``invalid`` flag (``iscrowd`` when
+  ``invalid`` is absent), with ``difficulty_by_size = (easy_min, medium_min)``
+  (default ``(50, 20)``):
+
+  - easy:   non-invalid faces with ``s >= easy_min``;
+  - medium: non-invalid faces with ``s >= medium_min``;
+  - hard:   every non-invalid face.
+
+  Invalid faces stay in the face list without counting in any setting, as in the
+  official files: a prediction that finds one is discarded, not a false positive.
+"""
+import os
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
+
+import numpy as np
+from scipy.io import loadmat
+
+SETTINGS = ("easy", "medium", "hard")
+
+
+@dataclass(frozen=True)
+class WiderFaceGroundTruth:
+    """Faces of all images, concatenated.
+
+    Attributes:
+        image_ids: ``"<event>/<image stem>"`` per image.
+        boxes: (F, 4) float64 face boxes (x, y, w, h), image after image.
+        offsets: (N + 1,) faces of image i are ``boxes[offsets[i]:offsets[i + 1]]``.
+        listed: setting -> (F,) bool, whether the face counts in that setting.
+    """
+
+    image_ids: Tuple[str, ...]
+    boxes: np.ndarray
+    offsets: np.ndarray
+    listed: Mapping[str, np.ndarray]
+
+    def __post_init__(self):
+        if len(self.offsets) != len(self.image_ids) + 1 or self.offsets[-1] != len(self.boxes):
+            raise ValueError("offsets must hold len(image_ids) + 1 entries ending at len(boxes)")
+        for setting, mask in self.listed.items():
+            if mask.shape != (len(self.boxes),):
+                raise ValueError(f"listed[{setting!r}] must have one entry per face")
+
+    @property
+    def num_images(self) -> int:
+        return len(self.image_ids)
+
+    @property
+    def num_faces(self) -> int:
+        return len(self.boxes)
+
+    def faces_of(self, index: int) -> np.ndarray:
+        return self.boxes[self.offsets[index] : self.offsets[index + 1]]
+
+    def subset(self, image_ids: Iterable[str]) -> "WiderFaceGroundTruth":
+        """The ground truth of some images only, in the given order."""
+        position = {image_id: i for i, image_id in enumerate(self.image_ids)}
+        indices = [position[image_id] for image_id in image_ids]
+        face_ranges = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in indices]
+        faces = np.concatenate(face_ranges) if face_ranges else np.zeros(0, np.int64)
+        counts = np.diff(self.offsets)[indices] if indices else np.zeros(0, np.int64)
+        return WiderFaceGroundTruth(
+            image_ids=tuple(self.image_ids[i] for i in indices),
+            boxes=self.boxes[faces],
+            offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            listed={setting: mask[faces] for setting, mask in self.listed.items()},
+        )
+
+
+def _from_per_image(
+    image_ids: Sequence[str], boxes: List[np.ndarray], listed: Dict[str, List[np.ndarray]]
+) -> WiderFaceGroundTruth:
+    counts = np.array([len(b) for b in boxes], dtype=np.int64)
+    return WiderFaceGroundTruth(
+        image_ids=tuple(image_ids),
+        boxes=np.concatenate(boxes).astype(np.float64) if boxes else np.zeros((0, 4)),
+        offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        listed={
+            s: np.concatenate(masks) if masks else np.zeros(0, bool) for s, masks in listed.items()
+        },
+    )
+
+
+def load_widerface_gt_mat(gt_dir: str, split: str = "val") -> WiderFaceGroundTruth:
+    """Load the official ground truth from ``gt_dir`` (``wider_face_<split>.mat`` and
+    ``wider_{easy,medium,hard}_<split>.mat``), images in the files' event/file order."""
+    faces_file = os.path.join(gt_dir, f"wider_face_{split}.mat")
+    if not os.path.isfile(faces_file):
+        raise FileNotFoundError(
+            f"{faces_file} not found: the WIDER FACE evaluation needs the official ground truth "
+            "(eval_tools/ground_truth of the WIDER FACE site); "
+            "set TEST.WIDERFACE_GT_DIR or --gt-dir"
+        )
+    faces_mat = loadmat(faces_file)
+    events = [str(e[0][0]) for e in faces_mat["event_list"]]
+    file_lists = [[str(f[0][0]) for f in files[0]] for files in faces_mat["file_list"]]
+    box_lists = [[b[0].reshape(-1, 4) for b in boxes[0]] for boxes in faces_mat["face_bbx_list"]]
+
+    image_ids = [f"{event}/{name}" for event, names in zip(events, file_lists) for name in names]
+    boxes = [b for per_event in box_lists for b in per_event]
+
+    listed: Dict[str, List[np.ndarray]] = {}
+    for setting in SETTINGS:
+        setting_file = os.path.join(gt_dir, f"wider_{setting}_{split}.mat")
+        gt_lists = loadmat(setting_file)["gt_list"]
+        if len(gt_lists) != len(events):
+            raise ValueError(
+                f"{setting_file}: {len(gt_lists)} events, {faces_file} has {len(events)}"
+            )
+        masks = []
+        for event_index, per_event in enumerate(gt_lists):
+            entries = per_event[0]
+            if len(entries) != len(box_lists[event_index]):
+                raise ValueError(
+                    f"{setting_file}: event {events[event_index]} lists {len(entries)} images, "
+                    f"{faces_file} has {len(box_lists[event_index])}"
+                )
+            for image_boxes, entry in zip(box_lists[event_index], entries):
+                # int64 first: the files store small index lists as uint8.
+                one_based = entry[0].reshape(-1).astype(np.int64)
+                if one_based.size and (one_based.min() < 1 or one_based.max() > len(image_boxes)):
+                    raise ValueError(
+                        f"{setting_file}: face index out of range in {events[event_index]}"
+                    )
+                mask = np.zeros(len(image_boxes), dtype=bool)
+                mask[one_based - 1] = True
+                masks.append(mask)
+        listed[setting] = masks
+    return _from_per_image(image_ids, boxes, listed)
+
+
+def widerface_gt_from_dicts(
+    dataset_dicts: Iterable[Mapping], difficulty_by_size: Tuple[float, float] = (50, 20)
+) -> WiderFaceGroundTruth:
+    """Ground truth of WIDER-format dataset dicts, settings by face size (module docstring)."""
+    from detectron2.structures import BoxMode
+
+    easy_min, medium_min = difficulty_by_size
+    image_ids, boxes = [], []
+    listed: Dict[str, List[np.ndarray]] = {setting: [] for setting in SETTINGS}
+    for record in dataset_dicts:
+        annotations = record.get("annotations", [])
+        image_boxes = np.array(
+            [
+                BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYWH_ABS)
+                for a in annotations
+            ],
+            dtype=np.float64,
+        ).reshape(-1, 4)
+        invalid = np.array(
+            [bool(a.get("invalid", a.get("iscrowd", 0))) for a in annotations], dtype=bool
+        )
+        size = np.sqrt(np.clip(image_boxes[:, 2] * image_boxes[:, 3], 0, None))
+        image_ids.append(str(record["image_id"]))
+        boxes.append(image_boxes)
+        listed["easy"].append(~invalid & (size >= easy_min))
+        listed["medium"].append(~invalid & (size >= medium_min))
+        listed["hard"].append(~invalid)
+    return _from_per_image(image_ids, boxes, listed)
