@@ -1,4 +1,6 @@
-"""Small models and inputs shared by the modeling tests."""
+"""Small models, inputs and data locations shared by the tests."""
+import os
+
 import torch
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
@@ -7,6 +9,9 @@ from detectron2.structures import Boxes, Instances
 from torch import nn
 
 from srn_d2 import add_srn_config
+
+# As SRNTrainer does on the CPU: denormal gradients slow training steps several-fold.
+torch.set_flush_denormal(True)
 
 
 class TinyBottomUp(Backbone):
@@ -77,3 +82,24 @@ def face_instances(image_size, boxes):
 def random_image(height, width, seed=0):
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (3, height, width), generator=generator).float()
+
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def widerface_val_gt_dir():
+    """Folder of the official WIDER FACE val .mat files, or None.
+
+    Looked up in $SRN_WIDERFACE_GT_DIR, then shared/widerface_val_gt inside or
+    beside the checkout (where CI puts it), then the datasets layout.
+    """
+    candidates = [
+        os.environ.get("SRN_WIDERFACE_GT_DIR", ""),
+        os.path.join(REPO_ROOT, "shared", "widerface_val_gt"),
+        os.path.join(os.path.dirname(REPO_ROOT), "shared", "widerface_val_gt"),
+        os.path.join(REPO_ROOT, "datasets", "widerface", "eval_tools", "ground_truth"),
+    ]
+    for candidate in candidates:
+        if candidate and os.path.isfile(os.path.join(candidate, "wider_face_val.mat")):
+            return candidate
+    return None

@@ -14,8 +14,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from srn_d2.data import load_wider_face, load_wider_face_test_list, register_wider_face_format
+from srn_testing import REPO_ROOT, widerface_val_gt_dir
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 GT_TEXT = """\
 0--Parade/0_Parade_marchingband_1_465.jpg
@@ -251,15 +251,10 @@ def test_parsing_train_sized_file_is_fast(tmp_path):
 
 
 def _official_val_mat():
-    candidates = [
-        os.path.join(REPO_ROOT, "datasets", "widerface", "eval_tools", "ground_truth"),
-        os.path.join(os.path.dirname(REPO_ROOT), "shared", "widerface_val_gt"),
-    ]
-    for directory in candidates:
-        path = os.path.join(directory, "wider_face_val.mat")
-        if os.path.isfile(path):
-            return path
-    pytest.skip("official wider_face_val.mat not available")
+    gt_dir = widerface_val_gt_dir()
+    if gt_dir is None:
+        pytest.skip("official wider_face_val.mat not available")
+    return os.path.join(gt_dir, "wider_face_val.mat")
 
 
 def test_real_val_ground_truth_round_trip(tmp_path):

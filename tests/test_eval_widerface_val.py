@@ -15,26 +15,11 @@ from detectron2.data import MetadataCatalog
 from detectron2.structures import Boxes, Instances
 
 from srn_d2.evaluation import WiderFaceEvaluator
+from srn_testing import widerface_val_gt_dir
 from srn_d2.evaluation.widerface_gt import SETTINGS, load_widerface_gt_mat
 from srn_d2.evaluation.widerface_protocol import WiderFaceMatches, evaluate_widerface
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _find_gt_dir():
-    candidates = [
-        os.environ.get("SRN_WIDERFACE_GT_DIR", ""),
-        os.path.join(_REPO, "shared", "widerface_val_gt"),
-        os.path.join(os.path.dirname(_REPO), "shared", "widerface_val_gt"),
-        os.path.join(_REPO, "datasets", "widerface", "eval_tools", "ground_truth"),
-    ]
-    for candidate in candidates:
-        if candidate and os.path.isfile(os.path.join(candidate, "wider_face_val.mat")):
-            return candidate
-    return None
-
-
-GT_DIR = _find_gt_dir()
+GT_DIR = widerface_val_gt_dir()
 pytestmark = pytest.mark.skipif(
     GT_DIR is None, reason="WIDER FACE val ground truth (.mat) not found"
 )

@@ -133,6 +133,8 @@ def main(argv=None):
     parser.add_argument("--match-max-elements", type=int, default=1 << 22)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every config")
     args = parser.parse_args(argv)
+    # As SRNTrainer does on the CPU, so that training steps are timed as they train.
+    torch.set_flush_denormal(True)
 
     columns = ["config", "size", "params_M", "GFLOPs", "infer_ms", "infer_peak_MiB"]
     if args.train_batch > 0:

@@ -133,7 +133,7 @@ def main(argv=None):
     parser.add_argument("--output", default="output/demo")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides applied to both models")
     args = parser.parse_args(argv)
-    setup_logger(name="srn_d2")
+    setup_logger(name="srn_d2").setLevel(logging.INFO)
     logging.getLogger("detectron2").setLevel(logging.WARNING)
     os.makedirs(args.output, exist_ok=True)
 
