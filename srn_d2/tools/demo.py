@@ -1,0 +1,238 @@
+"""Run a face detector config on images, a folder of images or a video.
+
+    python -m srn_d2.tools.demo --config-file configs/SRN_R_50_official.yaml \\
+        --input photo.jpg photos/ clip.mp4 --output out/ \\
+        --opts MODEL.WEIGHTS srn_r50_released.pkl MODEL.DEVICE cpu
+
+For an image ``<stem>.<ext>`` it writes to ``--output``: ``<stem>.<ext>`` with
+the detections drawn, ``<stem>.txt`` in the WIDER FACE submission format
+(name, count, ``x y w h score`` lines) and ``<stem>.json``, a list of
+``{"bbox": [x, y, w, h], "score": s}``. For a video: ``<stem>.mp4`` drawn, and
+``<stem>.json``, a list of ``{"frame": i, "detections": [...]}``.
+
+Images are read in cfg.INPUT.FORMAT and resized as at test time
+(INPUT.MIN_SIZE_TEST, 0 = original size); TEST.AUG.ENABLED runs the SRN
+multi-scale test. Detections below ``--confidence-threshold`` are not output.
+An image that cannot be decoded is an error when named directly; inside a
+folder it is logged and skipped.
+"""
+import argparse
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional
+
+import cv2
+import numpy as np
+import torch
+import tqdm
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog
+from detectron2.data import transforms as T
+from detectron2.data.catalog import Metadata
+from detectron2.data.detection_utils import convert_image_to_rgb
+from detectron2.modeling import build_model
+from detectron2.structures import Instances
+from detectron2.utils.visualizer import Visualizer
+
+from srn_d2 import add_srn_config
+from srn_d2.data.dataset_mapper import read_image_naming_file
+from srn_d2.evaluation.prediction_files import write_widerface_predictions
+from srn_d2.evaluation.widerface_evaluator import instances_to_xywhs
+from srn_d2.modeling import SRNWithTTA
+
+logger = logging.getLogger("srn_d2.demo")
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
+
+
+def setup_cfg(config_file: str, opts: List[str]):
+    cfg = get_cfg()
+    add_srn_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(opts)
+    cfg.freeze()
+    return cfg
+
+
+class FacePredictor:
+    """Detectron2's DefaultPredictor flow for images already in cfg.INPUT.FORMAT
+    (HWC numpy), with an optional SRN multi-scale test."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg.clone()
+        self.model = build_model(self.cfg)
+        self.model.eval()
+        DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        if cfg.TEST.AUG.ENABLED:
+            self.model = SRNWithTTA(cfg, self.model)
+        self.resize = (
+            T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+            if cfg.INPUT.MIN_SIZE_TEST > 0
+            else None
+        )
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray) -> Instances:
+        height, width = image.shape[:2]
+        if self.resize is not None:
+            image = self.resize.get_transform(image).apply_image(image)
+        tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        outputs = self.model([{"image": tensor, "height": height, "width": width}])
+        return outputs[0]["instances"].to("cpu")
+
+
+def _metadata(cfg) -> Metadata:
+    names = [n for n in cfg.DATASETS.TEST if n in MetadataCatalog.list()]
+    if names and MetadataCatalog.get(names[0]).get("thing_classes"):
+        return MetadataCatalog.get(names[0])
+    return Metadata(thing_classes=["face"])
+
+
+def detections_json(xywhs: np.ndarray) -> List[Dict]:
+    return [{"bbox": [round(float(v), 2) for v in row[:4]], "score": round(float(row[4]), 6)} for row in xywhs]
+
+
+@dataclass
+class DemoSummary:
+    images: int = 0
+    videos: int = 0
+    skipped: List[str] = field(default_factory=list)
+
+
+class FaceDemo:
+    """Detects, draws and writes the outputs of each input."""
+
+    def __init__(self, cfg, output_dir: str, confidence_threshold: float):
+        self.cfg = cfg
+        self.predictor = FacePredictor(cfg)
+        self.metadata = _metadata(cfg)
+        self.output_dir = output_dir
+        self.confidence_threshold = confidence_threshold
+        os.makedirs(output_dir, exist_ok=True)
+
+    def detect(self, image: np.ndarray) -> Instances:
+        instances = self.predictor(image)
+        return instances[instances.scores >= self.confidence_threshold]
+
+    def draw(self, image: np.ndarray, instances: Instances) -> np.ndarray:
+        """The detections drawn on ``image`` (cfg.INPUT.FORMAT), as BGR for OpenCV."""
+        rgb = convert_image_to_rgb(image, self.cfg.INPUT.FORMAT)
+        drawn = Visualizer(rgb, self.metadata).draw_instance_predictions(instances).get_image()
+        return drawn[:, :, ::-1]
+
+    def run_image(self, path: str) -> None:
+        image = read_image_naming_file(path, self.cfg.INPUT.FORMAT)
+        instances = self.detect(image)
+        name = os.path.basename(path)
+        stem = os.path.splitext(name)[0]
+        drawn_path = os.path.join(self.output_dir, name)
+        if os.path.abspath(drawn_path) == os.path.abspath(path):
+            raise ValueError(f"--output {self.output_dir} holds the input {path}: the drawing would overwrite it")
+        cv2.imwrite(drawn_path, self.draw(image, instances))
+        xywhs = instances_to_xywhs(instances)
+        write_widerface_predictions(self.output_dir, {stem: xywhs})
+        with open(os.path.join(self.output_dir, stem + ".json"), "w") as f:
+            json.dump(detections_json(xywhs), f)
+
+    def run_video(self, path: str) -> None:
+        capture = cv2.VideoCapture(path)
+        if not capture.isOpened():
+            raise OSError(f"cannot open video {path}")
+        fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+        num_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+        stem = os.path.splitext(os.path.basename(path))[0]
+        writer: Optional[cv2.VideoWriter] = None
+        frames = []
+        try:
+            for index, frame in enumerate(tqdm.tqdm(_frames(capture), total=num_frames, desc=stem)):
+                image = convert_bgr(frame, self.cfg.INPUT.FORMAT)
+                instances = self.detect(image)
+                drawn = self.draw(image, instances)
+                if writer is None:
+                    writer = cv2.VideoWriter(
+                        os.path.join(self.output_dir, stem + ".mp4"),
+                        cv2.VideoWriter_fourcc(*"mp4v"),
+                        fps,
+                        (drawn.shape[1], drawn.shape[0]),
+                    )
+                writer.write(np.ascontiguousarray(drawn))
+                frames.append({"frame": index, "detections": detections_json(instances_to_xywhs(instances))})
+        finally:
+            capture.release()
+            if writer is not None:
+                writer.release()
+        with open(os.path.join(self.output_dir, stem + ".json"), "w") as f:
+            json.dump(frames, f)
+
+    def run_folder(self, folder: str, summary: DemoSummary) -> None:
+        paths = sorted(
+            os.path.join(folder, name)
+            for name in os.listdir(folder)
+            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+        )
+        for path in tqdm.tqdm(paths, desc=folder):
+            try:
+                self.run_image(path)
+                summary.images += 1
+            except OSError as error:
+                logger.warning(f"skipped: {error}")
+                summary.skipped.append(path)
+
+
+def _frames(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return
+        yield frame
+
+
+def convert_bgr(frame: np.ndarray, image_format: str) -> np.ndarray:
+    """An OpenCV BGR frame in the model's input format."""
+    if image_format == "BGR":
+        return frame
+    if image_format == "RGB":
+        return frame[:, :, ::-1]
+    raise ValueError(f"INPUT.FORMAT {image_format!r}: videos support BGR and RGB only")
+
+
+def run(cfg, inputs: List[str], output_dir: str, confidence_threshold: float) -> DemoSummary:
+    demo = FaceDemo(cfg, output_dir, confidence_threshold)
+    summary = DemoSummary()
+    for path in inputs:
+        extension = os.path.splitext(path)[1].lower()
+        if os.path.isdir(path):
+            demo.run_folder(path, summary)
+        elif not os.path.exists(path):
+            raise FileNotFoundError(f"input {path} does not exist")
+        elif extension in VIDEO_EXTENSIONS:
+            demo.run_video(path)
+            summary.videos += 1
+        else:
+            demo.run_image(path)
+            summary.images += 1
+    if summary.skipped:
+        logger.warning(f"skipped {len(summary.skipped)} unreadable files: {summary.skipped}")
+    logger.info(f"wrote the results of {summary.images} images and {summary.videos} videos to {output_dir}")
+    return summary
+
+
+def main(argv=None) -> DemoSummary:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument("--input", nargs="+", required=True, help="images, folders of images, or videos")
+    parser.add_argument("--output", default="demo_output", help="folder for the outputs")
+    parser.add_argument("--confidence-threshold", type=float, default=0.5)
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config KEY VALUE pairs")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    cfg = setup_cfg(args.config_file, args.opts)
+    return run(cfg, args.input, args.output, args.confidence_threshold)
+
+
+if __name__ == "__main__":
+    main()

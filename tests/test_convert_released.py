@@ -1,0 +1,124 @@
+"""The released-weight converter on a checkpoint laid out as the authors' file."""
+import pickle
+from collections import OrderedDict
+
+import pytest
+import torch
+import torchvision
+from detectron2.checkpoint import DetectionCheckpointer
+
+from srn_d2.tools.convert_released import (
+    DEFAULT_CONFIG,
+    ConversionError,
+    build_target_model,
+    check_against_model,
+    convert,
+    convert_state_dict,
+    main,
+)
+
+# Kernel shapes of the released RFE branches, in branch order.
+_RFE_KERNELS = [(1, 5), (5, 1), (1, 3), (3, 1)]
+
+
+def _conv(shapes, name, out_channels, in_channels, kernel):
+    shapes[f"{name}.weight"] = (out_channels, in_channels, *kernel)
+    shapes[f"{name}.bias"] = (out_channels,)
+
+
+def released_shapes():
+    """Names and shapes of the released ResNet-50 SRN: torchvision's ResNet-50
+    (its BatchNorm counters included) plus SRN's layers, named as the authors did."""
+    resnet = torchvision.models.resnet50(weights=None)
+    shapes = OrderedDict((k, tuple(v.shape)) for k, v in resnet.state_dict().items() if not k.startswith("fc."))
+    _conv(shapes, "layer5", 1024, 2048, (3, 3))
+    _conv(shapes, "layer6", 256, 1024, (3, 3))
+    c_channels = {2: 256, 3: 512, 4: 1024, 5: 2048, 6: 1024, 7: 256}
+    for level, channels in c_channels.items():
+        _conv(shapes, f"c{level}_conv", 256, channels, (1, 1))
+        if level <= 5:
+            _conv(shapes, f"c{level}_lateral", 256, channels, (1, 1))
+        _conv(shapes, f"p{level}_conv", 256, 256, (3, 3))
+    for tower in ("cls_subnet", "box_subnet"):
+        _conv(shapes, f"{tower}.0", 256, 256, (3, 3))
+        for b, kernel in enumerate(_RFE_KERNELS):
+            _conv(shapes, f"{tower}.2.branch{b}.0", 64, 256, (1, 1))
+            _conv(shapes, f"{tower}.2.branch{b}.2", 64, 64, kernel)
+            _conv(shapes, f"{tower}.2.branch{b}.4", 64, 64, (1, 1))
+        _conv(shapes, f"{tower}.2.cated_conv.0", 256, 256, (1, 1))
+        _conv(shapes, f"{tower}.3", 256, 256, (3, 3))
+    _conv(shapes, "cls_subnet_pred", 2, 256, (1, 1))
+    _conv(shapes, "box_subnet_pred", 8, 256, (1, 1))
+    return shapes
+
+
+@pytest.fixture(scope="module")
+def released():
+    generator = torch.Generator().manual_seed(0)
+    return OrderedDict(
+        (k, torch.randn(shape, generator=generator) if shape else torch.tensor(7))
+        for k, shape in released_shapes().items()
+    )
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_target_model(DEFAULT_CONFIG)
+
+
+def test_convert_and_load_into_the_official_model(tmp_path, released, model):
+    src = tmp_path / "srn_released.pth"
+    torch.save({"epoch": 130, "state_dict": {f"module.{k}": v for k, v in released.items()}}, src)
+    out = tmp_path / "srn_d2.pkl"
+    main([str(src), str(out)])
+    with open(out, "rb") as f:
+        payload = pickle.load(f)
+    assert payload["matching_heuristics"] is False and "__author__" in payload
+
+    checkpointer = DetectionCheckpointer(model)
+    incompatible = checkpointer._load_model(checkpointer._load_file(str(out)))
+    assert not incompatible.missing_keys and not incompatible.unexpected_keys
+
+    bottom_up = model.backbone.bottom_up
+    head = model.head.shared
+    pairs = [
+        (released["layer5.weight"], model.backbone.c6.weight),
+        (released["layer6.bias"], model.backbone.c7.bias),
+        (released["bn1.running_mean"], bottom_up.stem.conv1.norm.running_mean),
+        (released["layer4.2.bn3.running_var"], bottom_up.res5[2].conv3.norm.running_var),
+        (released["layer2.0.downsample.0.weight"], bottom_up.res3[0].shortcut.weight),
+        (released["layer3.0.downsample.1.bias"], bottom_up.res4[0].shortcut.norm.bias),
+        (released["layer1.1.conv2.weight"], bottom_up.res2[1].conv2.weight),
+        (released["c4_lateral.weight"], model.backbone.c4_lateral.weight),
+        (released["p7_conv.bias"], model.backbone.p7_conv.bias),
+        (released["cls_subnet.2.branch1.2.weight"], head.cls_subnet[2].branches[1][2].weight),
+        (released["box_subnet.2.cated_conv.0.weight"], head.bbox_subnet[2].fuse[0].weight),
+        (released["box_subnet.3.bias"], head.bbox_subnet[3].bias),
+        (released["cls_subnet_pred.bias"], head.cls_score.bias),
+        (released["box_subnet_pred.weight"], head.bbox_pred.weight),
+    ]
+    for expected, loaded in pairs:
+        assert torch.equal(expected, loaded)
+
+
+def test_unknown_key_is_named(released):
+    bad = dict(released, **{"extra_head.weight": torch.zeros(1)})
+    with pytest.raises(ConversionError, match=r"extra_head\.weight"):
+        convert_state_dict(bad)
+
+
+def test_missing_and_mismatched_keys_are_named(released, model):
+    incomplete = {k: v for k, v in released.items() if k != "layer6.bias"}
+    converted, source = convert_state_dict(incomplete)
+    with pytest.raises(ConversionError, match=r"backbone\.c7\.bias"):
+        check_against_model(converted, source, model)
+
+    wrong_shape = dict(released, **{"cls_subnet_pred.weight": torch.zeros(4, 256, 1, 1)})
+    converted, source = convert_state_dict(wrong_shape)
+    with pytest.raises(ConversionError, match=r"cls_subnet_pred\.weight \(4, 256, 1, 1\) != head\.shared\.cls_score"):
+        check_against_model(converted, source, model)
+
+
+def test_output_extension_is_checked(tmp_path, model):
+    with pytest.raises(ConversionError, match="out.bin"):
+        convert(str(tmp_path / "missing.pth"), str(tmp_path / "out.bin"), model)

@@ -1,0 +1,143 @@
+"""The demo on the tiny test model: images, a folder with a corrupt file, a video."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+
+from srn_d2.tools.demo import main
+from srn_testing import build_tiny_srn, tiny_srn_cfg
+
+MAX_DETS = 15
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A config file and weights of the tiny SRN, and the model they describe."""
+    root = tmp_path_factory.mktemp("tiny")
+    cfg = tiny_srn_cfg()
+    # Untrained scores sit near the 0.01 prior: keep every candidate.
+    cfg.MODEL.SRN.SCORE_THRESH_TEST = 0.0
+    cfg.TEST.DETECTIONS_PER_IMAGE = MAX_DETS
+    cfg.INPUT.FORMAT = "RGB"
+    model = build_tiny_srn(cfg, seed=3).eval()
+    DetectionCheckpointer(model, save_dir=str(root)).save("tiny")
+    config_file = root / "tiny.yaml"
+    config_file.write_text(cfg.dump())
+    return str(config_file), str(root / "tiny.pth"), model
+
+
+def _run(tiny, inputs, output, *extra):
+    config_file, weights, _ = tiny
+    argv = ["--config-file", config_file, "--input", *inputs, "--output", str(output), "--confidence-threshold", "0"]
+    return main(argv + list(extra) + ["--opts", "MODEL.WEIGHTS", weights])
+
+
+def _write_images(folder):
+    rng = np.random.default_rng(0)
+    images = {}
+    for stem, (h, w) in {"first": (48, 64), "second": (40, 40)}.items():
+        images[stem] = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+        cv2.imwrite(str(folder / f"{stem}.png"), images[stem])
+    (folder / "broken.png").write_bytes(b"this is not a png")
+    (folder / "notes.txt").write_text("not an image")
+    return images
+
+
+def test_folder_outputs(tmp_path, tiny):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    images = _write_images(folder)
+    out = tmp_path / "out"
+    summary = _run(tiny, [str(folder)], out)
+    assert summary.images == 2
+    assert summary.skipped == [str(folder / "broken.png")]
+    assert not (out / "broken.txt").exists() and not (out / "notes.txt").exists()
+
+    model = tiny[2]
+    for stem, bgr in images.items():
+        drawn = cv2.imread(str(out / f"{stem}.png"))
+        assert drawn.shape == bgr.shape
+
+        lines = (out / f"{stem}.txt").read_text().splitlines()
+        assert lines[0] == stem
+        count = int(lines[1])
+        assert 0 < count <= MAX_DETS and len(lines) == count + 2
+        rows = np.array([[float(v) for v in line.split()] for line in lines[2:]])
+        assert rows.shape == (count, 5)
+
+        detections = json.loads((out / f"{stem}.json").read_text())
+        assert len(detections) == count
+        assert np.allclose([d["bbox"] + [d["score"]] for d in detections], rows, atol=0.01)
+
+        # The same weights on the same RGB image, called directly.
+        rgb = torch.as_tensor(bgr[:, :, ::-1].transpose(2, 0, 1).copy())
+        with torch.no_grad():
+            expected = model([{"image": rgb}])[0]["instances"]
+        assert np.allclose(rows[:, 4], expected.scores.numpy(), atol=1e-6)
+        boxes = expected.pred_boxes.tensor.numpy()
+        assert np.allclose(rows[:, :2], boxes[:, :2], atol=0.01)
+        assert np.allclose(rows[:, 2:4], boxes[:, 2:] - boxes[:, :2], atol=0.01)
+
+
+def test_confidence_threshold_filters(tmp_path, tiny):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    _write_images(folder)
+    _run(tiny, [str(folder / "first.png")], tmp_path / "all")
+    scores = [d["score"] for d in json.loads((tmp_path / "all" / "first.json").read_text())]
+    threshold = float(np.median(scores))
+    config_file, weights, _ = tiny
+    main(
+        ["--config-file", config_file, "--input", str(folder / "first.png"), "--output", str(tmp_path / "some")]
+        + ["--confidence-threshold", str(threshold), "--opts", "MODEL.WEIGHTS", weights]
+    )
+    kept = json.loads((tmp_path / "some" / "first.json").read_text())
+    assert len(kept) == sum(s >= threshold for s in scores) < len(scores)
+
+
+def test_unreadable_image_named_directly_is_an_error(tmp_path, tiny):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 truncated")
+    with pytest.raises(OSError, match="broken.jpg"):
+        _run(tiny, [str(bad)], tmp_path / "out")
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        _run(tiny, [str(tmp_path / "missing.png")], tmp_path / "out")
+
+
+def test_video(tmp_path, tiny):
+    path = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (64, 48))
+    if not writer.isOpened():
+        pytest.skip("this OpenCV build cannot write mp4v video")
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        writer.write(rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8))
+    writer.release()
+    out = tmp_path / "out"
+    summary = _run(tiny, [str(path)], out)
+    assert summary.videos == 1
+    frames = json.loads((out / "clip.json").read_text())
+    assert [f["frame"] for f in frames] == [0, 1, 2]
+    assert all(0 < len(f["detections"]) <= MAX_DETS for f in frames)
+    capture = cv2.VideoCapture(str(out / "clip.mp4"))
+    assert capture.isOpened() and int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    capture.release()
+
+
+def test_multi_scale_test_through_the_demo(tmp_path, tiny):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    _write_images(folder)
+    config_file, weights, _ = tiny
+    main(
+        ["--config-file", config_file, "--input", str(folder / "second.png"), "--output", str(tmp_path / "tta")]
+        + ["--confidence-threshold", "0", "--opts", "MODEL.WEIGHTS", weights]
+        + ["TEST.AUG.ENABLED", "True", "TEST.AUG.SRN.MAX_SIZE", "80"]
+    )
+    lines = (tmp_path / "tta" / "second.txt").read_text().splitlines()
+    boxes = np.array([[float(v) for v in line.split()] for line in lines[2:]])
+    assert len(boxes) == int(lines[1]) > 0
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 0] + boxes[:, 2] <= 40 + 0.01).all()
