@@ -28,6 +28,8 @@ def _add_model_config(cfg):
     _C.MODEL.SRN.C7_CHANNELS = 256
     # Top-down upsampling of the second-step FPN: "bilinear" (released code) or "nearest".
     _C.MODEL.SRN.FUSE_UPSAMPLE = "bilinear"
+    # align_corners of the bilinear top-down upsampling (released model: True).
+    _C.MODEL.SRN.FUSE_ALIGN_CORNERS = False
     # Normalization of the neck's convs ("" = none, "GN", "BN", ...; see detectron2.layers.get_norm).
     _C.MODEL.SRN.NECK_NORM = ""
 

@@ -55,6 +55,7 @@ class SRNBackbone(Backbone):
         c7_channels: int = 256,
         norm: str = "",
         upsample_mode: str = "bilinear",
+        align_corners: bool = False,
         step1_levels: Optional[List[int]] = None,
     ):
         """
@@ -66,6 +67,7 @@ class SRNBackbone(Backbone):
             c6_channels, c7_channels: channels of the extra layers C6 and C7.
             norm: normalization of the neck's convs (see :func:`get_norm`).
             upsample_mode: interpolation of the FPN's top-down path.
+            align_corners: ``align_corners`` of bilinear upsampling.
             step1_levels: indices (0 = c2) of the C-features to compute; those
                 no step uses are not built. Default: all six.
         """
@@ -88,6 +90,7 @@ class SRNBackbone(Backbone):
         self.bottom_up = bottom_up
         self.in_features = list(in_features)
         self.upsample_mode = upsample_mode
+        self.align_corners = align_corners
         in_channels = [shapes[f].channels for f in in_features]
 
         self.step1_levels = sorted(range(6) if step1_levels is None else step1_levels)
@@ -130,6 +133,7 @@ class SRNBackbone(Backbone):
             "c7_channels": cfg.MODEL.SRN.C7_CHANNELS,
             "norm": cfg.MODEL.SRN.NECK_NORM,
             "upsample_mode": cfg.MODEL.SRN.FUSE_UPSAMPLE,
+            "align_corners": cfg.MODEL.SRN.FUSE_ALIGN_CORNERS,
             "step1_levels": sorted(
                 set(level_indices(cfg.MODEL.SRN.STC_LEVELS, "MODEL.SRN.STC_LEVELS"))
                 | set(level_indices(cfg.MODEL.SRN.STR_LEVELS, "MODEL.SRN.STR_LEVELS"))
@@ -159,7 +163,7 @@ class SRNBackbone(Backbone):
                 top_down,
                 size=lateral.shape[-2:],
                 mode=self.upsample_mode,
-                **({"align_corners": False} if self.upsample_mode == "bilinear" else {}),
+                **({"align_corners": self.align_corners} if self.upsample_mode == "bilinear" else {}),
             )
             top_down = lateral + upsampled
             p[level] = getattr(self, f"p{level}_conv")(top_down)
