@@ -7,8 +7,8 @@ from typing import Dict, Iterable, Mapping, Optional, Tuple
 import numpy as np
 from detectron2.data import DatasetCatalog
 from detectron2.evaluation import DatasetEvaluator
-from detectron2.utils import comm
 
+from .gather import gather_predictions
 from .fddb_protocol import FDDBRoc, evaluate_fddb
 from .prediction_files import write_fddb_detections
 from .widerface_evaluator import instances_to_xywhs
@@ -62,14 +62,9 @@ class FDDBEvaluator(DatasetEvaluator):
             self._predictions[str(inp["image_id"])] = instances_to_xywhs(out["instances"].to("cpu"))
 
     def evaluate(self):
-        if self._distributed:
-            comm.synchronize()
-            gathered = comm.gather(self._predictions, dst=0)
-            if not comm.is_main_process():
-                return {}
-            predictions = {k: v for part in gathered for k, v in part.items()}
-        else:
-            predictions = self._predictions
+        predictions = gather_predictions(self._predictions, self._distributed)
+        if predictions is None:
+            return {}
 
         ground_truth = fddb_gt_from_dicts(DatasetCatalog.get(self._dataset_name))
         if self._output_dir:

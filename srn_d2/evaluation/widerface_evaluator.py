@@ -8,9 +8,9 @@ from typing import Dict, Optional
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
-from detectron2.utils import comm
 from detectron2.utils.logger import create_small_table
 
+from .gather import gather_predictions
 from .prediction_files import write_widerface_predictions
 from .widerface_gt import WiderFaceGroundTruth, load_widerface_gt_mat, widerface_gt_from_dicts
 from .widerface_protocol import PRCurve, WiderFaceMatches, warn_unmatched_ids, widerface_metrics
@@ -95,14 +95,9 @@ class WiderFaceEvaluator(DatasetEvaluator):
         return self._gt
 
     def evaluate(self):
-        if self._distributed:
-            comm.synchronize()
-            gathered = comm.gather(self._predictions, dst=0)
-            if not comm.is_main_process():
-                return {}
-            predictions = {k: v for part in gathered for k, v in part.items()}
-        else:
-            predictions = self._predictions
+        predictions = gather_predictions(self._predictions, self._distributed)
+        if predictions is None:
+            return {}
 
         if self._output_dir:
             pred_dir = os.path.join(self._output_dir, PREDICTIONS_DIR)
