@@ -28,6 +28,7 @@ def test_srn_and_its_retinanet_baseline_share_data_schedule_and_anchors(srn_conf
     assert srn.MODEL.RESNETS == retinanet.MODEL.RESNETS
     assert srn.MODEL.MINI_RESNET == retinanet.MODEL.MINI_RESNET
     assert srn.MODEL.SRN.OUT_CHANNELS == retinanet.MODEL.FPN.OUT_CHANNELS
+    assert srn.SEED == retinanet.SEED
 
 
 @pytest.mark.timeout(600)

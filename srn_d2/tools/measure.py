@@ -1,4 +1,6 @@
 """Time and peak-memory measurement shared by the benchmark tools."""
+import ctypes
+import ctypes.util
 import math
 import os
 import statistics
@@ -9,6 +11,24 @@ from typing import Callable, Dict
 import torch
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _load_libc():
+    name = ctypes.util.find_library("c")
+    return ctypes.CDLL(name) if name else None
+
+
+_LIBC = _load_libc()
+
+
+def _release_freed_memory() -> None:
+    """Hand memory that the allocator keeps after frees back to the OS.
+
+    Without it, a model measured after another reuses the pages the first one
+    freed, its resident set does not grow, and its peak reads as zero.
+    """
+    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
 
 
 def _rss_bytes() -> int:
@@ -35,6 +55,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._start = torch.cuda.memory_allocated(self.device)
         else:
+            _release_freed_memory()
             self._start = _rss_bytes()
             self._peak = self._start
             self._stop = threading.Event()

@@ -18,6 +18,7 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.engine import HookBase
+from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import Visualizer
 from tqdm import tqdm
@@ -58,6 +59,8 @@ class ProgressBar(HookBase):
 def train_and_evaluate(name: str, config_file: str, output_dir: str, opts):
     opts = [*opts, "OUTPUT_DIR", os.path.join(output_dir, name)]
     cfg = setup_cfg(config_file, opts)
+    # default_setup would seed, but it also reconfigures logging; both models start from the same seed.
+    seed_all_rng(None if cfg.SEED < 0 else cfg.SEED)
     # The stock trainer would evaluate after training; evaluating here keeps the PR curves.
     trainer = SRNTrainer(setup_cfg(config_file, [*opts, "DATASETS.TEST", "()"]))
     trainer.register_hooks([ProgressBar(name)])
