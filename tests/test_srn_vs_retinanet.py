@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from srn_d2.data.mini_faces import mini_faces_split_paths
-from srn_d2.engine import setup_cfg
 from srn_d2.data.wider_face import load_wider_face
-from srn_d2.tools.srn_vs_retinanet import COLUMNS, DETECTORS
+from srn_d2.engine import setup_cfg
+from srn_d2.tools.srn_vs_retinanet import COLUMNS, DETECTORS, record_with_most_faces
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,6 +62,6 @@ def test_main_job_trains_both_on_one_budget_and_writes_its_outputs(tmp_path):
     assert curves is not None and curves.shape[1] > curves.shape[0]
     # Both panels show the val image with the most faces, drawn at scale 2.
     image_root, gt_file = mini_faces_split_paths(str(tmp_path / "datasets" / "mini_faces"), "val")
-    record = max(load_wider_face(gt_file, image_root), key=lambda d: len(d["annotations"]))
+    record = record_with_most_faces(load_wider_face(gt_file, image_root))
     detections = cv2.imread(str(out / "detections.jpg"))
     assert detections.shape[:2] == (2 * record["height"], 2 * 2 * record["width"])

@@ -13,12 +13,13 @@ import torch
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
-def _load_libc():
+def _find_malloc_trim():
     name = ctypes.util.find_library("c")
-    return ctypes.CDLL(name) if name else None
+    return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
 
 
-_LIBC = _load_libc()
+# glibc's; None elsewhere, where the CPU peak stays an estimate without it.
+_MALLOC_TRIM = _find_malloc_trim()
 
 
 def _release_freed_memory() -> None:
@@ -27,8 +28,8 @@ def _release_freed_memory() -> None:
     Without it, a model measured after another reuses the pages the first one
     freed, its resident set does not grow, and its peak reads as zero.
     """
-    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
-        _LIBC.malloc_trim(0)
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _rss_bytes() -> int:

@@ -93,13 +93,17 @@ def inference_seconds(cfg, model, dataset: str, num_images: int = 10) -> float:
         return median_time(lambda: model([next(queue)]), "cpu", iters=len(inputs), warmup=2)
 
 
+def record_with_most_faces(records):
+    return max(records, key=lambda d: len(d["annotations"]))
+
+
 def draw_detections(models, dataset: str, path: str) -> None:
     """One val image with each model's N best detections side by side, N = its number of faces.
 
     A fixed score threshold would compare calibrations rather than detections: after a
     short schedule, focal-loss scores of different models sit at different levels.
     """
-    record = max(DatasetCatalog.get(dataset), key=lambda d: len(d["annotations"]))
+    record = record_with_most_faces(DatasetCatalog.get(dataset))
     num_faces = len(record["annotations"])
     panels = []
     for name, (model, cfg) in models.items():
