@@ -4,6 +4,8 @@ Every default below is the paper's value (SRN_SPEC.md); where the authors'
 released code differs, the released value is named in the comment and set
 by ``configs/SRN_R_50_official.yaml``.
 """
+import math
+
 from detectron2.config import CfgNode as CN
 
 
@@ -32,6 +34,11 @@ def _add_model_config(cfg):
     _C.MODEL.SRN.FUSE_ALIGN_CORNERS = False
     # Normalization of the neck's convs ("" = none, "GN", "BN", ...; see detectron2.layers.get_norm).
     _C.MODEL.SRN.NECK_NORM = ""
+    # Pad each batch to a multiple of this many pixels (0 = to the largest image only).
+    # The top-down path resizes to each lateral's exact size, so SRN runs on any
+    # height and width; padding only adds border pixels, which change the features
+    # near the right and bottom edges (the released model runs unpadded).
+    _C.MODEL.SRN.SIZE_DIVISIBILITY = 0
 
     # Shared head, from srn_d2's SRN_HEAD_REGISTRY: "RFEHead" (paper) or
     # "RetinaNetStyleHead" (four 3x3 convs per tower, the RFE ablation).
@@ -64,6 +71,9 @@ def _add_model_config(cfg):
     _C.MODEL.SRN.MATCHER_MAX_ELEMENTS = 1 << 24
 
     _C.MODEL.SRN.BBOX_REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
+    # Largest log-scale change of a box's width / height when decoding deltas
+    # (Detectron2's default, log(1000 / 16)); the released model clamps nothing (.inf).
+    _C.MODEL.SRN.BBOX_REG_SCALE_CLAMP = math.log(1000.0 / 16)
     _C.MODEL.SRN.FOCAL_LOSS_ALPHA = 0.25
     _C.MODEL.SRN.FOCAL_LOSS_GAMMA = 2.0
     _C.MODEL.SRN.SMOOTH_L1_LOSS_BETA = 0.1
@@ -135,4 +145,8 @@ def _add_test_config(cfg):
     # WIDER FACE evaluation: directory of the official .mat ground truth for
     # widerface_val ("" = <datasets root>/widerface/eval_tools/ground_truth).
     _C.TEST.WIDERFACE_GT_DIR = ""
+    # How submission files write boxes, and so what the evaluation scores:
+    # "precise" (x y w h to 0.01 px, w = x2 - x1, scores to 1e-6) or "released"
+    # (the authors' files: integers, w = x2 - x1 + 1, scores to 3 decimals).
+    _C.TEST.WIDERFACE_SUBMISSION_FORMAT = "precise"
 

@@ -1,5 +1,7 @@
+import cv2
 import pytest
 import torch
+from detectron2.modeling import build_model
 
 from srn_d2.modeling import SRNWithTTA, bbox_vote, srn_tta_passes
 from srn_d2.modeling.test_time_augmentation import (
@@ -10,7 +12,7 @@ from srn_d2.modeling.test_time_augmentation import (
     box_size_mask,
 )
 
-from srn_testing import build_tiny_srn, random_image, tiny_srn_cfg
+from srn_testing import build_tiny_srn, random_image, srn_cfg, tiny_srn_cfg
 
 
 def test_vote_drops_singletons_and_averages_groups_by_score():
@@ -64,13 +66,13 @@ def test_schedule_small_image():
     # 100 x 100 px, budget 400^2 = 16x the pixels: 1.5^2t <= 16 for t = 1, 2, 3.
     passes = srn_tta_passes(100, 100, 400)
     assert passes == [
-        TTAPass(1.0),
-        TTAPass(1.0, flip=True),
-        TTAPass(0.5, keep=KEEP_LARGER),
-        TTAPass(1.5, keep=KEEP_SMALLER),
-        TTAPass(2.25, keep=KEEP_SMALLER),
-        TTAPass(3.375, keep=KEEP_SMALLER),
-        TTAPass(4.0, keep=KEEP_SMALLER),
+        TTAPass(),
+        TTAPass(flip=True),
+        TTAPass((0.5,), keep=KEEP_LARGER),
+        TTAPass((1.5,), keep=KEEP_SMALLER),
+        TTAPass((2.25,), keep=KEEP_SMALLER),
+        TTAPass((3.375,), keep=KEEP_SMALLER),
+        TTAPass((4.0,), keep=KEEP_SMALLER),
     ]
 
 
@@ -82,16 +84,21 @@ def test_schedule_non_square_and_exact_budget():
     assert scales[-1] == pytest.approx((1000**2 / 60000) ** 0.5)
     # An enlargement that lands exactly on the budget is kept (the released floor(log)).
     assert [p.scale for p in srn_tta_passes(100, 100, 150, flip=False)] == [1.0, 0.5, 1.5, 1.5]
+    # ... as far as the release's floating point lets it: 32 x 32 px under a 243 px budget
+    # is exactly 1.5 ** 10 times smaller, but log(59049 / 1024, 2.25) computes to 4.999999999999999.
+    scales = [p.scale for p in srn_tta_passes(32, 32, 243, flip=False)]
+    assert scales[2:-1] == [1.5**t for t in range(1, 5)] and scales[-1] == pytest.approx(1.5**5)
 
 
-def test_schedule_over_budget_image():
+def test_schedule_over_budget_image_resizes_the_resized_image():
     passes = srn_tta_passes(1000, 1000, 500)
     assert passes == [
-        TTAPass(0.5),
-        TTAPass(0.5, flip=True),
-        TTAPass(0.375, keep=KEEP_LARGER),
-        TTAPass(0.25, keep=KEEP_LARGER),
+        TTAPass((0.5,)),
+        TTAPass((0.5,), flip=True),
+        TTAPass((0.5, 0.75), keep=KEEP_LARGER),
+        TTAPass((0.5, 0.5), keep=KEEP_LARGER),
     ]
+    assert [p.scale for p in passes] == [0.5, 0.5, 0.375, 0.25]
 
 
 def test_schedule_rejects_bad_scales():
@@ -151,18 +158,32 @@ def test_tta_on_tiny_model_returns_boxes_inside_the_image(legacy):
 def test_tta_pass_maps_boxes_back_to_the_original_image():
     tta, _ = _tta()
     image = random_image(40, 56).to(torch.uint8)
-    direct = tta._run_pass(image, TTAPass(1.0))
+    direct = tta._run_pass(image, TTAPass())
     # The flip pass on the mirrored image runs the model on ``image`` itself, so
     # its boxes, mapped to the mirrored image, are the mirror of the direct ones.
-    flipped = tta._run_pass(image.flip(-1), TTAPass(1.0, flip=True))
+    flipped = tta._run_pass(image.flip(-1), TTAPass(flip=True))
     assert torch.equal(direct.scores, flipped.scores)
     mirrored = direct.pred_boxes.tensor[:, [2, 1, 0, 3]] * torch.tensor([-1.0, 1.0, -1.0, 1.0])
     mirrored[:, 0::2] += 56
     assert torch.allclose(flipped.pred_boxes.tensor, mirrored, atol=1e-4)
-    enlarged = tta._run_pass(image, TTAPass(2.0))
-    boxes = enlarged.pred_boxes.tensor
+    enlarged = tta._run_pass(image, TTAPass((2.0,)))
+    with torch.no_grad():
+        at_twice = tta.model.inference([{"image": _resize_twice(image)}], do_postprocess=False)[0]
     assert enlarged.image_size == (40, 56)
-    assert boxes[:, 2].max() <= 56 + 1e-3 and boxes[:, 3].max() <= 40 + 1e-3
+    # Passes are not clipped: the released test clips only the merged boxes.
+    torch.testing.assert_close(enlarged.pred_boxes.tensor, at_twice.pred_boxes.tensor / 2.0)
+    assert enlarged.pred_boxes.tensor[:, 2].max() > 56
+
+
+def _resize_twice(image):
+    array = cv2.resize(image.permute(1, 2, 0).numpy(), (0, 0), fx=2.0, fy=2.0, interpolation=cv2.INTER_LINEAR)
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def test_tta_needs_a_model_with_unclipped_inference():
+    retinanet = build_model(srn_cfg("configs/RetinaNet_mini.yaml"))
+    with pytest.raises(TypeError, match="TEST.AUG.ENABLED.*RetinaNet"):
+        SRNWithTTA(tiny_srn_cfg(), retinanet)
 
 
 def test_tta_rescales_to_requested_output_size():

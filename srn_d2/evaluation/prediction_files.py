@@ -14,6 +14,7 @@ numbers, malformed text) goes through a line-by-line parser that raises
 ``ValueError`` naming the file and the line.
 """
 import os
+import re
 import warnings
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
@@ -194,19 +195,75 @@ def read_widerface_predictions(
     return predictions
 
 
+# "precise": the model's values to 0.01 px and 1e-6; "released": the authors' files.
+SUBMISSION_FORMATS = ("precise", "released")
+# Python's repr of a float rounded to 3 decimals: no trailing zeros, but one digit after the point.
+_TRAILING_ZEROS = re.compile(r"(\.\d*[1-9])0+$", re.MULTILINE)
+_ALL_ZERO_DECIMALS = re.compile(r"\.000$", re.MULTILINE)
+
+
 def _format_boxes(boxes: np.ndarray) -> str:
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, _NUM_FIELDS)
     return ("%.2f %.2f %.2f %.2f %.6f\n" * len(boxes)) % tuple(boxes.ravel().tolist())
 
 
-def write_widerface_predictions(pred_dir: str, predictions: Mapping[str, np.ndarray]) -> None:
-    """Write ``<pred_dir>/<image id>.txt`` per image (x, y, w, h to 0.01 px, scores to 1e-6)."""
+def _format_scores_3(scores: np.ndarray) -> str:
+    """One line per score, as ``str(round(score, 3))`` writes it.
+
+    ``%.3f`` rounds the exact binary value correctly (ties to even), as
+    ``round(x, 3)`` does; only the trailing zeros differ, and are removed.
+    """
+    text = ("%.3f\n" * len(scores)) % tuple(np.asarray(scores, dtype=np.float64).tolist())
+    return _ALL_ZERO_DECIMALS.sub(".0", _TRAILING_ZEROS.sub(r"\1", text))
+
+
+def released_submission_rows(xywhs: np.ndarray) -> np.ndarray:
+    """(n, 5) ``x, y, w, h, score`` as the authors' writer put them in a submission file.
+
+    x and y rounded to integers, the box's pixel extent ``w + 1`` and ``h + 1``
+    (its boxes are inclusive pixel indices) rounded to integers, the score
+    rounded to 3 decimals; integer rounding is Python's, ties to even.
+    """
+    rows = np.asarray(xywhs, dtype=np.float64).reshape(-1, _NUM_FIELDS)
+    released = np.empty_like(rows)
+    released[:, :2] = np.rint(rows[:, :2])
+    released[:, 2:4] = np.rint(rows[:, 2:4] + 1)
+    released[:, 4] = np.array(_format_scores_3(rows[:, 4]).split(), dtype=np.float64)
+    return released
+
+
+def _format_released(rows: np.ndarray) -> str:
+    """Lines of rows already passed through :func:`released_submission_rows`."""
+    fields = np.empty(rows.shape, dtype=object)
+    fields[:, :4] = rows[:, :4].astype(np.int64)
+    fields[:, 4] = _format_scores_3(rows[:, 4]).splitlines()
+    return ("%d %d %d %d %s\n" * len(rows)) % tuple(fields.ravel().tolist())
+
+
+def write_widerface_predictions(
+    pred_dir: str, predictions: Mapping[str, np.ndarray], submission_format: str = "precise"
+) -> None:
+    """Write ``<pred_dir>/<image id>.txt`` per image.
+
+    Args:
+        predictions: image id -> (n, 5) ``x, y, w, h, score``.
+        submission_format: "precise" (x, y, w, h to 0.01 px, scores to 1e-6) or
+            "released" (:func:`released_submission_rows`, written as the authors did).
+    """
+    if submission_format not in SUBMISSION_FORMATS:
+        raise ValueError(
+            f"TEST.WIDERFACE_SUBMISSION_FORMAT must be one of {SUBMISSION_FORMATS}, got {submission_format!r}"
+        )
     for image_id, boxes in predictions.items():
         path = os.path.join(pred_dir, image_id + ".txt")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         boxes = np.asarray(boxes).reshape(-1, _NUM_FIELDS)
+        if submission_format == "released":
+            lines = _format_released(released_submission_rows(boxes))
+        else:
+            lines = _format_boxes(boxes)
         with open(path, "w") as f:
-            f.write(f"{os.path.basename(image_id)}\n{len(boxes)}\n{_format_boxes(boxes)}")
+            f.write(f"{os.path.basename(image_id)}\n{len(boxes)}\n{lines}")
 
 
 def read_fddb_detections(path: str) -> Dict[str, np.ndarray]:

@@ -11,7 +11,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils.logger import create_small_table
 
 from .gather import gather_predictions
-from .prediction_files import write_widerface_predictions
+from .prediction_files import SUBMISSION_FORMATS, released_submission_rows, write_widerface_predictions
 from .widerface_gt import WiderFaceGroundTruth, load_widerface_gt_mat, widerface_gt_from_dicts
 from .widerface_protocol import PRCurve, WiderFaceMatches, warn_unmatched_ids, widerface_metrics
 
@@ -44,6 +44,7 @@ class WiderFaceEvaluator(DatasetEvaluator):
         output_dir: Optional[str] = None,
         distributed: bool = True,
         gt_dir: Optional[str] = None,
+        submission_format: str = "precise",
     ):
         """
         Args:
@@ -55,7 +56,17 @@ class WiderFaceEvaluator(DatasetEvaluator):
                 the main one.
             gt_dir: folder of the official ``.mat`` files; ``None`` or ``""``
                 uses the metadata (pass ``cfg.TEST.WIDERFACE_GT_DIR`` here).
+            submission_format: "precise" or "released" (see
+                :func:`write_widerface_predictions`). With "released" the
+                evaluation scores the rounded values the files hold, as the
+                authors' numbers were computed from their files.
         """
+        if submission_format not in SUBMISSION_FORMATS:
+            raise ValueError(
+                f"TEST.WIDERFACE_SUBMISSION_FORMAT must be one of {SUBMISSION_FORMATS}, "
+                f"got {submission_format!r}"
+            )
+        self._submission_format = submission_format
         self._dataset_name = dataset_name
         self._output_dir = output_dir
         self._distributed = distributed
@@ -74,8 +85,13 @@ class WiderFaceEvaluator(DatasetEvaluator):
 
     @classmethod
     def from_config(cls, cfg, dataset_name: str, output_dir: Optional[str] = None):
-        """Applies ``cfg.TEST.WIDERFACE_GT_DIR`` (when non-empty) as ``gt_dir``."""
-        return cls(dataset_name, output_dir, gt_dir=cfg.TEST.get("WIDERFACE_GT_DIR", "") or None)
+        """Applies ``cfg.TEST.WIDERFACE_GT_DIR`` (when non-empty) and ``cfg.TEST.WIDERFACE_SUBMISSION_FORMAT``."""
+        return cls(
+            dataset_name,
+            output_dir,
+            gt_dir=cfg.TEST.WIDERFACE_GT_DIR or None,
+            submission_format=cfg.TEST.WIDERFACE_SUBMISSION_FORMAT,
+        )
 
     def reset(self):
         self._predictions: Dict[str, np.ndarray] = {}
@@ -101,8 +117,10 @@ class WiderFaceEvaluator(DatasetEvaluator):
 
         if self._output_dir:
             pred_dir = os.path.join(self._output_dir, PREDICTIONS_DIR)
-            write_widerface_predictions(pred_dir, predictions)
+            write_widerface_predictions(pred_dir, predictions, self._submission_format)
             self._logger.info(f"WIDER FACE submission files written to {pred_dir}")
+        if self._submission_format == "released":
+            predictions = {k: released_submission_rows(v) for k, v in predictions.items()}
 
         gt = self.ground_truth()
         warn_unmatched_ids(predictions.keys(), gt)

@@ -57,6 +57,7 @@ class SRNBackbone(Backbone):
         upsample_mode: str = "bilinear",
         align_corners: bool = False,
         step1_levels: Optional[List[int]] = None,
+        size_divisibility: int = 0,
     ):
         """
         Args:
@@ -70,6 +71,8 @@ class SRNBackbone(Backbone):
             align_corners: ``align_corners`` of bilinear upsampling.
             step1_levels: indices (0 = c2) of the C-features to compute; those
                 no step uses are not built. Default: all six.
+            size_divisibility: inputs are padded to a multiple of this (0: no
+                padding beyond the largest image of the batch).
         """
         super().__init__()
         shapes = bottom_up.output_shape()
@@ -87,7 +90,10 @@ class SRNBackbone(Backbone):
             )
         if upsample_mode not in ("bilinear", "nearest"):
             raise ValueError(f"MODEL.SRN.FUSE_UPSAMPLE must be bilinear or nearest, got {upsample_mode!r}")
+        if size_divisibility < 0:
+            raise ValueError(f"MODEL.SRN.SIZE_DIVISIBILITY must be >= 0, got {size_divisibility}")
         self.bottom_up = bottom_up
+        self._size_divisibility = size_divisibility
         self.in_features = list(in_features)
         self.upsample_mode = upsample_mode
         self.align_corners = align_corners
@@ -134,6 +140,7 @@ class SRNBackbone(Backbone):
             "norm": cfg.MODEL.SRN.NECK_NORM,
             "upsample_mode": cfg.MODEL.SRN.FUSE_UPSAMPLE,
             "align_corners": cfg.MODEL.SRN.FUSE_ALIGN_CORNERS,
+            "size_divisibility": cfg.MODEL.SRN.SIZE_DIVISIBILITY,
             "step1_levels": sorted(
                 set(level_indices(cfg.MODEL.SRN.STC_LEVELS, "MODEL.SRN.STC_LEVELS"))
                 | set(level_indices(cfg.MODEL.SRN.STR_LEVELS, "MODEL.SRN.STR_LEVELS"))
@@ -142,8 +149,7 @@ class SRNBackbone(Backbone):
 
     @property
     def size_divisibility(self) -> int:
-        # Padding to the coarsest stride keeps every top-down sum aligned.
-        return 128
+        return self._size_divisibility
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         bottom_up = self.bottom_up(x)

@@ -8,7 +8,7 @@
   against those refined anchors.
 """
 import logging
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,7 @@ from detectron2.layers import batched_nms, cat
 from detectron2.modeling import META_ARCH_REGISTRY, build_anchor_generator, build_backbone
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
+from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
 from fvcore.nn import sigmoid_focal_loss_jit, smooth_l1_loss
@@ -149,7 +150,9 @@ class SRN(DenseDetector):
             "backbone": backbone,
             "head": build_srn_head(cfg, step2_shapes[0], num_anchors.pop()),
             "anchor_generator": anchor_generator,
-            "box2box_transform": Box2BoxTransform(weights=srn.BBOX_REG_WEIGHTS),
+            "box2box_transform": Box2BoxTransform(
+                weights=srn.BBOX_REG_WEIGHTS, scale_clamp=srn.BBOX_REG_SCALE_CLAMP
+            ),
             "step1_matcher": matcher(srn.STEP1_IOU_THRESHOLDS),
             "step2_matcher": matcher(srn.STEP2_IOU_THRESHOLDS),
             "num_classes": srn.NUM_CLASSES,
@@ -308,6 +311,35 @@ class SRN(DenseDetector):
         return torch.stack(labels), torch.stack(matched_boxes)
 
     # ------------------------------------------------------------------ inference
+
+    def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
+        if self.training:
+            return super().forward(batched_inputs)
+        return self.inference(batched_inputs)
+
+    def inference(self, batched_inputs: List[Dict[str, torch.Tensor]], do_postprocess: bool = True):
+        """
+        Args:
+            batched_inputs: as in :meth:`forward`.
+            do_postprocess: rescale the boxes to each input's "height" x "width",
+                clip them to it and drop the empty ones (Detectron2's output
+                format). Without, the boxes stay as decoded, in the coordinates
+                of the input image: what the authors' multi-scale test merges.
+
+        Returns:
+            with ``do_postprocess``: ``[{"instances": Instances}]``; without: ``[Instances]``.
+        """
+        assert not self.training
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        features = [features[f] for f in self.head_in_features]
+        results = self.forward_inference(images, features, self.head(features))
+        if not do_postprocess:
+            return results
+        return [
+            {"instances": detector_postprocess(r, x.get("height", size[0]), x.get("width", size[1]))}
+            for r, x, size in zip(results, batched_inputs, images.image_sizes)
+        ]
 
     def forward_inference(self, images: ImageList, features, predictions):
         step1_logits, step1_deltas, step2_logits, step2_deltas = self._split_predictions(predictions)

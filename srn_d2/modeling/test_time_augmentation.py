@@ -1,18 +1,21 @@
 """The authors' multi-scale test for SRN, merged by bounding-box voting.
 
-Passes (SRN_SPEC.md, "Released test-time augmentation"), for an image of
-``h * w`` pixels and a budget of ``MAX_SIZE ** 2`` pixels:
+For an image of ``h x w`` pixels and a budget of ``MAX_SIZE ** 2`` pixels, the
+passes are those of the released test (docs/DESIGN.md, "Multi-scale test"):
 
-* images under the budget: the original, its horizontal flip, a ``SHRINK``
-  pass that contributes only boxes larger than ``SHRINK_MIN_BOX``, enlargements
-  by ``ENLARGE_BASE ** t`` (t = 1, 2, ...) while ``h * w * scale ** 2`` does not
-  exceed the budget, and one pass at exactly the budget; the enlarged passes
-  contribute only boxes smaller than ``ENLARGE_MAX_BOX``;
-* images at or over the budget (as the released code does): the image scaled
-  down to the budget, its flip, and two further shrinks (0.75x and ``SHRINK``
-  of that scale) contributing boxes larger than ``SHRINK_MIN_BOX``.
+* under the budget: the original, its horizontal flip, a ``SHRINK`` pass that
+  contributes only boxes larger than ``SHRINK_MIN_BOX``, enlargements by
+  ``ENLARGE_BASE ** t`` for t = 1 .. floor(log(budget / w / h, ENLARGE_BASE ** 2)),
+  and one pass resized to exactly the budget; the enlarged passes contribute
+  only boxes smaller than ``ENLARGE_MAX_BOX``;
+* at or over the budget: the image resized to the budget, the flip of that
+  resized image, and 0.75x and ``SHRINK`` resizes *of the resized image* (two
+  interpolations, as the release does), contributing boxes larger than
+  ``SHRINK_MIN_BOX``.
 
-"Larger" compares a box's longer side and "smaller" its shorter side with the
+Each pass's boxes stay unclipped until all passes are merged; then the merged
+boxes are clipped to the image. "Larger"
+compares a box's longer side and "smaller" its shorter side with the
 threshold, in original-image pixels (the released code's definition).
 """
 import copy
@@ -47,38 +50,45 @@ def _check_scales(shrink: float, enlarge_base: float) -> None:
 
 @dataclass(frozen=True)
 class TTAPass:
-    """One inference pass: resize by ``scale``, then optionally flip horizontally."""
+    """One inference pass: resize the image by each of ``resizes`` in turn, then
+    optionally flip it horizontally; ``keep`` says which of its boxes count."""
 
-    scale: float
+    resizes: Tuple[float, ...] = ()
     flip: bool = False
     keep: str = KEEP_ALL
+
+    @property
+    def scale(self) -> float:
+        """The pass's overall scale, which maps its boxes back to the original image."""
+        return math.prod(self.resizes)
 
 
 def srn_tta_passes(
     height: int, width: int, max_size: int, *, shrink: float = 0.5, enlarge_base: float = 1.5, flip: bool = True
 ) -> List[TTAPass]:
-    """The released code's passes for an image of ``height x width`` (module docstring)."""
+    """The released code's passes for an image of ``height x width`` (module docstring).
+
+    The arithmetic (operand order included) is the release's, so that the
+    number of enlargements and the budget scale agree with it to the last bit.
+    """
     _check_scales(shrink, enlarge_base)
-    budget = float(max_size) ** 2
-    pixels = float(height * width)
-    budget_scale = math.sqrt(budget / pixels)
-    if pixels >= budget:
-        passes = [TTAPass(budget_scale)]
+    budget = max_size * max_size
+    if height * width >= budget:
+        to_budget = (math.sqrt(budget / width / height),)
+        passes = [TTAPass(to_budget)]
         if flip:
-            passes.append(TTAPass(budget_scale, flip=True))
-        passes.append(TTAPass(budget_scale * _OVER_BUDGET_SHRINK, keep=KEEP_LARGER))
-        passes.append(TTAPass(budget_scale * shrink, keep=KEEP_LARGER))
+            passes.append(TTAPass(to_budget, flip=True))
+        passes.append(TTAPass(to_budget + (_OVER_BUDGET_SHRINK,), keep=KEEP_LARGER))
+        passes.append(TTAPass(to_budget + (shrink,), keep=KEEP_LARGER))
         return passes
 
-    passes = [TTAPass(1.0)]
+    passes = [TTAPass()]
     if flip:
-        passes.append(TTAPass(1.0, flip=True))
-    passes.append(TTAPass(shrink, keep=KEEP_LARGER))
-    t = 1
-    while pixels * enlarge_base ** (2 * t) <= budget:
-        passes.append(TTAPass(enlarge_base**t, keep=KEEP_SMALLER))
-        t += 1
-    passes.append(TTAPass(budget_scale, keep=KEEP_SMALLER))
+        passes.append(TTAPass(flip=True))
+    passes.append(TTAPass((shrink,), keep=KEEP_LARGER))
+    num_enlargements = int(math.floor(math.log(budget / width / height, enlarge_base**2)))
+    passes += [TTAPass((enlarge_base ** (t + 1),), keep=KEEP_SMALLER) for t in range(num_enlargements)]
+    passes.append(TTAPass((math.sqrt(budget / height / width),), keep=KEEP_SMALLER))
     return passes
 
 
@@ -104,7 +114,7 @@ def box_size_mask(boxes: torch.Tensor, keep: str, min_box: float, max_box: float
 def bbox_vote(
     boxes: torch.Tensor, scores: torch.Tensor, iou_thresh: float = 0.5, max_dets: int = 750
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Bounding-box voting (SRN_SPEC.md): merge overlapping detections of all passes.
+    """Bounding-box voting: merge overlapping detections of all passes.
 
     In decreasing score order, the best remaining box and every remaining box
     with IoU >= ``iou_thresh`` to it (areas with the legacy +1) form a group and
@@ -172,7 +182,7 @@ def _resize(image: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 class SRNWithTTA(nn.Module):
-    """An SRN (or any detector taking Detectron2's inputs) with the authors' multi-scale test.
+    """An SRN model with the authors' multi-scale test.
 
     Calling it has the interface of the wrapped model's inference:
     ``[{"image": (C, H, W) tensor in cfg.INPUT.FORMAT, optional "height", "width"}]``
@@ -186,6 +196,11 @@ class SRNWithTTA(nn.Module):
         super().__init__()
         if isinstance(model, DistributedDataParallel):
             model = model.module
+        if not callable(getattr(model, "inference", None)):
+            raise TypeError(
+                f"TEST.AUG.ENABLED: the SRN multi-scale test needs a model whose inference() can "
+                f"return unclipped boxes, such as SRN; got {type(model).__name__}"
+            )
         self.model = model
         aug = cfg.TEST.AUG.SRN
         self.max_size = aug.MAX_SIZE
@@ -220,21 +235,22 @@ class SRNWithTTA(nn.Module):
         )
 
     def _run_pass(self, image: torch.Tensor, tta_pass: TTAPass) -> Instances:
-        """Detections of one pass, boxes mapped back to ``image``'s pixels and size-filtered."""
-        resized = _resize(image, tta_pass.scale)
+        """Unclipped detections of one pass, mapped back to ``image``'s pixels and size-filtered."""
+        resized = image
+        for scale in tta_pass.resizes:
+            resized = _resize(resized, scale)
         if tta_pass.flip:
             resized = resized.flip(-1)
-        height, width = resized.shape[-2:]
-        instances = self.model([{"image": resized, "height": height, "width": width}])[0]["instances"]
-        instances = instances.to("cpu")
+        instances = self.model.inference([{"image": resized}], do_postprocess=False)[0].to("cpu")
         boxes = instances.pred_boxes.tensor
         if tta_pass.flip:
+            width = resized.shape[-1]
             boxes = torch.stack(
-                [width - self.offset - boxes[:, 2], boxes[:, 1], width - self.offset - boxes[:, 0], boxes[:, 3]],
+                [width - boxes[:, 2] - self.offset, boxes[:, 1], width - boxes[:, 0] - self.offset, boxes[:, 3]],
                 dim=1,
             )
-        half = self.offset / 2.0
-        boxes = (boxes + half) / tta_pass.scale - half
+        scale = tta_pass.scale
+        boxes = (boxes - self.offset * (scale - 1) / 2.0) / scale
         keep = box_size_mask(boxes, tta_pass.keep, self.shrink_min_box, self.enlarge_max_box, self.offset)
         result = Instances(tuple(image.shape[-2:]))
         result.pred_boxes = Boxes(boxes[keep])
@@ -243,19 +259,25 @@ class SRNWithTTA(nn.Module):
         return result
 
     def _vote(self, detections: Instances) -> Instances:
-        """Bounding-box voting within each class, then the best ``max_dets`` overall."""
+        """Bounding-box voting within each class, then the best ``max_dets`` overall.
+
+        The vote runs, and its boxes stay, in float64: the release stacks its
+        passes into a float64 array, and rounding the merged boxes to float32
+        would move some of its integer submission coordinates by a pixel.
+        """
         boxes, scores, classes = [], [], []
+        all_boxes, all_scores = detections.pred_boxes.tensor.double(), detections.scores.double()
         for cls in detections.pred_classes.unique().tolist():
             in_class = detections.pred_classes == cls
             class_boxes, class_scores = bbox_vote(
-                detections.pred_boxes.tensor[in_class], detections.scores[in_class], self.vote_iou, self.max_dets
+                all_boxes[in_class], all_scores[in_class], self.vote_iou, self.max_dets
             )
             boxes.append(class_boxes)
             scores.append(class_scores)
             classes.append(torch.full((len(class_scores),), cls, dtype=torch.int64))
         result = Instances(detections.image_size)
-        result.pred_boxes = Boxes(torch.cat(boxes) if boxes else torch.zeros((0, 4)))
-        result.scores = torch.cat(scores) if scores else torch.zeros((0,))
+        result.pred_boxes = Boxes(torch.cat(boxes) if boxes else torch.zeros((0, 4), dtype=torch.float64))
+        result.scores = torch.cat(scores) if scores else torch.zeros((0,), dtype=torch.float64)
         result.pred_classes = torch.cat(classes) if classes else torch.zeros((0,), dtype=torch.int64)
         order = torch.sort(result.scores, descending=True, stable=True).indices[: self.max_dets]
         return result[order]

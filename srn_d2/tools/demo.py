@@ -134,7 +134,7 @@ class FaceDemo:
             raise ValueError(f"--output {self.output_dir} holds the input {path}: the drawing would overwrite it")
         cv2.imwrite(drawn_path, self.draw(image, instances))
         xywhs = instances_to_xywhs(instances)
-        write_widerface_predictions(self.output_dir, {stem: xywhs})
+        write_widerface_predictions(self.output_dir, {stem: xywhs}, self.cfg.TEST.WIDERFACE_SUBMISSION_FORMAT)
         with open(os.path.join(self.output_dir, stem + ".json"), "w") as f:
             json.dump(detections_json(xywhs), f)
 

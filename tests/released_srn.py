@@ -1,0 +1,306 @@
+"""An independent restatement of the authors' released SRN test, for parity tests.
+
+Written from the behaviour of the release (github.com/ChiCheng123/SRN,
+``srn/model/resnet_srn.py``, ``srn/model/rpn_proposal.py``, ``srn/utils/*`` and
+``tools/test.py``), in plain torch and numpy, sharing no code with srn_d2: the
+network under the release's parameter names, its legacy anchors, per-level
+decoding, NMS, multi-scale test, voting and submission writer.
+"""
+import math
+from typing import List, Tuple
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+ANCHOR_SCALES = (2.0, 2.828427)
+ANCHOR_RATIO = 1.25
+STRIDES = (4, 8, 16, 32, 64, 128)
+STC_LEVELS = (0, 1, 2)
+STR_LEVELS = (3, 4, 5)
+SCORE_THRESH = 0.05
+STEP1_THRESH = 0.01
+TOP_N_PER_LEVEL = 6000
+TOP_N = 750
+NMS_IOU = 0.4
+MIN_CELLS_FOR_THRESH = 120
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _conv(cin, cout, kernel, stride=1, padding=0):
+    return nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding)
+
+
+class ReleasedRFE(nn.Module):
+    def __init__(self, channels=256):
+        super().__init__()
+        inner = channels // 4
+        for index, (kernel, padding) in enumerate((((1, 5), (0, 2)), ((5, 1), (2, 0)), ((1, 3), (0, 1)), ((3, 1), (1, 0)))):
+            branch = nn.Sequential(
+                _conv(channels, inner, 1), nn.ReLU(),
+                _conv(inner, inner, kernel, padding=padding), nn.ReLU(),
+                _conv(inner, inner, 1), nn.ReLU(),
+            )
+            self.add_module(f"branch{index}", branch)
+        self.cated_conv = nn.Sequential(_conv(channels, channels, 1), nn.ReLU())
+
+    def forward(self, x):
+        branches = [getattr(self, f"branch{i}")(x) for i in range(4)]
+        return self.cated_conv(torch.cat(branches, 1)) + x
+
+
+def _tower():
+    return nn.Sequential(_conv(256, 256, 3, padding=1), nn.ReLU(), ReleasedRFE(256), _conv(256, 256, 3, padding=1), nn.ReLU())
+
+
+class ReleasedSRN(nn.Module):
+    """The released ResNet-50 SRN, parameters named as in the authors' checkpoint."""
+
+    def __init__(self):
+        super().__init__()
+        trunk = torchvision.models.resnet50(weights=None)
+        for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
+            self.add_module(name, getattr(trunk, name))
+        self.layer5 = _conv(2048, 1024, 3, stride=2, padding=1)
+        self.layer6 = _conv(1024, 256, 3, stride=2, padding=1)
+        for level, channels in zip(range(2, 8), (256, 512, 1024, 2048, 1024, 256)):
+            self.add_module(f"c{level}_conv", _conv(channels, 256, 1))
+        for level, channels in zip(range(2, 6), (256, 512, 1024, 2048)):
+            self.add_module(f"c{level}_lateral", _conv(channels, 256, 1))
+        for level in range(2, 8):
+            stride = 2 if level >= 6 else 1
+            self.add_module(f"p{level}_conv", _conv(256, 256, 3, stride=stride, padding=1))
+        self.cls_subnet = _tower()
+        self.box_subnet = _tower()
+        self.cls_subnet_pred = _conv(256, 2, 1)
+        self.box_subnet_pred = _conv(256, 8, 1)
+
+    @staticmethod
+    def _upsample_add(top, lateral):
+        # torch 0.3's bilinear upsampling, which the release pinned, aligned corners.
+        return F.interpolate(top, size=lateral.shape[-2:], mode="bilinear", align_corners=True) + lateral
+
+    def forward(self, x) -> Tuple[List, List]:
+        """Per level (finest first): ([(cls, loc) of step 1], [(cls, loc) of step 2])."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        c2 = self.layer1(x)
+        c3 = self.layer2(c2)
+        c4 = self.layer3(c3)
+        c5 = self.layer4(c4)
+        c6 = self.layer5(c5)
+        c7 = self.layer6(c6)
+        first = [getattr(self, f"c{i}_conv")(c) for i, c in zip(range(2, 8), (c2, c3, c4, c5, c6, c7))]
+        lateral5 = self.c5_lateral(c5)
+        p5 = self.p5_conv(lateral5)
+        p6 = self.p6_conv(lateral5)
+        p7 = self.p7_conv(p6)
+        sum4 = self._upsample_add(lateral5, self.c4_lateral(c4))
+        sum3 = self._upsample_add(sum4, self.c3_lateral(c3))
+        sum2 = self._upsample_add(sum3, self.c2_lateral(c2))
+        second = [self.p2_conv(sum2), self.p3_conv(sum3), self.p4_conv(sum4), p5, p6, p7]
+        head = lambda f: (self.cls_subnet_pred(self.cls_subnet(f)), self.box_subnet_pred(self.box_subnet(f)))  # noqa: E731
+        return [head(f) for f in first], [head(f) for f in second]
+
+
+def randomize(net: ReleasedSRN, seed: int) -> ReleasedSRN:
+    """Weights that give a few hundred detections of varied score (0.002 .. 0.9), size and
+    place, with width / height deltas beyond Detectron2's decoding clamp on some anchors."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, nn.Conv2d):
+                fan_in = module.weight[0].numel()
+                module.weight.normal_(0, math.sqrt(1.0 / fan_in), generator=generator)
+                if module.bias is not None:
+                    module.bias.normal_(0, 0.1, generator=generator)
+            elif isinstance(module, nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.0, generator=generator)
+                module.bias.normal_(0, 0.1, generator=generator)
+                module.running_mean.normal_(0, 0.1, generator=generator)
+                module.running_var.uniform_(1.0, 2.0, generator=generator)
+        net.cls_subnet_pred.weight.mul_(10.0)
+        net.cls_subnet_pred.bias.fill_(-4.0)
+        net.box_subnet_pred.weight.mul_(8.0)
+    return net.eval()
+
+
+def preprocess(bgr: np.ndarray) -> torch.Tensor:
+    """The release's preprocess: BGR uint8 -> RGB in [0, 1] -> ImageNet-normalized (1, 3, H, W)."""
+    rgb = torch.from_numpy(np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))).permute(2, 0, 1).float() / 255
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return ((rgb - mean) / std)[None]
+
+
+def legacy_anchors(height: int, width: int, stride: int) -> np.ndarray:
+    """(H * W * 2, 4) float64 anchors of one level, position-major as the release lays them out."""
+    window = stride  # the (0, 0, S-1, S-1) base window
+    center = (window - 1) / 2.0
+    w = np.round(np.sqrt(window * window / ANCHOR_RATIO))
+    h = np.round(w * ANCHOR_RATIO)
+    cells = []
+    for scale in ANCHOR_SCALES:
+        sw, sh = w * scale, h * scale
+        cells.append([center - 0.5 * (sw - 1), center - 0.5 * (sh - 1), center + 0.5 * (sw - 1), center + 0.5 * (sh - 1)])
+    cells = np.array(cells)
+    xs, ys = np.meshgrid(np.arange(width) * stride, np.arange(height) * stride)
+    shifts = np.stack([xs.ravel(), ys.ravel(), xs.ravel(), ys.ravel()], axis=1)
+    return (shifts[:, None, :] + cells[None, :, :]).reshape(-1, 4)
+
+
+def apply_deltas(boxes: np.ndarray, deltas: np.ndarray) -> np.ndarray:
+    """The release's decoding: centers and sizes with width = x2 - x1, no clamping."""
+    widths = boxes[:, 2] - boxes[:, 0]
+    heights = boxes[:, 3] - boxes[:, 1]
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2.0 + deltas[:, 0] * widths
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2.0 + deltas[:, 1] * heights
+    w = np.exp(deltas[:, 2]) * widths
+    h = np.exp(deltas[:, 3]) * heights
+    return np.stack([cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0], axis=1)
+
+
+def _flat(prediction: torch.Tensor, per_anchor: int) -> np.ndarray:
+    """(1, A*K, H, W) -> (H*W*A, K) numpy."""
+    _, channels, height, width = prediction.shape
+    return prediction[0].permute(1, 2, 0).reshape(height * width * channels // per_anchor, per_anchor).numpy()
+
+
+def decode_level(level: int, step1, step2) -> np.ndarray:
+    """(n, 5) x1, y1, x2, y2, score of one level, best first, before NMS."""
+    cls1, loc1 = step1
+    cls2, loc2 = step2
+    height, width = cls1.shape[-2:]
+    anchors = legacy_anchors(height, width, STRIDES[level])
+    scores1 = _flat(torch.sigmoid(cls1), 1)[:, 0]
+    scores2 = _flat(torch.sigmoid(cls2), 1)[:, 0]
+    if level in STR_LEVELS:
+        anchors = apply_deltas(anchors, _flat(loc1, 4))
+    thresh = SCORE_THRESH if height * width >= MIN_CELLS_FOR_THRESH else 0.0
+    keep = scores2 > thresh
+    if level in STC_LEVELS:
+        keep &= scores1 > STEP1_THRESH
+    index = np.flatnonzero(keep)
+    order = index[np.argsort(-scores2[index], kind="stable")][:TOP_N_PER_LEVEL]
+    boxes = apply_deltas(anchors[order], _flat(loc2, 4)[order])
+    return np.concatenate([boxes, scores2[order, None].astype(np.float64)], axis=1)
+
+
+def nms(dets: np.ndarray, thresh: float) -> np.ndarray:
+    """Greedy NMS of score-sorted rows in float32 with +1 areas; suppress IoU > thresh."""
+    boxes = dets[:, :4].astype(np.float32)
+    areas = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+    suppressed = np.zeros(len(boxes), dtype=bool)
+    keep = []
+    for i in range(len(boxes)):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        w = np.maximum(np.minimum(boxes[i, 2], boxes[:, 2]) - np.maximum(boxes[i, 0], boxes[:, 0]) + 1, np.float32(0))
+        h = np.maximum(np.minimum(boxes[i, 3], boxes[:, 3]) - np.maximum(boxes[i, 1], boxes[:, 1]) + 1, np.float32(0))
+        inter = w * h
+        iou = inter / (areas[i] + areas - inter)
+        later = np.arange(len(boxes)) > i
+        suppressed |= later & (iou > np.float32(thresh))
+    return np.array(keep, dtype=np.int64)
+
+
+@torch.no_grad()
+def detect(net: ReleasedSRN, bgr: np.ndarray) -> np.ndarray:
+    """The released single-scale detections of one BGR image: (n, 5) x1, y1, x2, y2, score, unclipped."""
+    step1, step2 = net(preprocess(bgr))
+    dets = np.concatenate([decode_level(level, step1[level], step2[level]) for level in range(len(STRIDES))])
+    if len(dets) == 0:
+        return dets
+    dets = dets[np.argsort(-dets[:, 4], kind="stable")]
+    dets = dets[nms(dets, NMS_IOU)[:TOP_N]]
+    return dets[np.argsort(-dets[:, 4], kind="stable")][:TOP_N]
+
+
+def _pass(net: ReleasedSRN, bgr: np.ndarray) -> np.ndarray:
+    """One pass of the multi-scale test: float32 detections, or the release's all-zero row when there are none."""
+    dets = detect(net, bgr).astype(np.float32)
+    return dets if len(dets) else np.zeros((1, 5), dtype=np.float32)
+
+
+def _flip(dets: np.ndarray, width: int) -> np.ndarray:
+    out = dets.copy()
+    out[:, 0], out[:, 2] = width - dets[:, 2] - 1, width - dets[:, 0] - 1
+    return out
+
+
+def _unscale(dets: np.ndarray, scale: float) -> np.ndarray:
+    out = dets.copy()
+    out[:, :4] = (out[:, :4] - (scale - 1) / 2.0) / scale
+    return out
+
+
+def _sides(dets: np.ndarray):
+    return dets[:, 2] - dets[:, 0] + 1, dets[:, 3] - dets[:, 1] + 1
+
+
+def vote(dets: np.ndarray, max_dets: int = TOP_N) -> np.ndarray:
+    """Bounding-box voting (float64): groups of IoU >= 0.5 with the best remaining box; singletons dropped."""
+    dets = dets[np.argsort(-dets[:, 4], kind="stable")]
+    merged = []
+    while len(dets):
+        area = (dets[:, 2] - dets[:, 0] + 1) * (dets[:, 3] - dets[:, 1] + 1)
+        w = np.maximum(0.0, np.minimum(dets[0, 2], dets[:, 2]) - np.maximum(dets[0, 0], dets[:, 0]) + 1)
+        h = np.maximum(0.0, np.minimum(dets[0, 3], dets[:, 3]) - np.maximum(dets[0, 1], dets[:, 1]) + 1)
+        inter = w * h
+        group = inter / (area[0] + area - inter) >= 0.5
+        members, dets = dets[group], dets[~group]
+        if len(members) > 1:
+            weights = members[:, 4:5]
+            # A group of the all-zero rows alone averages 0 / 0; it scores 0 and is dropped below.
+            with np.errstate(invalid="ignore"):
+                box = (members[:, :4] * weights).sum(0) / weights.sum()
+            merged.append(np.append(box, members[:, 4].max()))
+    return np.array(merged).reshape(-1, 5)[:max_dets]
+
+
+def multi_scale(net: ReleasedSRN, bgr: np.ndarray, max_size: int) -> np.ndarray:
+    """The released multi-scale test of one image: voted, clipped (n, 5) float64 detections."""
+    height, width = bgr.shape[:2]
+    budget = max_size * max_size
+    # The release starts its enlarged passes' array with an all-zero row, in both branches.
+    enlarged = [np.zeros((1, 5), dtype=np.float32)]
+    if height * width < budget:
+        original = _pass(net, bgr)
+        flipped = _flip(_pass(net, cv2.flip(bgr, 1)), width)
+        shrunk = _unscale(_pass(net, cv2.resize(bgr, (0, 0), fx=0.5, fy=0.5)), 0.5)
+        shrunk = shrunk[np.maximum(*_sides(shrunk)) > 30]
+        scales = [math.pow(1.5, t + 1) for t in range(int(math.floor(math.log(budget / width / height, 2.25))))]
+        scales.append(math.sqrt(budget / height / width))
+        for scale in scales:
+            enlarged.append(_unscale(_pass(net, cv2.resize(bgr, (0, 0), fx=scale, fy=scale)), scale))
+        enlarged = np.concatenate(enlarged)
+        enlarged = enlarged[np.minimum(*_sides(enlarged)) < 100]
+    else:
+        scale = math.sqrt(budget / width / height)
+        largest = cv2.resize(bgr, (0, 0), fx=scale, fy=scale)
+        original = _unscale(_pass(net, largest), scale)
+        flipped = _unscale(_flip(_pass(net, cv2.flip(largest, 1)), largest.shape[1]), scale)
+        shrunk = np.concatenate(
+            [_unscale(_pass(net, cv2.resize(largest, (0, 0), fx=f, fy=f)), scale * f) for f in (0.75, 0.5)]
+        )
+        shrunk = shrunk[np.maximum(*_sides(shrunk)) > 30]
+        enlarged = enlarged[0]
+    merged = vote(np.concatenate([original, flipped, shrunk, enlarged]).astype(np.float64))
+    merged[:, 0:4:2] = np.clip(merged[:, 0:4:2], 0, width - 1)
+    merged[:, 1:4:2] = np.clip(merged[:, 1:4:2], 0, height - 1)
+    return merged[merged[:, 4] != 0]
+
+
+def submission_lines(dets: np.ndarray) -> List[str]:
+    """The box lines the release writes for voted detections."""
+    return [
+        "{} {} {} {} {}".format(
+            round(float(d[0])), round(float(d[1])), round(float(d[2] - d[0] + 1)), round(float(d[3] - d[1] + 1)),
+            round(float(d[4]), 3),
+        )
+        for d in dets
+    ]
