@@ -150,3 +150,35 @@ def _add_test_config(cfg):
     # (the authors' files: integers, w = x2 - x1 + 1, scores to 3 decimals).
     _C.TEST.WIDERFACE_SUBMISSION_FORMAT = "precise"
 
+
+
+def require(ok: bool, key: str, value, requirement: str) -> None:
+    """ValueError naming the config key whose value breaks ``requirement``."""
+    if not ok:
+        raise ValueError(f"{key} = {value!r}: {requirement}")
+
+
+def check_norm(norm: str, key: str) -> str:
+    """``norm`` if detectron2.layers.get_norm knows it, else ValueError naming ``key``."""
+    from detectron2.layers import get_norm
+
+    try:
+        get_norm(norm, 32)
+    except KeyError:
+        raise ValueError(
+            f"{key} = {norm!r}: not a normalization detectron2.layers.get_norm knows "
+            '(e.g. "", "BN", "SyncBN", "FrozenBN", "GN", "LN")'
+        ) from None
+    return norm
+
+
+def check_iou_thresholds(thresholds, key: str) -> list:
+    """[negative below, positive from] IoUs: two sorted values in (0, 1]."""
+    values = list(thresholds)
+    require(
+        len(values) == 2 and 0 < values[0] <= values[1] <= 1,
+        key,
+        thresholds,
+        "needs two IoUs [negative below, positive from] with 0 < first <= second <= 1",
+    )
+    return values

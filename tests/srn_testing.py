@@ -48,7 +48,7 @@ if "build_tiny_test_bottom_up" not in BACKBONE_REGISTRY:
 def srn_cfg(config_file="configs/Base-SRN.yaml"):
     cfg = get_cfg()
     add_srn_config(cfg)
-    cfg.merge_from_file(config_file)
+    cfg.merge_from_file(config_file, allow_unsafe=False)
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""
     return cfg

@@ -1,12 +1,11 @@
 """The released-weight converter on a checkpoint laid out as the authors' file."""
-import pickle
 from collections import OrderedDict
 
 import pytest
 import torch
 import torchvision
-from detectron2.checkpoint import DetectionCheckpointer
 
+from srn_d2.checkpoint import load_inference_weights
 from srn_d2.tools.convert_released import (
     DEFAULT_CONFIG,
     ConversionError,
@@ -69,15 +68,13 @@ def model():
 def test_convert_and_load_into_the_official_model(tmp_path, released, model):
     src = tmp_path / "srn_released.pth"
     torch.save({"epoch": 130, "state_dict": {f"module.{k}": v for k, v in released.items()}}, src)
-    out = tmp_path / "srn_d2.pkl"
+    out = tmp_path / "srn_d2.pth"
     main([str(src), str(out)])
-    with open(out, "rb") as f:
-        payload = pickle.load(f)
+    # Tensors and strings only: loadable without unpickling any code.
+    payload = torch.load(out, weights_only=True)
     assert payload["matching_heuristics"] is False and "__author__" in payload
 
-    checkpointer = DetectionCheckpointer(model)
-    incompatible = checkpointer._load_model(checkpointer._load_file(str(out)))
-    assert not incompatible.missing_keys and not incompatible.unexpected_keys
+    load_inference_weights(model, str(out))
 
     bottom_up = model.backbone.bottom_up
     head = model.head.shared
@@ -122,3 +119,17 @@ def test_missing_and_mismatched_keys_are_named(released, model):
 def test_output_extension_is_checked(tmp_path, model):
     with pytest.raises(ConversionError, match="out.bin"):
         convert(str(tmp_path / "missing.pth"), str(tmp_path / "out.bin"), model)
+    # Detectron2 unpickles .pkl weights, which can run code: the converter writes none.
+    with pytest.raises(ConversionError, match=r"out.pkl.*\.pth"):
+        convert(str(tmp_path / "missing.pth"), str(tmp_path / "out.pkl"), model)
+
+
+@pytest.mark.parametrize("content", [b"", b"this is a text file\n", b"PK\x03\x04 truncated zip"])
+def test_input_that_is_no_checkpoint_is_named(tmp_path, capsys, content):
+    src = tmp_path / "not_a_checkpoint.pth"
+    src.write_bytes(content)
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(src), str(tmp_path / "out.pth")])
+    assert exit_info.value.code == 2
+    assert "not_a_checkpoint.pth" in capsys.readouterr().err
+    assert not (tmp_path / "out.pth").exists()

@@ -48,7 +48,7 @@ def test_round_trip(tmp_path):
     [
         b"1 2 3 4 0.5\n-1.25 0.001 10 20 1\n",
         b"  7   8\t9 10 0.125  \r\n\n3 4 5 6 .5\n\n",
-        b"1e2 2E-1 3 4 nan\n5 6 7 8 inf\n",  # exponents and specials: line-by-line path
+        b"1e2 2E-1 3 4 5e-1\n5 6 7 8 1E0\n",  # exponents: line-by-line path
         b"123456789012345678 1 2 3 0.1\n0.0000000000000001 -0 5. 6 7\n",  # long numbers
     ],
 )
@@ -94,6 +94,11 @@ def test_missing_files_warn_once_and_count_as_none(tmp_path):
         # Right number of values, wrong line structure: 4 + 6 numbers.
         ("a\n2\n1 2 3 4\n1 2 3 4 5 6\n", 3, "expected 5 numbers"),
         ("a\n1\n1 2 3 4 0\x005\n", 3, "not a number"),
+        # One infinite score would squash every other score in the min-max normalization.
+        ("a\n2\n1 2 3 4 0.5\n1 2 3 4 inf\n", 4, "not finite"),
+        ("a\n1\n1 2 3 4 -Infinity\n", 3, "not finite"),
+        ("a\n1\nnan 2 3 4 0.5\n", 3, "not finite"),
+        ("a\n1\n1 2 3 4 1e999\n", 3, "not finite"),
     ],
 )
 def test_malformed_file_names_file_and_line(tmp_path, text, line, message):

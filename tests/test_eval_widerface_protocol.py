@@ -189,10 +189,12 @@ def test_no_predictions_and_bad_shapes():
         WiderFaceMatches({"a/1": np.zeros((3, 4))}, gt)
 
 
-def test_nan_scores_pass_no_threshold():
-    # As in MATLAB: min/max skip NaN, and NaN >= t is false, so the box is never kept.
-    gt = make_gt({"a/1": [[0, 0, 10, 10]]})
-    with_nan = {"a/1": preds([0, 0, 10, 10, np.nan], [50, 50, 10, 10, 0.2], [0, 0, 10, 10, 0.4])}
-    hard = evaluate_widerface(with_nan, gt)["hard"]
-    assert hard.num_kept[-1] == 2 and hard.num_recalled[-1] == 1
-    assert hard.ap == pytest.approx(1.0)
+@pytest.mark.parametrize(
+    "bad_row", [[0, 0, 10, 10, np.inf], [0, 0, 10, 10, -np.inf], [0, 0, 10, 10, np.nan], [np.nan, 0, 10, 10, 0.3]]
+)
+def test_non_finite_predictions_are_an_error_naming_the_image(bad_row):
+    # Scored, one +inf would normalize every other score to 0 (-inf: to 1) and change every AP.
+    gt = make_gt({"a/1": [[0, 0, 10, 10]], "b/2": [[5, 5, 10, 10]]})
+    predictions = {"a/1": preds([0, 0, 10, 10, 0.9]), "b/2": preds([50, 50, 10, 10, 0.2], bad_row)}
+    with pytest.raises(ValueError, match=r"predictions of b/2: row 1 is not finite"):
+        evaluate_widerface(predictions, gt)

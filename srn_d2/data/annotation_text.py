@@ -17,8 +17,9 @@ class CountedRecords:
     """
 
     names: List[str]
+    name_lines: List[int]  # 1-based line number of each image path
     counts: np.ndarray  # (num_images,) int64
-    records: np.ndarray  # (num_records, num_fields) float64
+    records: np.ndarray  # (num_records, num_fields) float64, all finite
     record_lines: np.ndarray  # (num_records,) 1-based line number of each record
 
     @property
@@ -36,16 +37,17 @@ def read_counted_records(
 ) -> CountedRecords:
     """Parse ``path``; raise ValueError naming the file and 1-based line of any malformation.
 
+    The file is UTF-8 text (a leading byte-order mark is not part of the first
+    line); numbers must be finite.
+
     Args:
         num_fields: number of whitespace-separated numbers on every record line.
         zero_count_placeholder: a count of 0 may be followed by one placeholder
-            record line (WIDER FACE writes ``0 0 0 0 0 0 0 0 0 0``); it is skipped.
+            record line of zeros (WIDER FACE writes ``0 0 0 0 0 0 0 0 0 0``); it
+            is skipped. Any other record line after a count of 0 is an error,
+            since it would otherwise be read as the next image's path or lost.
     """
-    with open(path, "r") as f:
-        lines = f.read().splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-
+    lines = read_text_lines(path)
     names, counts, starts = [], [], []
     try:
         _index_images(path, lines, num_fields, zero_count_placeholder, names, counts, starts)
@@ -58,7 +60,23 @@ def read_counted_records(
 
     record_text, record_lines = _record_lines(lines, counts, starts)
     records = _parse_records(path, record_text, record_lines, num_fields)
-    return CountedRecords(names, np.asarray(counts, dtype=np.int64), records, record_lines)
+    name_lines = [start - 1 for start in starts]
+    return CountedRecords(names, name_lines, np.asarray(counts, dtype=np.int64), records, record_lines)
+
+
+def read_text_lines(path: str) -> List[str]:
+    """The lines of a UTF-8 text file (byte-order mark and trailing blank lines removed);
+    ValueError naming the file and line if it is not UTF-8."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        lines = data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as error:
+        line = error.object[: error.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
 
 
 def _index_images(path, lines, num_fields, zero_count_placeholder, names, counts, starts):
@@ -84,17 +102,30 @@ def _index_images(path, lines, num_fields, zero_count_placeholder, names, counts
                 f"{line_index + 2} needs records on lines {start + 1}-{stop}, "
                 f"but the file has {num_lines} lines"
             )
-        if (
-            count == 0
-            and zero_count_placeholder
-            and start < num_lines
-            and len(lines[start].split()) == num_fields
-        ):
-            stop = start + 1
+        if count == 0 and zero_count_placeholder and start < num_lines:
+            stop += _placeholder_length(path, start + 1, lines[start], num_fields)
         names.append(name)
         counts.append(count)
         starts.append(start)
         line_index = stop
+
+
+def _placeholder_length(path: str, line_number: int, text: str, num_fields: int) -> int:
+    """1 if ``text`` (the line after a count of 0) is the all-zero placeholder, 0 if it is
+    the next image's path; an error if it is a record, which the count of 0 would lose."""
+    tokens = text.split()
+    if len(tokens) != num_fields:
+        return 0
+    try:
+        values = [float(t) for t in tokens]
+    except ValueError:
+        return 0
+    if any(values):
+        raise ValueError(
+            f"{path}:{line_number}: a record follows a count of 0 (line {line_number - 1}); "
+            "fix the count, or make the line the all-zero placeholder"
+        )
+    return 1
 
 
 def _record_lines(lines, counts, starts):
@@ -131,6 +162,12 @@ def _parse_records(path, record_text, record_lines, num_fields) -> np.ndarray:
     if records is None or records.shape != (len(record_text), num_fields):
         _raise_first_bad_record(path, record_text, record_lines, num_fields)
         raise ValueError(f"{path}: could not parse the records")
+    finite = np.isfinite(records).all(axis=1)
+    if not finite.all():
+        first = int(np.flatnonzero(~finite)[0])
+        raise ValueError(
+            f"{path}:{int(record_lines[first])}: non-finite number (nan or inf) in {record_text[first].strip()!r}"
+        )
     return records
 
 

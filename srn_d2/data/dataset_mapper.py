@@ -13,6 +13,7 @@ from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2.utils.logger import log_every_n_seconds
 
 from .augmentation import build_srn_test_augmentation, build_srn_train_augmentation
+from .image_io import read_image
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class SRNDatasetMapper(DatasetMapper):
         # A shallow copy suffices: annotations are read, never modified.
         dataset_dict = dict(dataset_dict)
         annotations = dataset_dict.pop("annotations", None)
-        image = read_image_naming_file(dataset_dict["file_name"], self.image_format)
+        image = read_image(dataset_dict["file_name"], self.image_format)
         utils.check_image_size(dataset_dict, image)
 
         aug_input = T.AugInput(image)
@@ -123,12 +124,3 @@ def annotation_boxes_xyxy(annotations: List[Dict]) -> np.ndarray:
         selected = modes == mode
         boxes[selected] = BoxMode.convert(boxes[selected], BoxMode(int(mode)), BoxMode.XYXY_ABS)
     return boxes
-
-
-def read_image_naming_file(file_name: str, image_format: str) -> np.ndarray:
-    """detectron2's ``read_image``, with failures re-raised as OSError naming the file."""
-    try:
-        return utils.read_image(file_name, format=image_format)
-    except (OSError, ValueError, SyntaxError) as error:
-        # PIL reports truncated or unknown files as OSError/SyntaxError without the path.
-        raise OSError(f"cannot read image {file_name}: {error}") from error

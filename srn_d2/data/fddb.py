@@ -8,7 +8,8 @@ import numpy as np
 from detectron2.structures import BoxMode
 
 from .annotation_text import read_counted_records
-from .image_header import read_image_size
+from .image_io import read_image_size
+from .paths import check_relative_path
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +62,10 @@ def _load_fold(fold_file: str, image_root: str, read_sizes: bool) -> List[Dict]:
     ellipses = parsed.records[:, :5]
     num_dropped = 0
     dataset_dicts = []
-    for name, start, count in zip(parsed.names, parsed.offsets.tolist(), parsed.counts.tolist()):
-        file_name = os.path.join(image_root, name + ".jpg")
+    for name, line, start, count in zip(
+        parsed.names, parsed.name_lines, parsed.offsets.tolist(), parsed.counts.tolist()
+    ):
+        file_name = os.path.join(image_root, check_relative_path(name, f"{fold_file}:{line}") + ".jpg")
         record = {"file_name": file_name, "image_id": name}
         size = read_image_size(file_name) if read_sizes else None
         if size is not None:

@@ -10,9 +10,10 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
-from .annotation_text import read_counted_records
-from .image_header import read_image_size
+from .annotation_text import read_counted_records, read_text_lines
 from .bulk import gc_paused
+from .image_io import read_image_size
+from .paths import check_relative_path
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ def load_wider_face(gt_file: str, image_root: str, *, read_sizes: bool = True) -
 
     Each face keeps its attributes; invalid faces get ``iscrowd=1`` so that
     training ignores them. Faces of zero width or height are dropped (and logged).
+    Image paths must be relative and stay inside ``image_root``.
 
     Args:
         gt_file: the annotation file.
@@ -59,7 +61,8 @@ def load_wider_face(gt_file: str, image_root: str, *, read_sizes: bool = True) -
 
     dataset_dicts = []
     stop = 0
-    for name, num_faces in zip(parsed.names, faces_per_image.tolist()):
+    for name, line, num_faces in zip(parsed.names, parsed.name_lines, faces_per_image.tolist()):
+        check_relative_path(name, f"{gt_file}:{line}")
         start, stop = stop, stop + num_faces
         record = _image_record(name, image_root, read_sizes)
         record["annotations"] = annotations[start:stop]
@@ -68,10 +71,12 @@ def load_wider_face(gt_file: str, image_root: str, *, read_sizes: bool = True) -
 
 
 def load_wider_face_test_list(file_list: str, image_root: str, *, read_sizes: bool = True):
-    """Dataset dicts (no annotations) of ``wider_face_test_filelist.txt``: one image path a line."""
-    with open(file_list, "r") as f:
-        names = [line.strip() for line in f]
-    return [_image_record(name, image_root, read_sizes) for name in names if name]
+    """Dataset dicts (no annotations) of ``wider_face_test_filelist.txt``: one relative image path a line."""
+    return [
+        _image_record(check_relative_path(name.strip(), f"{file_list}:{number}"), image_root, read_sizes)
+        for number, name in enumerate(read_text_lines(file_list), start=1)
+        if name.strip()
+    ]
 
 
 def register_wider_face_format(name: str, image_root: str, gt_file: str, **metadata) -> None:

@@ -20,6 +20,14 @@ from .prediction_files import read_fddb_detections
 
 
 def main(argv=None) -> int:
+    try:
+        return _evaluate(argv)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _evaluate(argv) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -35,6 +43,8 @@ def main(argv=None) -> int:
     dicts = load_fddb(fold_files, args.image_dir or "", read_sizes=bool(args.image_dir))
     ground_truth = fddb_gt_from_dicts(dicts)
     detections = read_fddb_detections(args.pred)
+    if not detections:
+        raise ValueError(f"{args.pred}: no detections (the file lists no image)")
     unknown = [name for name in detections if name not in ground_truth]
     if unknown:
         print(

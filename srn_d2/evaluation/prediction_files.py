@@ -13,12 +13,15 @@ values equal Python's ``float``. Anything else (exponents, ``nan``, longer
 numbers, malformed text) goes through a line-by-line parser that raises
 ``ValueError`` naming the file and the line.
 """
+import math
 import os
 import re
 import warnings
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
+
+from ..data.paths import join_inside
 
 _NUM_FIELDS = 5
 _MAX_FAST_DIGITS = 15
@@ -86,6 +89,19 @@ def _count_before(mask: np.ndarray) -> np.ndarray:
     return counts
 
 
+def require_finite_rows(rows: np.ndarray, source: str) -> np.ndarray:
+    """``rows`` if every value is finite, else ValueError naming ``source`` and the first bad row.
+
+    One infinite score moves every other score to 0 or 1 under the WIDER FACE
+    min-max normalization, and a NaN box never matches: both would be scored silently.
+    """
+    finite = np.isfinite(rows).all(axis=-1)
+    if not finite.all():
+        first = int(np.flatnonzero(~finite)[0])
+        raise ValueError(f"{source}: row {first} is not finite: {np.asarray(rows)[first].tolist()}")
+    return rows
+
+
 def _parse_lines_slowly(body: bytes, expected: int, source: str, first_line: int) -> np.ndarray:
     rows = []
     for offset, raw in enumerate(body.split(b"\n")):
@@ -99,11 +115,14 @@ def _parse_lines_slowly(body: bytes, expected: int, source: str, first_line: int
             raise ValueError(
                 f"{source}, line {line_no}: expected 5 numbers 'x y w h score', got {len(fields)}"
             )
+        text = raw.decode(errors="replace").strip()
         try:
-            rows.append([float(f) for f in fields])
+            row = [float(f) for f in fields]
         except ValueError:
-            text = raw.decode(errors="replace")
             raise ValueError(f"{source}, line {line_no}: not a number in {text!r}") from None
+        if not all(math.isfinite(v) for v in row):
+            raise ValueError(f"{source}, line {line_no}: not finite (nan or inf) in {text!r}")
+        rows.append(row)
     if len(rows) != expected:
         raise ValueError(
             f"{source}, line {first_line - 1}: declares {expected} boxes, found {len(rows)}"
@@ -243,7 +262,8 @@ def _format_released(rows: np.ndarray) -> str:
 def write_widerface_predictions(
     pred_dir: str, predictions: Mapping[str, np.ndarray], submission_format: str = "precise"
 ) -> None:
-    """Write ``<pred_dir>/<image id>.txt`` per image.
+    """Write ``<pred_dir>/<image id>.txt`` per image; an id that would write outside
+    ``pred_dir`` (absolute, "..", a link out) is a ValueError.
 
     Args:
         predictions: image id -> (n, 5) ``x, y, w, h, score``.
@@ -255,7 +275,7 @@ def write_widerface_predictions(
             f"TEST.WIDERFACE_SUBMISSION_FORMAT must be one of {SUBMISSION_FORMATS}, got {submission_format!r}"
         )
     for image_id, boxes in predictions.items():
-        path = os.path.join(pred_dir, image_id + ".txt")
+        path = join_inside(pred_dir, image_id + ".txt")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         boxes = np.asarray(boxes).reshape(-1, _NUM_FIELDS)
         if submission_format == "released":

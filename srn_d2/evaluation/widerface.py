@@ -19,6 +19,14 @@ from .widerface_protocol import WiderFaceMatches, warn_unmatched_ids, widerface_
 
 
 def main(argv=None) -> int:
+    try:
+        return _evaluate(argv)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _evaluate(argv) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -102,10 +102,13 @@ def load_widerface_gt_mat(gt_dir: str, split: str = "val") -> WiderFaceGroundTru
             "(eval_tools/ground_truth of the WIDER FACE site); "
             "set TEST.WIDERFACE_GT_DIR or --gt-dir"
         )
-    faces_mat = loadmat(faces_file)
-    events = [str(e[0][0]) for e in faces_mat["event_list"]]
-    file_lists = [[str(f[0][0]) for f in files[0]] for files in faces_mat["file_list"]]
-    box_lists = [[b[0].reshape(-1, 4) for b in boxes[0]] for boxes in faces_mat["face_bbx_list"]]
+    faces_mat = _load_mat(faces_file, ("event_list", "file_list", "face_bbx_list"))
+    try:
+        events = [str(e[0][0]) for e in faces_mat["event_list"]]
+        file_lists = [[str(f[0][0]) for f in files[0]] for files in faces_mat["file_list"]]
+        box_lists = [[b[0].reshape(-1, 4) for b in boxes[0]] for boxes in faces_mat["face_bbx_list"]]
+    except (IndexError, ValueError, TypeError) as error:
+        raise ValueError(f"{faces_file}: not laid out as wider_face_<split>.mat ({error})") from None
 
     image_ids = [f"{event}/{name}" for event, names in zip(events, file_lists) for name in names]
     boxes = [b for per_event in box_lists for b in per_event]
@@ -113,7 +116,7 @@ def load_widerface_gt_mat(gt_dir: str, split: str = "val") -> WiderFaceGroundTru
     listed: Dict[str, List[np.ndarray]] = {}
     for setting in SETTINGS:
         setting_file = os.path.join(gt_dir, f"wider_{setting}_{split}.mat")
-        gt_lists = loadmat(setting_file)["gt_list"]
+        gt_lists = _load_mat(setting_file, ("gt_list",))["gt_list"]
         if len(gt_lists) != len(events):
             raise ValueError(
                 f"{setting_file}: {len(gt_lists)} events, {faces_file} has {len(events)}"
@@ -138,6 +141,20 @@ def load_widerface_gt_mat(gt_dir: str, split: str = "val") -> WiderFaceGroundTru
                 masks.append(mask)
         listed[setting] = masks
     return _from_per_image(image_ids, boxes, listed)
+
+
+def _load_mat(path: str, keys: Sequence[str]) -> Dict:
+    """scipy's loadmat, with any failure or missing variable reported against ``path``."""
+    try:
+        content = loadmat(path)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # scipy raises many types for a damaged file; each names no file
+        raise ValueError(f"{path}: not a readable MATLAB .mat file ({type(error).__name__}: {error})") from None
+    missing = [key for key in keys if key not in content]
+    if missing:
+        raise ValueError(f"{path}: no variable {missing} (holds {sorted(k for k in content if not k.startswith('__'))})")
+    return content
 
 
 def widerface_gt_from_dicts(

@@ -7,9 +7,9 @@ Semantics follow the official MATLAB tool (``eval_tools``: ``read_pred.m``,
 1. Scores are min-max normalized over every prediction of every ground-truth
    image (face-less images included, images outside the ground truth not):
    ``(s - min) / (max - min)``, where ``max`` starts from the smallest positive
-   float32 (``realmin('single')``); NaN scores are skipped by min / max and pass
-   no threshold. When all scores are equal the official tool divides by zero
-   and counts nothing; here they become 1.
+   float32 (``realmin('single')``). When all scores are equal the official tool
+   divides by zero and counts nothing; here they become 1. Predictions must be
+   finite: one infinite score would squash every other score to 0 or 1.
 2. IoU is the tool's: boxes are ``(x, y, x + w, y + h)`` and the areas use the
    legacy "+1" (``(x2 - x1 + 1) * (y2 - y1 + 1)``); pairs whose "+1"
    intersection width or height is <= 0 have IoU 0.
@@ -41,6 +41,7 @@ from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
+from .prediction_files import require_finite_rows
 from .widerface_gt import SETTINGS, WiderFaceGroundTruth
 
 NUM_THRESHOLDS = 1000
@@ -58,13 +59,12 @@ def score_thresholds(num_thresholds: int = NUM_THRESHOLDS) -> np.ndarray:
 def normalize_scores(scores: np.ndarray) -> np.ndarray:
     """Official min-max normalization of the whole prediction set's scores."""
     scores = np.asarray(scores, dtype=np.float64)
-    if np.all(np.isnan(scores)):
+    if scores.size == 0:
         return scores.copy()
-    # nanmin / nanmax: MATLAB's min and max skip NaN (NaN scores then pass no threshold).
-    low = np.nanmin(scores)
-    high = max(np.nanmax(scores), float(np.finfo(np.float32).tiny))
+    low = scores.min()
+    high = max(scores.max(), float(np.finfo(np.float32).tiny))
     if not high > low:
-        return np.where(np.isnan(scores), np.nan, 1.0)
+        return np.ones_like(scores)
     return (scores - low) / (high - low)
 
 
@@ -176,11 +176,10 @@ class WiderFaceMatches:
         self.best_face = np.concatenate(best_face) if best_face else np.zeros(0, np.int64)
         self.best_iou = np.concatenate(best_iou) if best_iou else np.zeros(0)
         self.scores = np.concatenate(scores) if scores else np.zeros(0)
-        # first_threshold[i] = k - 1 for the first (largest) t_k <= score, or
-        # num_thresholds when no threshold is passed (only NaN: t_1000 = 0).
+        # first_threshold[i] = k - 1 for the first (largest) t_k <= score; every
+        # normalized score passes t_1000 = 0.
         ascending = self.thresholds[::-1]
         passed = np.searchsorted(ascending, self.scores, side="right")
-        passed[np.isnan(self.scores)] = 0
         self.first_threshold = len(self.thresholds) - passed
 
     @staticmethod
@@ -194,7 +193,7 @@ class WiderFaceMatches:
             raise ValueError(
                 f"predictions of {image_id}: expected (n, 5) x, y, w, h, score; got {preds.shape}"
             )
-        return preds
+        return require_finite_rows(preds, f"predictions of {image_id}")
 
     def pr_curve(self, setting: str = "hard", iou_threshold: float = 0.5) -> PRCurve:
         listed = self.gt.listed[setting]

@@ -14,6 +14,8 @@ from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 
+from ..config import check_norm
+
 _EXPECTED_STRIDES = [4, 8, 16, 32]
 # Level names, finest first, as the MODEL.SRN.STC_LEVELS / STR_LEVELS keys spell them.
 SRN_LEVELS = ("p2", "p3", "p4", "p5", "p6", "p7")
@@ -24,6 +26,9 @@ def level_indices(names, key: str) -> List[int]:
     unknown = [n for n in names if n not in SRN_LEVELS]
     if unknown:
         raise ValueError(f"{key} names {unknown}, which are not SRN levels {list(SRN_LEVELS)}")
+    repeated = sorted({n for n in names if list(names).count(n) > 1})
+    if repeated:
+        raise ValueError(f"{key} names {repeated} more than once")
     return sorted(SRN_LEVELS.index(n) for n in names)
 
 
@@ -137,7 +142,7 @@ class SRNBackbone(Backbone):
             "out_channels": cfg.MODEL.SRN.OUT_CHANNELS,
             "c6_channels": cfg.MODEL.SRN.C6_CHANNELS,
             "c7_channels": cfg.MODEL.SRN.C7_CHANNELS,
-            "norm": cfg.MODEL.SRN.NECK_NORM,
+            "norm": check_norm(cfg.MODEL.SRN.NECK_NORM, "MODEL.SRN.NECK_NORM"),
             "upsample_mode": cfg.MODEL.SRN.FUSE_UPSAMPLE,
             "align_corners": cfg.MODEL.SRN.FUSE_ALIGN_CORNERS,
             "size_divisibility": cfg.MODEL.SRN.SIZE_DIVISIBILITY,

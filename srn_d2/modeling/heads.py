@@ -13,6 +13,7 @@ from detectron2.layers import ShapeSpec, get_norm
 from detectron2.utils.registry import Registry
 from torch import nn
 
+from ..config import check_norm, require
 from .rfe import RFE
 
 SRN_HEAD_REGISTRY = Registry("SRN_HEAD")
@@ -72,6 +73,9 @@ class SharedTowerHead(nn.Module):
 
     @staticmethod
     def common_args(cfg, input_shape: ShapeSpec, num_anchors: int) -> dict:
+        srn = cfg.MODEL.SRN
+        require(srn.NUM_CLASSES >= 1, "MODEL.SRN.NUM_CLASSES", srn.NUM_CLASSES, "needs at least one class")
+        require(0 < srn.PRIOR_PROB < 1, "MODEL.SRN.PRIOR_PROB", srn.PRIOR_PROB, "must lie in (0, 1)")
         return {
             "channels": input_shape.channels,
             "num_anchors": num_anchors,
@@ -101,7 +105,7 @@ class RFEHead(SharedTowerHead):
         return {
             **cls.common_args(cfg, input_shape, num_anchors),
             "branch_channels": cfg.MODEL.SRN.RFE_BRANCH_CHANNELS,
-            "norm": cfg.MODEL.SRN.HEAD_NORM,
+            "norm": check_norm(cfg.MODEL.SRN.HEAD_NORM, "MODEL.SRN.HEAD_NORM"),
         }
 
 
@@ -121,7 +125,7 @@ class RetinaNetStyleHead(SharedTowerHead):
         return {
             **cls.common_args(cfg, input_shape, num_anchors),
             "num_convs": cfg.MODEL.SRN.NUM_CONVS,
-            "norm": cfg.MODEL.SRN.HEAD_NORM,
+            "norm": check_norm(cfg.MODEL.SRN.HEAD_NORM, "MODEL.SRN.HEAD_NORM"),
         }
 
 

@@ -9,6 +9,8 @@ from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.fpn import FPN, LastLevelP6P7
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, ResNet
 
+from ..config import check_norm
+
 
 @BACKBONE_REGISTRY.register()
 def build_mini_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
@@ -19,6 +21,7 @@ def build_mini_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
             "MODEL.MINI_RESNET.WIDTHS and BLOCKS_PER_STAGE need four entries (res2..res5), "
             f"got {mini.WIDTHS} and {mini.BLOCKS_PER_STAGE}"
         )
+    check_norm(mini.NORM, "MODEL.MINI_RESNET.NORM")
     stem = BasicStem(input_shape.channels, mini.STEM_CHANNELS, norm=mini.NORM)
     stages, in_channels = [], mini.STEM_CHANNELS
     for index, (width, blocks) in enumerate(zip(mini.WIDTHS, mini.BLOCKS_PER_STAGE)):

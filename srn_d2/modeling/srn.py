@@ -22,6 +22,7 @@ from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
 from fvcore.nn import sigmoid_focal_loss_jit, smooth_l1_loss
 
+from ..config import check_iou_thresholds, require
 from .backbone import level_indices
 from .heads import build_srn_head
 from .matcher import ChunkedMatcher
@@ -30,6 +31,25 @@ from .two_step_head import SelectiveTwoStepHead
 logger = logging.getLogger(__name__)
 
 __all__ = ["SRN"]
+
+
+def _check_srn_keys(cfg) -> None:
+    """Values of MODEL.SRN / TEST keys that would otherwise fail late or silently."""
+    srn = cfg.MODEL.SRN
+    require(0.0 <= srn.STC_NEG_THRESH <= 1.0, "MODEL.SRN.STC_NEG_THRESH", srn.STC_NEG_THRESH,
+            "is a confidence and must lie in [0, 1] (1 keeps every anchor)")
+    require(len(srn.IOU_LABELS) == 3 and set(srn.IOU_LABELS) <= {-1, 0, 1}, "MODEL.SRN.IOU_LABELS",
+            srn.IOU_LABELS, "needs three labels from -1 (ignore), 0 (background), 1 (face)")
+    require(srn.MATCHER_MAX_ELEMENTS > 0, "MODEL.SRN.MATCHER_MAX_ELEMENTS", srn.MATCHER_MAX_ELEMENTS,
+            "must be positive")
+    require(0.0 <= srn.SCORE_THRESH_TEST <= 1.0, "MODEL.SRN.SCORE_THRESH_TEST", srn.SCORE_THRESH_TEST,
+            "must lie in [0, 1]")
+    require(0.0 <= srn.NMS_THRESH_TEST <= 1.0, "MODEL.SRN.NMS_THRESH_TEST", srn.NMS_THRESH_TEST,
+            "must lie in [0, 1]")
+    require(srn.TOPK_CANDIDATES_TEST >= 1, "MODEL.SRN.TOPK_CANDIDATES_TEST", srn.TOPK_CANDIDATES_TEST,
+            "must be at least 1")
+    require(cfg.TEST.DETECTIONS_PER_IMAGE >= 1, "TEST.DETECTIONS_PER_IMAGE", cfg.TEST.DETECTIONS_PER_IMAGE,
+            "must be at least 1")
 
 
 @META_ARCH_REGISTRY.register()
@@ -137,10 +157,11 @@ class SRN(DenseDetector):
                 f"MODEL.ANCHOR_GENERATOR gives {anchor_generator.num_cell_anchors}"
             )
         srn = cfg.MODEL.SRN
+        _check_srn_keys(cfg)
 
-        def matcher(thresholds):
+        def matcher(thresholds, key):
             return ChunkedMatcher(
-                thresholds,
+                check_iou_thresholds(thresholds, key),
                 srn.IOU_LABELS,
                 allow_low_quality_matches=srn.ALLOW_LOW_QUALITY_MATCHES,
                 max_elements=srn.MATCHER_MAX_ELEMENTS,
@@ -153,8 +174,8 @@ class SRN(DenseDetector):
             "box2box_transform": Box2BoxTransform(
                 weights=srn.BBOX_REG_WEIGHTS, scale_clamp=srn.BBOX_REG_SCALE_CLAMP
             ),
-            "step1_matcher": matcher(srn.STEP1_IOU_THRESHOLDS),
-            "step2_matcher": matcher(srn.STEP2_IOU_THRESHOLDS),
+            "step1_matcher": matcher(srn.STEP1_IOU_THRESHOLDS, "MODEL.SRN.STEP1_IOU_THRESHOLDS"),
+            "step2_matcher": matcher(srn.STEP2_IOU_THRESHOLDS, "MODEL.SRN.STEP2_IOU_THRESHOLDS"),
             "num_classes": srn.NUM_CLASSES,
             "stc_levels": level_indices(srn.STC_LEVELS, "MODEL.SRN.STC_LEVELS"),
             "str_levels": level_indices(srn.STR_LEVELS, "MODEL.SRN.STR_LEVELS"),

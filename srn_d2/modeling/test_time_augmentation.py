@@ -19,6 +19,7 @@ compares a box's longer side and "smaller" its shorter side with the
 threshold, in original-image pixels (the released code's definition).
 """
 import copy
+import logging
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,11 +28,14 @@ from typing import Dict, List, Tuple
 import cv2
 import numpy as np
 import torch
-from detectron2.data.detection_utils import read_image
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+from ..data.image_io import read_image
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["TTAPass", "srn_tta_passes", "bbox_vote", "box_size_mask", "SRNWithTTA"]
 
@@ -170,6 +174,14 @@ def _vote(boxes: torch.Tensor, scores: torch.Tensor, iou_thresh: float, max_dets
     return torch.stack(merged_boxes), torch.stack(merged_scores)
 
 
+def _no_detections(image_size: Tuple[int, int]) -> Instances:
+    result = Instances(image_size)
+    result.pred_boxes = Boxes(torch.zeros((0, 4)))
+    result.scores = torch.zeros((0,))
+    result.pred_classes = torch.zeros((0,), dtype=torch.int64)
+    return result
+
+
 def _resize(image: torch.Tensor, scale: float) -> torch.Tensor:
     """Bilinear resize of a (C, H, W) image by ``scale`` as cv2.resize(fx=fy=scale) does:
     the released test resized with OpenCV, whose pixel mapping the box mapping below inverts."""
@@ -235,9 +247,16 @@ class SRNWithTTA(nn.Module):
         )
 
     def _run_pass(self, image: torch.Tensor, tta_pass: TTAPass) -> Instances:
-        """Unclipped detections of one pass, mapped back to ``image``'s pixels and size-filtered."""
+        """Unclipped detections of one pass, mapped back to ``image``'s pixels and size-filtered.
+
+        A pass that would shrink the image to nothing (a few-pixel image at 0.5x) detects nothing.
+        """
         resized = image
         for scale in tta_pass.resizes:
+            # OpenCV's output size: each side times the scale, rounded half to even.
+            if min(round(resized.shape[-2] * scale), round(resized.shape[-1] * scale)) == 0:
+                logger.debug(f"{tuple(image.shape[-2:])} px image: pass {tta_pass} resizes it to nothing")
+                return _no_detections(tuple(image.shape[-2:]))
             resized = _resize(resized, scale)
         if tta_pass.flip:
             resized = resized.flip(-1)

@@ -108,7 +108,7 @@ def anchor_strides(cfg) -> List[int]:
 def load_config(config_file: str):
     cfg = get_cfg()
     add_srn_config(cfg)
-    cfg.merge_from_file(config_file)
+    cfg.merge_from_file(config_file, allow_unsafe=False)
     return cfg
 
 

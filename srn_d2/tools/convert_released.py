@@ -1,8 +1,8 @@
 """Convert the authors' released SRN checkpoint to a Detectron2 checkpoint.
 
-    python -m srn_d2.tools.convert_released SRN.pth srn_r50_released.pkl
+    python -m srn_d2.tools.convert_released SRN.pth srn_r50_released.pth
     python train_net.py --config-file configs/SRN_R_50_official.yaml --eval-only \\
-        MODEL.WEIGHTS srn_r50_released.pkl
+        MODEL.WEIGHTS srn_r50_released.pth
 
 The released file (github.com/ChiCheng123/SRN, ``srn/model/resnet_srn.py``) is
 a state dict of a torchvision-style ResNet-50 (``conv1``, ``bn1``,
@@ -16,13 +16,16 @@ a ``state_dict`` entry with a ``module.`` prefix (a DataParallel save).
 
 The output is keyed by the parameter names of the model that
 ``configs/SRN_R_50_official.yaml`` builds; every key and shape is checked
-against that model before anything is written.
+against that model before anything is written. It is a ``.pth`` file of
+tensors, which loads with ``torch.load(weights_only=True)``: no code runs when
+anyone loads it (a ``.pkl`` would be unpickled by Detectron2, which can).
 """
 import argparse
 import logging
 import os
 import pickle
 import re
+import zipfile
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
@@ -96,12 +99,16 @@ def released_to_d2_name(name: str) -> Optional[str]:
 
 def load_released(path: str, trust_pickle: bool = False) -> Dict[str, torch.Tensor]:
     """The released state dict of ``path``, without a ``state_dict`` wrapper or ``module.`` prefix."""
+    if not os.path.isfile(path):
+        raise ConversionError(f"{path}: no such file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as e:
         raise ConversionError(
             f"{path}: not loadable as plain tensors ({e}); if the file is trusted, pass --trust-pickle"
         ) from e
+    except (EOFError, IndexError, RuntimeError, ValueError, zipfile.BadZipFile) as e:
+        raise ConversionError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {e})") from e
     if isinstance(checkpoint, Mapping) and "state_dict" in checkpoint:
         checkpoint = checkpoint["state_dict"]
     if not isinstance(checkpoint, Mapping):
@@ -162,28 +169,24 @@ def build_target_model(config_file: str) -> nn.Module:
     """The model of ``config_file`` on the CPU, to check the converted keys against."""
     cfg = get_cfg()
     add_srn_config(cfg)
-    cfg.merge_from_file(config_file)
+    cfg.merge_from_file(config_file, allow_unsafe=False)
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""
     return build_model(cfg)
 
 
 def _check_output_path(path: str) -> None:
-    if not path.endswith((".pkl", ".pth")):
-        raise ConversionError(f"{path}: the output must end in .pkl or .pth")
+    if not path.endswith(".pth"):
+        raise ConversionError(
+            f"{path}: the output must end in .pth (Detectron2 unpickles .pkl files, which can run code)"
+        )
 
 
 def save_checkpoint(state_dict: Mapping[str, torch.Tensor], path: str) -> None:
-    """Write a Detectron2 checkpoint: pickled numpy arrays (.pkl) or torch tensors (.pth)."""
+    """Write a Detectron2 checkpoint of tensors (.pth), loadable with ``weights_only=True``."""
     _check_output_path(path)
-    if path.endswith(".pkl"):
-        model = {k: v.detach().cpu().numpy() for k, v in state_dict.items()}
-        payload = {"model": model, "__author__": AUTHOR, "matching_heuristics": False}
-        with open(path, "wb") as f:
-            pickle.dump(payload, f)
-    else:
-        model = {k: v.detach().cpu() for k, v in state_dict.items()}
-        torch.save({"model": model, "__author__": AUTHOR, "matching_heuristics": False}, path)
+    model = {k: v.detach().cpu() for k, v in state_dict.items()}
+    torch.save({"model": model, "__author__": AUTHOR, "matching_heuristics": False}, path)
 
 
 def convert(in_path: str, out_path: str, model: nn.Module, trust_pickle: bool = False) -> Dict[str, torch.Tensor]:
@@ -202,7 +205,7 @@ def convert(in_path: str, out_path: str, model: nn.Module, trust_pickle: bool = 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("input", help="the released checkpoint (.pth)")
-    parser.add_argument("output", help="the Detectron2 checkpoint to write (.pkl or .pth)")
+    parser.add_argument("output", help="the Detectron2 checkpoint to write (.pth)")
     parser.add_argument(
         "--config-file",
         default=DEFAULT_CONFIG,
@@ -217,7 +220,10 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO)
     if not os.path.isfile(args.config_file):
         parser.error(f"config file {args.config_file} not found; pass --config-file")
-    converted = convert(args.input, args.output, build_target_model(args.config_file), args.trust_pickle)
+    try:
+        converted = convert(args.input, args.output, build_target_model(args.config_file), args.trust_pickle)
+    except ConversionError as error:
+        parser.exit(2, f"error: {error}\n")
     logger.info(f"wrote {len(converted)} tensors to {args.output}")
 
 

@@ -2,7 +2,7 @@
 
     python -m srn_d2.tools.demo --config-file configs/SRN_R_50_official.yaml \\
         --input photo.jpg photos/ clip.mp4 --output out/ \\
-        --opts MODEL.WEIGHTS srn_r50_released.pkl MODEL.DEVICE cpu
+        --opts MODEL.WEIGHTS srn_r50_released.pth MODEL.DEVICE cpu
 
 For an image ``<stem>.<ext>`` it writes to ``--output``: ``<stem>.<ext>`` with
 the detections drawn, ``<stem>.txt`` in the WIDER FACE submission format
@@ -21,13 +21,12 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
 import torch
 import tqdm
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
@@ -38,7 +37,8 @@ from detectron2.structures import Instances
 from detectron2.utils.visualizer import Visualizer
 
 from srn_d2 import add_srn_config
-from srn_d2.data.dataset_mapper import read_image_naming_file
+from srn_d2.checkpoint import RandomWeightsError, UnreadableCheckpointError, UnsafeCheckpointError, load_inference_weights
+from srn_d2.data.image_io import read_image
 from srn_d2.evaluation.prediction_files import write_widerface_predictions
 from srn_d2.evaluation.widerface_evaluator import instances_to_xywhs
 from srn_d2.modeling import SRNWithTTA
@@ -52,7 +52,7 @@ VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 def setup_cfg(config_file: str, opts: List[str]):
     cfg = get_cfg()
     add_srn_config(cfg)
-    cfg.merge_from_file(config_file)
+    cfg.merge_from_file(config_file, allow_unsafe=False)
     cfg.merge_from_list(opts)
     cfg.freeze()
     return cfg
@@ -62,11 +62,11 @@ class FacePredictor:
     """Detectron2's DefaultPredictor flow for images already in cfg.INPUT.FORMAT
     (HWC numpy), with an optional SRN multi-scale test."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, allow_random_weights: bool = False):
         self.cfg = cfg.clone()
         self.model = build_model(self.cfg)
         self.model.eval()
-        DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        load_inference_weights(self.model, cfg.MODEL.WEIGHTS, allow_random=allow_random_weights)
         if cfg.TEST.AUG.ENABLED:
             self.model = SRNWithTTA(cfg, self.model)
         self.resize = (
@@ -106,9 +106,9 @@ class DemoSummary:
 class FaceDemo:
     """Detects, draws and writes the outputs of each input."""
 
-    def __init__(self, cfg, output_dir: str, confidence_threshold: float):
+    def __init__(self, cfg, output_dir: str, confidence_threshold: float, allow_random_weights: bool = False):
         self.cfg = cfg
-        self.predictor = FacePredictor(cfg)
+        self.predictor = FacePredictor(cfg, allow_random_weights)
         self.metadata = _metadata(cfg)
         self.output_dir = output_dir
         self.confidence_threshold = confidence_threshold
@@ -125,7 +125,7 @@ class FaceDemo:
         return drawn[:, :, ::-1]
 
     def run_image(self, path: str) -> None:
-        image = read_image_naming_file(path, self.cfg.INPUT.FORMAT)
+        image = read_image(path, self.cfg.INPUT.FORMAT)
         instances = self.detect(image)
         name = os.path.basename(path)
         stem = os.path.splitext(name)[0]
@@ -168,19 +168,6 @@ class FaceDemo:
         with open(os.path.join(self.output_dir, stem + ".json"), "w") as f:
             json.dump(frames, f)
 
-    def run_folder(self, folder: str, summary: DemoSummary) -> None:
-        paths = sorted(
-            os.path.join(folder, name)
-            for name in os.listdir(folder)
-            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-        )
-        for path in tqdm.tqdm(paths, desc=folder):
-            try:
-                self.run_image(path)
-                summary.images += 1
-            except OSError as error:
-                logger.warning(f"skipped: {error}")
-                summary.skipped.append(path)
 
 
 def _frames(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
@@ -200,21 +187,60 @@ def convert_bgr(frame: np.ndarray, image_format: str) -> np.ndarray:
     raise ValueError(f"INPUT.FORMAT {image_format!r}: videos support BGR and RGB only")
 
 
-def run(cfg, inputs: List[str], output_dir: str, confidence_threshold: float) -> DemoSummary:
-    demo = FaceDemo(cfg, output_dir, confidence_threshold)
-    summary = DemoSummary()
+def _folder_images(folder: str) -> List[str]:
+    return sorted(
+        os.path.join(folder, name)
+        for name in os.listdir(folder)
+        if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    )
+
+
+def _output_names(path: str, is_video: bool) -> List[str]:
+    stem, extension = os.path.splitext(os.path.basename(path))
+    return [stem + ".mp4", stem + ".json"] if is_video else [stem + extension, stem + ".txt", stem + ".json"]
+
+
+def plan_inputs(inputs: List[str]) -> List[Tuple[str, bool, bool]]:
+    """(path, is_video, named directly) per input file, folders expanded to their images.
+
+    Raises FileNotFoundError for a missing input, and ValueError when two
+    inputs would write the same output file (``x.jpg`` and ``x.png`` both write ``x.txt``).
+    """
+    plan = []
     for path in inputs:
-        extension = os.path.splitext(path)[1].lower()
         if os.path.isdir(path):
-            demo.run_folder(path, summary)
+            plan += [(image, False, False) for image in _folder_images(path)]
         elif not os.path.exists(path):
             raise FileNotFoundError(f"input {path} does not exist")
-        elif extension in VIDEO_EXTENSIONS:
+        else:
+            plan.append((path, os.path.splitext(path)[1].lower() in VIDEO_EXTENSIONS, True))
+    writers: Dict[str, str] = {}
+    for path, is_video, _ in plan:
+        for name in _output_names(path, is_video):
+            if name in writers and writers[name] != path:
+                raise ValueError(f"{writers[name]} and {path} would both write {name}; run them into different --output folders")
+            writers[name] = path
+    return plan
+
+
+def run(cfg, inputs: List[str], output_dir: str, confidence_threshold: float, allow_random_weights: bool = False) -> DemoSummary:
+    plan = plan_inputs(inputs)
+    demo = FaceDemo(cfg, output_dir, confidence_threshold, allow_random_weights)
+    summary = DemoSummary()
+    for path, is_video, named_directly in tqdm.tqdm(plan, desc="inputs", disable=len(plan) < 2):
+        if is_video:
             demo.run_video(path)
             summary.videos += 1
-        else:
+            continue
+        try:
             demo.run_image(path)
             summary.images += 1
+        except OSError as error:
+            # An image named on the command line must work; one among a folder's may be skipped.
+            if named_directly:
+                raise
+            logger.warning(f"skipped: {error}")
+            summary.skipped.append(path)
     if summary.skipped:
         logger.warning(f"skipped {len(summary.skipped)} unreadable files: {summary.skipped}")
     logger.info(f"wrote the results of {summary.images} images and {summary.videos} videos to {output_dir}")
@@ -227,11 +253,19 @@ def main(argv=None) -> DemoSummary:
     parser.add_argument("--input", nargs="+", required=True, help="images, folders of images, or videos")
     parser.add_argument("--output", default="demo_output", help="folder for the outputs")
     parser.add_argument("--confidence-threshold", type=float, default=0.5)
+    parser.add_argument(
+        "--allow-random-weights",
+        action="store_true",
+        help="run even if MODEL.WEIGHTS is empty or leaves parameters random (the outputs mean nothing)",
+    )
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config KEY VALUE pairs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     cfg = setup_cfg(args.config_file, args.opts)
-    return run(cfg, args.input, args.output, args.confidence_threshold)
+    try:
+        return run(cfg, args.input, args.output, args.confidence_threshold, args.allow_random_weights)
+    except (RandomWeightsError, UnreadableCheckpointError, UnsafeCheckpointError, ValueError, OSError) as error:
+        parser.exit(2, f"error: {error}\n")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import cv2
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.detection_utils import read_image
 from detectron2.engine import HookBase
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
@@ -24,6 +23,7 @@ from detectron2.utils.visualizer import Visualizer
 from tqdm import tqdm
 
 from ..data import datasets_root, ensure_mini_faces
+from ..data.image_io import read_image
 from ..engine import SRNTrainer, setup_cfg
 from ..evaluation import WiderFaceEvaluator
 from .measure import format_table, median_time
@@ -81,7 +81,7 @@ def train_and_evaluate(name: str, config_file: str, output_dir: str, opts):
 
 
 def _model_input(cfg, file_name):
-    image = read_image(file_name, format=cfg.INPUT.FORMAT)
+    image = read_image(file_name, cfg.INPUT.FORMAT)
     return {"image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))).float()}
 
 
@@ -110,7 +110,7 @@ def draw_detections(models, dataset: str, path: str) -> None:
         with torch.no_grad():
             instances = model([_model_input(cfg, record["file_name"])])[0]["instances"].to("cpu")
         instances = instances[instances.scores.argsort(descending=True)[:num_faces]]
-        rgb = read_image(record["file_name"], format="RGB")
+        rgb = read_image(record["file_name"], "RGB")
         drawn = Visualizer(rgb, MetadataCatalog.get(dataset), scale=2.0).overlay_instances(
             boxes=instances.pred_boxes, labels=[f"{s:.2f}" for s in instances.scores.tolist()]
         )
