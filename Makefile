@@ -37,7 +37,7 @@ test: install
 	$(PY) -m pytest -q tests
 
 demo: install
-	$(PY) -m srn_d2.tools.srn_vs_retinanet
+	$(PY) -m srn_d2.tools.ablation
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,5 +1,5 @@
-"""Face detection demo: see ``python demo.py --help`` (srn_d2.tools.demo)."""
-from srn_d2.tools.demo import main
+"""Face detection on images, folders and videos: see ``python demo.py --help`` (srn_d2.tools.detect)."""
+from srn_d2.tools.detect import main
 
 if __name__ == "__main__":
     main()

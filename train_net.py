@@ -1,64 +1,7 @@
 #!/usr/bin/env python
-"""Train or evaluate SRN, or a stock Detectron2 model on the same face data.
-
-    python train_net.py --config-file configs/SRN_R_50_FPN_widerface.yaml --num-gpus 8
-    python train_net.py --config-file configs/SRN_mini.yaml --eval-only MODEL.WEIGHTS out/model_final.pth
-"""
-import sys
-
-from detectron2.engine import default_argument_parser, hooks, launch
-from detectron2.evaluation import verify_results
-
-from srn_d2.checkpoint import RandomWeightsError, SafeCheckpointer, UnreadableCheckpointError, UnsafeCheckpointError
-from srn_d2.checkpoint import load_inference_weights
-from srn_d2.engine import SRNTrainer, setup_cfg
-
-
-def main(args):
-    cfg = setup_cfg(args.config_file, args.opts, args)
-    if args.eval_only:
-        model = SRNTrainer.build_model(cfg)
-        weights = cfg.MODEL.WEIGHTS
-        checkpointer = SafeCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
-        if args.resume and checkpointer.has_checkpoint():
-            weights = checkpointer.get_checkpoint_file()
-        load_inference_weights(model, weights, allow_random=args.allow_random_weights)
-        results = SRNTrainer.test(cfg, model)
-        if cfg.TEST.AUG.ENABLED:
-            results.update(SRNTrainer.test_with_TTA(cfg, model))
-        verify_results(cfg, results)
-        return results
-
-    trainer = SRNTrainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    if cfg.TEST.AUG.ENABLED:
-        trainer.register_hooks(
-            [hooks.EvalHook(0, lambda: trainer.test_with_TTA(cfg, trainer.model))]
-        )
-    return trainer.train()
-
-
-def argument_parser():
-    parser = default_argument_parser()
-    parser.add_argument(
-        "--allow-random-weights",
-        action="store_true",
-        help="with --eval-only: evaluate even if MODEL.WEIGHTS is empty or leaves parameters random",
-    )
-    return parser
-
+"""Train or evaluate SRN, or a stock Detectron2 model on the same face data: see
+``python train_net.py --help`` (srn_d2.tools.train_net)."""
+from srn_d2.tools.train_net import run
 
 if __name__ == "__main__":
-    args = argument_parser().parse_args()
-    print("Command Line Args:", args)
-    try:
-        launch(
-            main,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-        )
-    except (RandomWeightsError, UnreadableCheckpointError, UnsafeCheckpointError) as error:
-        sys.exit(f"error: {error}")
+    run()

@@ -6,6 +6,7 @@ every checkpoint through :class:`SafeCheckpointer`: ``.pkl`` files through an
 unpickler that rebuilds only dicts and numpy arrays, everything else through
 ``torch.load(weights_only=True)``.
 """
+from .utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import logging
 import os
 import pickle

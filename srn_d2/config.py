@@ -1,12 +1,60 @@
-"""Config keys added by srn_d2, in Detectron2's ``add_*_config`` convention.
+"""Config keys added by srn_d2, in Detectron2's ``add_*_config`` convention,
+and the checks and safe file loading that go with them.
 
-Every default below is the paper's value (SRN_SPEC.md); where the authors'
-released code differs, the released value is named in the comment and set
-by ``configs/SRN_R_50_official.yaml``.
+Defaults follow the paper (Chi et al., AAAI 2019). Where the paper is silent
+they follow the authors' released inference code; where the two disagree, the
+comment names the other value, and ``configs/SRN_R_50_official.yaml`` sets the
+released ones. docs/DESIGN.md lists every paper-vs-release difference.
 """
+from .utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import math
+import os
 
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+
+
+def merge_config_file(cfg: CN, filename: str) -> None:
+    """``cfg.merge_from_file(filename)``, without running code the files carry.
+
+    Detectron2 falls back to ``yaml.unsafe_load``, which evaluates Python tags
+    (and so runs code), for any config file that uses them. Only Detectron2's
+    own installed configs need that (its Base-RetinaNet.yaml computes anchor
+    sizes with ``!!python/object/apply:eval``); a Python tag in any other file
+    of the ``_BASE_`` chain is an error naming the file and line.
+    """
+    _check_safe_yaml(filename)
+    cfg.merge_from_file(filename)
+
+
+def _check_safe_yaml(filename: str) -> None:
+    import yaml
+
+    if _is_detectron2_config(filename):
+        return
+    with open(filename) as f:
+        content = yaml.safe_load(f)
+    bases = content.get("_BASE_", []) if isinstance(content, dict) else []
+    for base in [bases] if isinstance(bases, str) else bases:
+        # As fvcore resolves them: relative to the file, unless absolute, home or a URL.
+        if not (base.startswith(("/", "~")) or "://" in base):
+            base = os.path.join(os.path.dirname(filename), base)
+        _check_safe_yaml(os.path.expanduser(base))
+
+
+def _is_detectron2_config(filename: str) -> bool:
+    import detectron2
+
+    # The folder of detectron2.model_zoo, whose import would warn about pkg_resources.
+    installed = os.path.realpath(os.path.join(os.path.dirname(detectron2.__file__), "model_zoo", "configs"))
+    return os.path.realpath(filename).startswith(installed + os.sep)
+
+
+def get_srn_cfg() -> CN:
+    """Detectron2's default config with srn_d2's keys (:func:`add_srn_config`)."""
+    cfg = get_cfg()
+    add_srn_config(cfg)
+    return cfg
 
 
 def add_srn_config(cfg):
@@ -22,15 +70,18 @@ def _add_model_config(cfg):
     # Bottom-up network under the SRN neck: any BACKBONE_REGISTRY builder whose
     # outputs include the four features of MODEL.SRN.IN_FEATURES (strides 4..32).
     _C.MODEL.SRN.BOTTOM_UP = "build_resnet_backbone"
+    # The bottom-up outputs used as C2..C5, finest first.
     _C.MODEL.SRN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
-    # Channels of every C-feature (first step) and P-feature (second step).
+    # Channels of every C-feature (first step) and P-feature (second step), and of the head.
     _C.MODEL.SRN.OUT_CHANNELS = 256
-    # C6 = 3x3/2 conv on C5 to this many channels; C7 = 3x3/2 conv on C6.
+    # C6 = 3x3/2 conv on C5 to this many channels; C7 = 3x3/2 conv on C6 to C7_CHANNELS.
     _C.MODEL.SRN.C6_CHANNELS = 1024
     _C.MODEL.SRN.C7_CHANNELS = 256
-    # Top-down upsampling of the second-step FPN: "bilinear" (released code) or "nearest".
+    # Top-down upsampling of the second-step FPN: "bilinear" (released code; the
+    # paper does not say) or "nearest" (Detectron2's FPN).
     _C.MODEL.SRN.FUSE_UPSAMPLE = "bilinear"
-    # align_corners of the bilinear top-down upsampling (released model: True).
+    # align_corners of the bilinear top-down upsampling (released model: True,
+    # the behaviour of the torch 0.3 it was trained with).
     _C.MODEL.SRN.FUSE_ALIGN_CORNERS = False
     # Normalization of the neck's convs ("" = none, "GN", "BN", ...; see detectron2.layers.get_norm).
     _C.MODEL.SRN.NECK_NORM = ""
@@ -43,6 +94,7 @@ def _add_model_config(cfg):
     # Shared head, from srn_d2's SRN_HEAD_REGISTRY: "RFEHead" (paper) or
     # "RetinaNetStyleHead" (four 3x3 convs per tower, the RFE ablation).
     _C.MODEL.SRN.HEAD_NAME = "RFEHead"
+    # Normalization after each 3x3 conv of the head's towers ("" = none; "GN" to train from scratch).
     _C.MODEL.SRN.HEAD_NORM = ""
     # Number of 3x3 conv layers per tower in RetinaNetStyleHead.
     _C.MODEL.SRN.NUM_CONVS = 4
@@ -50,7 +102,9 @@ def _add_model_config(cfg):
     _C.MODEL.SRN.RFE_BRANCH_CHANNELS = 64
     # Kernel of the final logit / delta convs (released model: 1; RetinaNet: 3).
     _C.MODEL.SRN.PREDICTOR_KERNEL_SIZE = 1
+    # Foreground classes: 1 (faces); logits are sigmoid, one per class and anchor.
     _C.MODEL.SRN.NUM_CLASSES = 1
+    # Initial face probability of every anchor (sets the logit bias), as RetinaNet's.
     _C.MODEL.SRN.PRIOR_PROB = 0.01
 
     # Levels with Selective Two-step Classification and Regression.
@@ -63,62 +117,83 @@ def _add_model_config(cfg):
     # Anchor matching: [negative below, positive from] IoU for each step.
     _C.MODEL.SRN.STEP1_IOU_THRESHOLDS = [0.3, 0.7]
     _C.MODEL.SRN.STEP2_IOU_THRESHOLDS = [0.4, 0.5]
+    # Labels of the three IoU bands (Detectron2's Matcher): background, ignored, face.
     _C.MODEL.SRN.IOU_LABELS = [0, -1, 1]
     # Make each face's best anchor positive even below the positive IoU: only
-    # ~26% of WIDER faces reach IoU 0.7 with an SRN anchor (SRN_SPEC.md).
+    # ~26% of WIDER faces reach IoU 0.7 with an SRN anchor (docs/DESIGN.md, "Matching").
     _C.MODEL.SRN.ALLOW_LOW_QUALITY_MATCHES = True
     # Upper bound on the faces x anchors IoU block held at once while matching.
     _C.MODEL.SRN.MATCHER_MAX_ELEMENTS = 1 << 24
 
+    # Weights (dx, dy, dw, dh) of the box coding; the released model uses 1, 1, 1, 1.
     _C.MODEL.SRN.BBOX_REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
     # Largest log-scale change of a box's width / height when decoding deltas
     # (Detectron2's default, log(1000 / 16)); the released model clamps nothing (.inf).
     _C.MODEL.SRN.BBOX_REG_SCALE_CLAMP = math.log(1000.0 / 16)
+    # Sigmoid focal loss of both steps' classification: alpha (weight of positives) and gamma.
     _C.MODEL.SRN.FOCAL_LOSS_ALPHA = 0.25
     _C.MODEL.SRN.FOCAL_LOSS_GAMMA = 2.0
+    # Smooth-L1 beta of both steps' regression (0 = L1), as Detectron2's RetinaNet.
     _C.MODEL.SRN.SMOOTH_L1_LOSS_BETA = 0.1
     # Momentum of the running positive-anchor counts that normalize the losses
     # (Detectron2's RetinaNet uses 0.9); 0.0 = this batch's counts alone.
     _C.MODEL.SRN.LOSS_NORMALIZER_MOMENTUM = 0.9
 
-    # Inference (paper: top 2000, NMS 0.5, 750 kept via TEST.DETECTIONS_PER_IMAGE;
-    # released code: top 6000 per level, NMS 0.4).
+    # Inference. Candidates of each level: step-2 score above SCORE_THRESH_TEST,
+    # then that level's best TOPK_CANDIDATES_TEST; NMS over all levels; at most
+    # TEST.DETECTIONS_PER_IMAGE (750) kept. Paper: top 2000, NMS 0.5. Released
+    # code: top 6000 per level, NMS 0.4.
     _C.MODEL.SRN.SCORE_THRESH_TEST = 0.05
     _C.MODEL.SRN.TOPK_CANDIDATES_TEST = 2000
     _C.MODEL.SRN.NMS_THRESH_TEST = 0.5
     # Levels whose maps have fewer cells than this keep every anchor regardless
     # of SCORE_THRESH_TEST (released code: 120); 0 disables.
     _C.MODEL.SRN.NO_SCORE_FLOOR_BELOW_CELLS = 0
-    # Box areas with the legacy "+1" (x2 - x1 + 1) in NMS, as the released code does.
+    # Box areas with the legacy "+1" (x2 - x1 + 1) in NMS and in the multi-scale
+    # test, as the released code does (its boxes are inclusive pixel indices).
     _C.MODEL.SRN.LEGACY_PLUS_ONE = False
 
     # The narrow ResNet of the CPU-scale configs ("build_mini_resnet_backbone" as
     # MODEL.SRN.BOTTOM_UP, "build_mini_resnet_fpn_backbone" for RetinaNet).
     _C.MODEL.MINI_RESNET = CN()
+    # Output channels of the stem (a 7x7/2 conv and a 3x3/2 max pool, as ResNet's).
     _C.MODEL.MINI_RESNET.STEM_CHANNELS = 32
+    # Channels of res2..res5.
     _C.MODEL.MINI_RESNET.WIDTHS = [32, 64, 128, 256]
+    # BasicBlocks in each of res2..res5.
     _C.MODEL.MINI_RESNET.BLOCKS_PER_STAGE = [1, 1, 1, 1]
+    # Normalization of every conv (GroupNorm trains from scratch at small batches).
     _C.MODEL.MINI_RESNET.NORM = "GN"
 
     # Anchors of the legacy generator used by the released model
-    # ("SRNLegacyAnchorGenerator"); sizes and ratios come from MODEL.ANCHOR_GENERATOR.
+    # ("SRNLegacyAnchorGenerator"): multiples of each level's stride-sized
+    # window; the aspect ratio comes from MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS.
     _C.MODEL.ANCHOR_GENERATOR.LEGACY_SCALES = [2.0, 2.828427]
 
 
 def _add_input_config(cfg):
     _C = cfg
-    # The paper's training augmentation (srn_d2.data.build_srn_train_augmentation).
+    # The paper's training augmentation (srn_d2.data.build_srn_train_augmentation);
+    # False uses Detectron2's default (resize shortest edge, flip).
     _C.INPUT.SRN_AUGMENTATION = True
+    # SSD's photometric distortion: each of the four changes below is applied
+    # with probability 0.5, contrast before or after the color changes.
     _C.INPUT.PHOTOMETRIC = CN()
     _C.INPUT.PHOTOMETRIC.ENABLED = True
+    # Brightness: add U(-delta, delta) to every pixel value (0..255).
     _C.INPUT.PHOTOMETRIC.BRIGHTNESS_DELTA = 32
+    # Contrast: multiply every pixel value by U(low, high).
     _C.INPUT.PHOTOMETRIC.CONTRAST_RANGE = (0.5, 1.5)
+    # Saturation: multiply the HSV saturation by U(low, high).
     _C.INPUT.PHOTOMETRIC.SATURATION_RANGE = (0.5, 1.5)
+    # Hue: rotate the HSV hue by U(-delta, delta) degrees.
     _C.INPUT.PHOTOMETRIC.HUE_DELTA = 18
+    # Zoom out: place the image on a larger canvas.
     _C.INPUT.EXPAND = CN()
     _C.INPUT.EXPAND.ENABLED = True
     # Expansion ratio drawn from U(1, MAX_RATIO); the canvas is filled with the mean color.
     _C.INPUT.EXPAND.MAX_RATIO = 2.0
+    # Crop a square patch: one of side = the shorter side, or one of a random side (below).
     _C.INPUT.SQUARE_CROP = CN()
     _C.INPUT.SQUARE_CROP.ENABLED = True
     # Side of the random square patch as a fraction of the shorter side: U(MIN, MAX).
@@ -132,15 +207,20 @@ def _add_test_config(cfg):
     _C = cfg
     # The authors' multi-scale test (srn_d2.modeling.SRNWithTTA); TEST.AUG.ENABLED turns it on.
     _C.TEST.AUG.SRN = CN()
-    # Pixel budget: enlarged passes keep height * width under MAX_SIZE ** 2.
+    # Pixel budget: enlarged passes keep height * width under MAX_SIZE ** 2
+    # (2100 released; 1400 for GPUs with 11-12 GB).
     _C.TEST.AUG.SRN.MAX_SIZE = 2100
+    # Scale of the shrunk pass (images under the budget).
     _C.TEST.AUG.SRN.SHRINK = 0.5
     # Shrunk pass keeps boxes larger than this (pixels, in original coordinates).
     _C.TEST.AUG.SRN.SHRINK_MIN_BOX = 30.0
+    # Enlarged passes scale by ENLARGE_BASE ** t, t = 1, 2, ... while under the budget.
     _C.TEST.AUG.SRN.ENLARGE_BASE = 1.5
     # Enlarged passes keep boxes smaller than this (pixels, in original coordinates).
     _C.TEST.AUG.SRN.ENLARGE_MAX_BOX = 100.0
+    # Add a pass on the horizontally flipped image.
     _C.TEST.AUG.SRN.FLIP = True
+    # Bounding-box voting merges boxes of IoU >= this (legacy +1 areas).
     _C.TEST.AUG.SRN.VOTE_IOU = 0.5
     # WIDER FACE evaluation: directory of the official .mat ground truth for
     # widerface_val ("" = <datasets root>/widerface/eval_tools/ground_truth).
@@ -149,7 +229,6 @@ def _add_test_config(cfg):
     # "precise" (x y w h to 0.01 px, w = x2 - x1, scores to 1e-6) or "released"
     # (the authors' files: integers, w = x2 - x1 + 1, scores to 3 decimals).
     _C.TEST.WIDERFACE_SUBMISSION_FORMAT = "precise"
-
 
 
 def require(ok: bool, key: str, value, requirement: str) -> None:

@@ -2,13 +2,13 @@
 import os
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone, build_model
 from detectron2.structures import Boxes, Instances
 from torch import nn
 
-from srn_d2 import add_srn_config
+from srn_d2 import model_zoo
+from srn_d2.config import get_srn_cfg, merge_config_file
 
 # As SRNTrainer does on the CPU: denormal gradients slow training steps several-fold.
 torch.set_flush_denormal(True)
@@ -45,10 +45,10 @@ if "build_tiny_test_bottom_up" not in BACKBONE_REGISTRY:
         return TinyBottomUp(input_shape.channels)
 
 
-def srn_cfg(config_file="configs/Base-SRN.yaml"):
-    cfg = get_cfg()
-    add_srn_config(cfg)
-    cfg.merge_from_file(config_file, allow_unsafe=False)
+def srn_cfg(name="Base-SRN.yaml"):
+    """A shipped config (srn_d2.model_zoo), on the CPU, without weights."""
+    cfg = get_srn_cfg()
+    merge_config_file(cfg, model_zoo.get_config_file(name))
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""
     return cfg

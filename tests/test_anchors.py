@@ -39,7 +39,7 @@ def test_anchor_sizes_and_aspect_ratio():
     assert smallest == pytest.approx(8, abs=1e-3) and largest == pytest.approx(362.04, abs=0.01)
 
 
-# First-cell anchors of the released model, from SRN_SPEC.md.
+# First-cell anchors of the released model (docs/DESIGN.md, "Anchors"), as its own generator computes them.
 LEGACY = {
     4: [(-2, -3, 5, 6), (-3.66, -5.07, 6.66, 8.07)],
     8: [(-3, -5, 10, 12), (-5.9, -8.73, 12.9, 15.73)],

@@ -30,10 +30,10 @@ from srn_d2.checkpoint import (
 from srn_d2.data import load_fddb, load_wider_face, load_wider_face_test_list
 from srn_d2.data.image_io import read_image
 from srn_d2.evaluation import WiderFaceEvaluator, load_widerface_gt_mat, write_widerface_predictions
-from srn_d2.evaluation.fddb import main as fddb_cli
+from srn_d2.tools.evaluate_fddb import main as fddb_cli
 from srn_d2.evaluation.prediction_files import write_fddb_detections
 from srn_d2.modeling import SRNWithTTA
-from srn_d2.tools.demo import main as demo_main
+from srn_d2.tools.detect import main as demo_main
 from srn_testing import build_tiny_srn, face_instances, random_image, srn_cfg, tiny_srn_cfg
 
 FACE = "1 2 3 4 0 0 0 0 0 0\n"
@@ -153,7 +153,7 @@ def test_trainer_loads_weights_through_the_safe_checkpointer(tmp_path, monkeypat
 
     monkeypatch.setenv("SRN_DATASETS", str(tmp_path / "datasets"))
     path, marker = _evil_pickle(tmp_path)
-    cfg = srn_cfg("configs/SRN_mini.yaml")
+    cfg = srn_cfg("SRN_mini.yaml")
     cfg.merge_from_list(["MODEL.WEIGHTS", path, "OUTPUT_DIR", str(tmp_path / "out"), "DATALOADER.NUM_WORKERS", "0"])
     trainer = SRNTrainer(cfg)
     with pytest.raises(UnsafeCheckpointError):
@@ -288,7 +288,7 @@ def test_bad_config_values_name_their_key(key, value, message):
 
 
 def test_bad_mini_resnet_norm_names_its_key():
-    cfg = srn_cfg("configs/SRN_mini.yaml")
+    cfg = srn_cfg("SRN_mini.yaml")
     cfg.MODEL.MINI_RESNET.NORM = "XN"
     with pytest.raises(ValueError, match="MODEL.MINI_RESNET.NORM"):
         build_model(cfg)

@@ -14,6 +14,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from srn_d2.data import load_wider_face, load_wider_face_test_list, register_wider_face_format
+from srn_d2.evaluation import WiderFaceEvaluator
 from srn_testing import REPO_ROOT, widerface_val_gt_dir
 
 
@@ -181,9 +182,14 @@ def test_builtin_wider_face_metadata():
         metadata = MetadataCatalog.get(name)
         assert metadata.thing_classes == ["face"]
         assert metadata.evaluator_type == "widerface"
-    assert MetadataCatalog.get("widerface_val").gt_mat_dir.endswith(
-        os.path.join("widerface", "eval_tools", "ground_truth")
-    )
+    # Relative to the datasets root, which is read when the path is used.
+    assert MetadataCatalog.get("widerface_val").gt_mat_dir == os.path.join("widerface", "eval_tools", "ground_truth")
+
+
+def test_builtin_metadata_paths_follow_the_root_set_after_import(tmp_path, monkeypatch):
+    monkeypatch.setenv("SRN_DATASETS", str(tmp_path))
+    evaluator = WiderFaceEvaluator("widerface_val")
+    assert evaluator._gt_dir == os.path.join(str(tmp_path), "widerface", "eval_tools", "ground_truth")
 
 
 def test_import_registers_without_touching_files(tmp_path):
@@ -203,7 +209,8 @@ def test_import_registers_without_touching_files(tmp_path):
         expected = {{"widerface_train", "widerface_val", "widerface_test", "fddb", "fddb_fold_1",
                      "fddb_fold_10", "mini_faces_train", "mini_faces_val"}}
         assert expected <= names, expected - names
-        assert MetadataCatalog.get("widerface_val").gt_mat_dir.startswith(root)
+        from srn_d2.data.paths import resolve_dataset_path
+        assert resolve_dataset_path(MetadataCatalog.get("widerface_val").gt_mat_dir).startswith(root)
         assert not touched, touched
         """)
     env = dict(os.environ, SRN_DATASETS=root)

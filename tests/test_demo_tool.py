@@ -7,7 +7,7 @@ import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-from srn_d2.tools.demo import main
+from srn_d2.tools.detect import main
 from srn_testing import build_tiny_srn, tiny_srn_cfg
 
 MAX_DETS = 15

@@ -9,7 +9,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Boxes, Instances
 
 from srn_d2.evaluation import FDDBEvaluator, ellipse_box_overlaps, evaluate_fddb
-from srn_d2.evaluation.fddb import main as fddb_cli
+from srn_d2.tools.evaluate_fddb import main as fddb_cli
 from srn_d2.evaluation.fddb_protocol import rasterize_ellipse, true_positive_steps
 from srn_d2.evaluation.prediction_files import write_fddb_detections
 

@@ -8,19 +8,21 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Boxes, BoxMode, Instances
+from detectron2.evaluation import COCOEvaluator
 from scipy.io import savemat
 
 from srn_d2 import add_srn_config
+from srn_d2.engine import SRNTrainer
 from srn_d2.evaluation import (
     FDDBEvaluator,
     WiderFaceEvaluator,
-    build_face_evaluator,
+    build_evaluator,
     evaluate_widerface,
     load_widerface_gt_mat,
     read_widerface_predictions,
     widerface_gt_from_dicts,
 )
-from srn_d2.evaluation.widerface import main as widerface_cli
+from srn_d2.tools.evaluate_widerface import main as widerface_cli
 
 # One image: a 60 px face (easy), a 30 px face (medium), a 10 px face (hard only)
 # and an invalid 40 px face (no setting).
@@ -133,14 +135,23 @@ def test_evaluator_needs_a_ground_truth_source():
         WiderFaceEvaluator("test_eval_no_gt")
 
 
-def test_config_and_builder(tiny_dataset):
+def test_config_and_builder(tiny_dataset, tmp_path):
     cfg = get_cfg()
     add_srn_config(cfg)
     assert WiderFaceEvaluator.from_config(cfg, tiny_dataset)._gt_dir is None
     cfg.TEST.WIDERFACE_GT_DIR = "/elsewhere/ground_truth"
-    assert build_face_evaluator(cfg, tiny_dataset)._gt_dir == "/elsewhere/ground_truth"
+    assert build_evaluator(cfg, tiny_dataset)._gt_dir == "/elsewhere/ground_truth"
     MetadataCatalog.get("test_eval_fddb_like").set(evaluator_type="fddb")
-    assert isinstance(build_face_evaluator(cfg, "test_eval_fddb_like"), FDDBEvaluator)
+    assert isinstance(build_evaluator(cfg, "test_eval_fddb_like"), FDDBEvaluator)
+    coco_json = tmp_path / "coco.json"
+    coco_json.write_text(json.dumps({"images": [], "annotations": [], "categories": [{"id": 1, "name": "face"}]}))
+    MetadataCatalog.get("test_eval_coco_like").set(evaluator_type="coco", json_file=str(coco_json))
+    assert isinstance(build_evaluator(cfg, "test_eval_coco_like"), COCOEvaluator)
+    # The trainer and the tools share this one dispatcher; a dataset without a type names itself.
+    assert SRNTrainer.build_evaluator.__func__(SRNTrainer, cfg, tiny_dataset)._gt_dir == "/elsewhere/ground_truth"
+    MetadataCatalog.get("test_eval_untyped").set(thing_classes=["face"])
+    with pytest.raises(ValueError, match="test_eval_untyped.*evaluator_type None"):
+        build_evaluator(cfg, "test_eval_untyped")
 
 
 def _cell(items):

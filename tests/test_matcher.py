@@ -53,16 +53,16 @@ def test_model_labels_use_background_class_and_ignore():
     model = build_tiny_srn()
     model.step2_matcher.allow_low_quality_matches = False
     gt = face_instances((64, 64), [FACE])
-    labels, boxes = model.label_anchors([_anchors().tensor], [gt], model.step2_matcher)
+    labels, boxes = model.label_anchors({"p2": _anchors().tensor}, [gt], model.step2_matcher)
     # class 0 = face, num_classes (1) = background, -1 = ignored
-    assert labels[0].tolist() == [0, 0, 0, -1, 1, 1, 1, 1]
-    torch.testing.assert_close(boxes[0, :3], torch.tensor([FACE] * 3))
+    assert labels["p2"][0].tolist() == [0, 0, 0, -1, 1, 1, 1, 1]
+    torch.testing.assert_close(boxes["p2"][0, :3], torch.tensor([FACE] * 3))
 
 
 def test_image_without_faces_is_all_background():
     model = build_tiny_srn()
-    labels, _ = model.label_anchors([_anchors().tensor], [face_instances((64, 64), [])], model.step1_matcher)
-    assert labels[0].tolist() == [1] * len(_anchors())
+    labels, _ = model.label_anchors({"p2": _anchors().tensor}, [face_instances((64, 64), [])], model.step1_matcher)
+    assert labels["p2"][0].tolist() == [1] * len(_anchors())
 
 
 def _random_boxes(n, size, min_side, max_side, generator):

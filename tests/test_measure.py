@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from srn_d2.tools.measure import PeakMemory, format_table, median_time
+from srn_d2.utils.measure import PeakMemory, format_table, median_time
 
 MIB = 1 << 20
 

@@ -1,4 +1,3 @@
-import glob
 import math
 
 import pytest
@@ -7,6 +6,8 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, ImageList
 from detectron2.utils.events import EventStorage
 
+from srn_d2 import model_zoo
+from srn_d2.modeling import TwoStepPredictions
 from srn_testing import build_tiny_srn, face_instances, random_image, srn_cfg, tiny_srn_cfg
 
 LOSS_KEYS = {"loss_cls_step1", "loss_cls_step2", "loss_box_step1", "loss_box_step2"}
@@ -17,22 +18,22 @@ def _logit(p):
 
 
 def _features_and_predictions(model, image_size, step1_face_prob, step2_logit=0.0):
-    """Hand-made head outputs for ``model`` on one image of ``image_size``."""
+    """Hand-made P-features (their sizes give the anchors) and head outputs for one image."""
     height, width = image_size
-    strides = [4, 8, 16, 32, 64, 128]
-    shapes = [(math.ceil(height / s), math.ceil(width / s)) for s in strides]
-    features = [torch.zeros(1, 1, h, w) for h, w in shapes] * 2
+    plan = model.plan
+    shapes = {level: (math.ceil(height / plan.stride(level)), math.ceil(width / plan.stride(level))) for level in plan.levels}
+    features = {level: torch.zeros(1, 1, *shape) for level, shape in shapes.items()}
     a = 2
 
     def maps(levels, channels, value):
-        return [torch.full((1, a * channels, *shapes[i]), value) for i in levels]
+        return {level: torch.full((1, a * channels, *shapes[level]), value) for level in levels}
 
-    predictions = [
-        maps(model.stc_levels, 1, _logit(step1_face_prob)),
-        maps(model.str_levels, 4, 0.0),
-        maps(range(6), 1, step2_logit),
-        maps(range(6), 4, 0.0),
-    ]
+    predictions = TwoStepPredictions(
+        maps(plan.stc_levels, 1, _logit(step1_face_prob)),
+        maps(plan.str_levels, 4, 0.0),
+        maps(plan.levels, 1, step2_logit),
+        maps(plan.levels, 4, 0.0),
+    )
     return features, predictions
 
 
@@ -53,8 +54,8 @@ def test_stc_filters_step2_training(face_prob, kept):
     losses, kept_fraction = _training_losses(model, predictions, features, image_size, boxes)
     assert kept_fraction == (1.0 if kept else 0.0)
     # Changing step-2 logits on the STC levels changes the step-2 loss only if those anchors were kept.
-    for level in model.stc_levels:
-        predictions[2][level] = predictions[2][level] + 3.0
+    for level in model.plan.stc_levels:
+        predictions.step2_logits[level] = predictions.step2_logits[level] + 3.0
     changed, _ = _training_losses(model, predictions, features, image_size, boxes)
     assert (changed["loss_cls_step2"] != losses["loss_cls_step2"]).item() == kept
     assert changed["loss_cls_step1"] == losses["loss_cls_step1"]
@@ -86,13 +87,12 @@ def test_str_refinement_moves_anchors_by_decoded_deltas():
     model.test_score_thresh = 0.5
     image_size = (256, 256)
     features, predictions = _features_and_predictions(model, image_size, 0.5, step2_logit=-10.0)
-    p6 = model.str_levels[1]
     # One confident anchor on P6 (cell (1, 1), first anchor); step 1 shifts it right by half its width.
-    predictions[2][p6][0, 0, 1, 1] = 10.0
-    predictions[1][1][0, 0, 1, 1] = 0.5
-    anchors = model.anchor_generator(features[6:])
+    predictions.step2_logits["p6"][0, 0, 1, 1] = 10.0
+    predictions.step1_deltas["p6"][0, 0, 1, 1] = 0.5
+    anchors = model._anchors(features)
     grid_width = 256 // 64
-    anchor = anchors[p6].tensor[(1 * grid_width + 1) * 2]
+    anchor = anchors["p6"].tensor[(1 * grid_width + 1) * 2]
     result = model.forward_inference(ImageList(torch.zeros(1, 3, *image_size), [image_size]), features, predictions)[0]
     assert len(result) == 1
     width = anchor[2] - anchor[0]
@@ -106,15 +106,14 @@ def test_step2_matches_against_refined_anchors():
     model.step2_matcher.allow_low_quality_matches = False
     image_size = (256, 256)
     features, predictions = _features_and_predictions(model, image_size, 0.5)
-    p5 = model.str_levels[0]
-    anchor = model.anchor_generator(features[6:])[p5].tensor[0]
+    anchor = model._anchors(features)["p5"].tensor[0]
     # Step 1 moves P5's first anchor by 0.6 of its size (IoU 0.09 with where it started);
     # a face exactly there is matched by that refined anchor in step 2.
     deltas = torch.tensor([0.6, 0.6, 0.0, 0.0])
     face = model.refine(deltas[None], anchor[None])[0].tolist()
 
     def step2_positives(step1_deltas):
-        predictions[1][0][0, 0:4, 0, 0] = step1_deltas
+        predictions.step1_deltas["p5"][0, 0:4, 0, 0] = step1_deltas
         with EventStorage() as storage:
             images = ImageList(torch.zeros(1, 3, *image_size), [image_size])
             model.forward_training(images, features, predictions, [face_instances(image_size, [face])])
@@ -195,7 +194,7 @@ def test_bottom_up_features_checked():
         build_model(cfg)
 
 
-@pytest.mark.parametrize("config_file", sorted(glob.glob("configs/SRN*.yaml")))
+@pytest.mark.parametrize("config_file", [n for n in model_zoo.list_config_files() if n.startswith("SRN")])
 def test_srn_configs_load_and_build(config_file):
     cfg = srn_cfg(config_file)
     model = build_model(cfg)
@@ -219,7 +218,7 @@ def test_ablations_build_only_the_step1_layers_they_use():
     cfg.MODEL.SRN.STR_LEVELS = []
     model = build_tiny_srn(cfg)
     assert not hasattr(model.backbone, "c6") and not hasattr(model.backbone, "c5_conv")
-    assert model.head_in_features[:3] == ["c2", "c3", "c4"]
+    assert model.head_in_features[:3] == ["c2", "c3", "c4"] and model.plan.step1_levels == ("p2", "p3", "p4")
     cfg.MODEL.SRN.STR_LEVELS = ["p6"]
     cfg.MODEL.SRN.STC_LEVELS = []
     model = build_tiny_srn(cfg)
@@ -228,3 +227,43 @@ def test_ablations_build_only_the_step1_layers_they_use():
     with EventStorage():
         losses = model(_batch(1))
     assert losses["loss_cls_step1"].item() == 0 and torch.isfinite(losses["loss_box_step1"])
+
+
+def _flat(cfg, prefix=""):
+    out = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+@pytest.mark.parametrize(
+    "ablation, changed_keys, removed, added",
+    [
+        # No STC: step 1 classifies nothing, so C2..C4 and their 1x1 reductions go.
+        ("noSTC", {"MODEL.SRN.STC_LEVELS": []}, {"backbone.c2_conv", "backbone.c3_conv", "backbone.c4_conv"}, set()),
+        # No STR: step 1 regresses nothing, so C5..C7 (and the extra layers C6, C7) go.
+        ("noSTR", {"MODEL.SRN.STR_LEVELS": []},
+         {"backbone.c5_conv", "backbone.c6_conv", "backbone.c7_conv", "backbone.c6", "backbone.c7"}, set()),
+        # No RFE: RetinaNet's four 3x3 convs per tower (at 0, 2, 4, 6, ReLUs between)
+        # replace conv, RFE, conv (at 0, 2, 3).
+        ("noRFE", {"MODEL.SRN.HEAD_NAME": "RetinaNetStyleHead"},
+         {f"head.shared.{t}.{m}" for t in ("cls_subnet", "bbox_subnet") for m in ("2.branches", "2.fuse", "3")},
+         {f"head.shared.{t}.{m}" for t in ("cls_subnet", "bbox_subnet") for m in ("2", "4", "6")}),
+    ],
+)
+def test_ablation_configs_differ_from_srn_exactly_as_intended(ablation, changed_keys, removed, added):
+    full, other = srn_cfg("SRN_R_50_FPN_widerface.yaml"), srn_cfg(f"SRN_R_50_FPN_widerface_{ablation}.yaml")
+    full_keys, other_keys = _flat(full), _flat(other)
+    assert {k: v for k, v in other_keys.items() if full_keys[k] != v} == changed_keys
+
+    def modules(cfg):
+        # Parameter names up to the module that owns them ("head.shared.cls_subnet.2.fuse").
+        names = {name.rsplit(".", 1)[0] for name, _ in build_model(cfg).named_parameters()}
+        return {".".join(n.split(".")[:5]) if "_subnet." in n else ".".join(n.split(".")[:2]) for n in names}
+
+    full_modules, other_modules = modules(full), modules(other)
+    assert full_modules - other_modules == removed
+    assert other_modules - full_modules == added

@@ -181,7 +181,7 @@ def _resize_twice(image):
 
 
 def test_tta_needs_a_model_with_unclipped_inference():
-    retinanet = build_model(srn_cfg("configs/RetinaNet_mini.yaml"))
+    retinanet = build_model(srn_cfg("RetinaNet_mini.yaml"))
     with pytest.raises(TypeError, match="TEST.AUG.ENABLED.*RetinaNet"):
         SRNWithTTA(tiny_srn_cfg(), retinanet)
 

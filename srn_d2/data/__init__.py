@@ -3,6 +3,7 @@ augmentation and the dataset mapper. Importing this package registers the
 datasets (lazily: no file is read until a dataset is loaded).
 """
 
+from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 from . import builtin  # noqa: F401  (registers the datasets)
 from .augmentation import (
     ExpandTransform,

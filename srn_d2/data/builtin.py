@@ -2,7 +2,9 @@
 
 Registration reads nothing: each loader resolves the datasets root
 (``$SRN_DATASETS``, default ``datasets``) and reads its files only when the
-dataset is first asked for. Metadata paths use the root seen at import time.
+dataset is first asked for. Metadata paths (``image_root``, ``gt_file``,
+``gt_mat_dir``, ...) are relative to that root and resolved when used, with
+:func:`srn_d2.data.paths.resolve_dataset_path`.
 
 Expected layout under the root (see datasets/README.md)::
 
@@ -65,12 +67,12 @@ def register_all_wider_face() -> None:
         metadata = dict(
             thing_classes=_FACE_CLASSES,
             evaluator_type="widerface",
-            image_root=_under_root(WIDER_FACE_DIR, image_dir),
-            gt_file=_under_root(WIDER_FACE_DIR, annotation_file),
+            image_root=os.path.join(WIDER_FACE_DIR, image_dir),
+            gt_file=os.path.join(WIDER_FACE_DIR, annotation_file),
         )
         # The official splits take easy/medium/hard from these .mat lists, not from face sizes.
         if name == "widerface_val":
-            metadata["gt_mat_dir"] = _under_root(WIDER_FACE_DIR, WIDER_FACE_GT_MAT_DIR)
+            metadata["gt_mat_dir"] = os.path.join(WIDER_FACE_DIR, WIDER_FACE_GT_MAT_DIR)
         MetadataCatalog.get(name).set(**metadata)
 
 
@@ -90,8 +92,8 @@ def register_all_fddb() -> None:
         MetadataCatalog.get(name).set(
             thing_classes=_FACE_CLASSES,
             evaluator_type="fddb",
-            image_root=_under_root(FDDB_DIR, "originalPics"),
-            gt_files=[_under_root(FDDB_DIR, f) for f in fold_files],
+            image_root=os.path.join(FDDB_DIR, "originalPics"),
+            gt_files=[os.path.join(FDDB_DIR, f) for f in fold_files],
         )
 
 
@@ -104,7 +106,7 @@ def register_all_mini_faces() -> None:
             return load_wider_face(gt_file, image_root)
 
         DatasetCatalog.register(name, load_split)
-        image_root, gt_file = mini_faces_split_paths(_under_root(MINI_FACES_DIR), split)
+        image_root, gt_file = mini_faces_split_paths(MINI_FACES_DIR, split)
         MetadataCatalog.get(name).set(
             thing_classes=_FACE_CLASSES,
             evaluator_type="widerface",

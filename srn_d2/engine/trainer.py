@@ -6,33 +6,19 @@ comparison between them differs in the model alone.
 import logging
 import os
 import weakref
-from typing import Optional
 
 import torch
-from detectron2.config import get_cfg
-from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, default_setup
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluator
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import SafeCheckpointer
-from ..config import add_srn_config
 from ..data import SRNDatasetMapper
-from ..evaluation import build_face_evaluator
+from ..evaluation.build import build_evaluator
 from ..modeling import SRNWithTTA
 
 logger = logging.getLogger(__name__)
-
-
-def build_evaluator(cfg, dataset_name: str, output_folder: Optional[str] = None) -> DatasetEvaluator:
-    """The evaluator that fits the dataset: WIDER FACE protocol, FDDB ROC, or COCO."""
-    if output_folder is None:
-        output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-    if MetadataCatalog.get(dataset_name).get("evaluator_type") in ("widerface", "fddb"):
-        return build_face_evaluator(cfg, dataset_name, output_folder)
-    # The fast COCO API needs detectron2's compiled extension, absent in pure-Python installs.
-    return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False)
 
 
 class SRNTrainer(DefaultTrainer):
@@ -92,20 +78,3 @@ class SRNTrainer(DefaultTrainer):
         ]
         results = cls.test(cfg, tta_model, evaluators)
         return {k + "_TTA": v for k, v in results.items()}
-
-
-def setup_cfg(config_file: str, opts=(), args=None):
-    """Config from a file and overrides, with srn_d2's keys; ``args`` runs default_setup."""
-    cfg = get_cfg()
-    add_srn_config(cfg)
-    cfg.merge_from_file(config_file, allow_unsafe=False)
-    cfg.merge_from_list(list(opts))
-    if not torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda"):
-        logger.warning("CUDA is not available: running on the CPU")
-        cfg.MODEL.DEVICE = "cpu"
-    cfg.freeze()
-    if args is not None:
-        default_setup(cfg, args)
-        # default_setup logs detectron2 alone; srn_d2 reports dropped boxes and data problems.
-        setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="srn_d2").setLevel(logging.INFO)
-    return cfg

@@ -1,59 +1,43 @@
 """Face detection evaluation: the official WIDER FACE protocol (easy / medium /
 hard AP and the extra metrics of the SRN analysis) and FDDB's discrete ROC, as
-Detectron2 evaluators, library functions and command lines
-(``python -m srn_d2.evaluation.widerface``, ``python -m srn_d2.evaluation.fddb``).
-"""
-from .build import build_face_evaluator
-from .fddb_evaluator import FDDBEvaluator, fddb_gt_from_dicts
-from .fddb_protocol import FDDBRoc, ellipse_box_overlaps, evaluate_fddb
-from .prediction_files import (
-    read_fddb_detections,
-    read_widerface_prediction_file,
-    read_widerface_predictions,
-    write_fddb_detections,
-    write_widerface_predictions,
-)
-from .widerface_evaluator import WiderFaceEvaluator
-from .widerface_gt import (
-    SETTINGS,
-    WiderFaceGroundTruth,
-    load_widerface_gt_mat,
-    widerface_gt_from_dicts,
-)
-from .widerface_plot import plot_pr_curves
-from .widerface_protocol import (
-    PRCurve,
-    WiderFaceMatches,
-    evaluate_widerface,
-    normalize_scores,
-    official_iou,
-    voc_ap,
-    widerface_metrics,
-)
+Detectron2 evaluators and library functions. The command lines are
+``python -m srn_d2.tools.evaluate_widerface`` and ``... .evaluate_fddb``.
 
-__all__ = [
-    "FDDBEvaluator",
-    "FDDBRoc",
-    "PRCurve",
-    "SETTINGS",
-    "WiderFaceEvaluator",
-    "WiderFaceGroundTruth",
-    "WiderFaceMatches",
-    "build_face_evaluator",
-    "ellipse_box_overlaps",
-    "evaluate_fddb",
-    "evaluate_widerface",
-    "fddb_gt_from_dicts",
-    "load_widerface_gt_mat",
-    "normalize_scores",
-    "official_iou",
-    "plot_pr_curves",
-    "read_fddb_detections",
-    "read_widerface_prediction_file",
-    "read_widerface_predictions",
-    "voc_ap",
-    "widerface_gt_from_dicts",
-    "widerface_metrics",
-    "write_fddb_detections",
-    "write_widerface_predictions",
-]
+Names are imported on first use, so that the protocol modules (numpy and
+scipy only) load without torch or Detectron2.
+"""
+import importlib
+
+_EXPORTS = {
+    "build_evaluator": "build",
+    "FDDBEvaluator": "fddb_evaluator",
+    "fddb_gt_from_dicts": "fddb_evaluator",
+    "FDDBRoc": "fddb_protocol",
+    "ellipse_box_overlaps": "fddb_protocol",
+    "evaluate_fddb": "fddb_protocol",
+    "read_fddb_detections": "prediction_files",
+    "read_widerface_prediction_file": "prediction_files",
+    "read_widerface_predictions": "prediction_files",
+    "write_fddb_detections": "prediction_files",
+    "write_widerface_predictions": "prediction_files",
+    "WiderFaceEvaluator": "widerface_evaluator",
+    "SETTINGS": "widerface_gt",
+    "WiderFaceGroundTruth": "widerface_gt",
+    "load_widerface_gt_mat": "widerface_gt",
+    "widerface_gt_from_dicts": "widerface_gt",
+    "plot_pr_curves": "widerface_plot",
+    "PRCurve": "widerface_protocol",
+    "WiderFaceMatches": "widerface_protocol",
+    "evaluate_widerface": "widerface_protocol",
+    "normalize_scores": "widerface_protocol",
+    "official_iou": "widerface_protocol",
+    "voc_ap": "widerface_protocol",
+    "widerface_metrics": "widerface_protocol",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -21,7 +21,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from ..data.paths import join_inside
+from ..utils.paths import join_inside
 
 _NUM_FIELDS = 5
 _MAX_FAST_DIGITS = 15

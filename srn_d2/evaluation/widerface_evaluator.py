@@ -1,4 +1,5 @@
 """Detectron2 DatasetEvaluator for the WIDER FACE protocol (easy / medium / hard AP)."""
+from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import logging
 import os
 import time
@@ -10,6 +11,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils.logger import create_small_table
 
+from ..data.paths import resolve_dataset_path
 from .gather import gather_predictions
 from .prediction_files import SUBMISSION_FORMATS, released_submission_rows, write_widerface_predictions
 from .widerface_gt import WiderFaceGroundTruth, load_widerface_gt_mat, widerface_gt_from_dicts
@@ -73,6 +75,8 @@ class WiderFaceEvaluator(DatasetEvaluator):
         self._logger = logging.getLogger(__name__)
         metadata = MetadataCatalog.get(dataset_name)
         self._gt_dir = gt_dir or metadata.get("gt_mat_dir", None)
+        if self._gt_dir:
+            self._gt_dir = resolve_dataset_path(self._gt_dir)
         self._difficulty_by_size = metadata.get("difficulty_by_size", None)
         if not self._gt_dir and self._difficulty_by_size is None:
             raise ValueError(

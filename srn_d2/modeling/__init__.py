@@ -1,16 +1,20 @@
 """SRN's Detectron2 components; importing this module registers them."""
+from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 from .anchor_generator import SRNLegacyAnchorGenerator
 from .backbone import SRNBackbone, build_srn_backbone
 from .heads import SRN_HEAD_REGISTRY, RFEHead, RetinaNetStyleHead, build_srn_head
+from .levels import SRN_LEVELS, LevelPlan
 from .matcher import ChunkedMatcher
 from .mini_resnet import build_mini_resnet_backbone, build_mini_resnet_fpn_backbone
 from .rfe import RFE
 from .srn import SRN
 from .test_time_augmentation import SRNWithTTA, bbox_vote, srn_tta_passes
-from .two_step_head import SelectiveTwoStepHead
+from .two_step_head import SelectiveTwoStepHead, TwoStepPredictions
 
 __all__ = [
     "SRN",
+    "SRN_LEVELS",
+    "LevelPlan",
     "SRNBackbone",
     "build_srn_backbone",
     "SRN_HEAD_REGISTRY",
@@ -20,6 +24,7 @@ __all__ = [
     "RFE",
     "ChunkedMatcher",
     "SelectiveTwoStepHead",
+    "TwoStepPredictions",
     "SRNLegacyAnchorGenerator",
     "SRNWithTTA",
     "bbox_vote",

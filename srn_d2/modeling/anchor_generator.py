@@ -12,11 +12,9 @@ from typing import List
 import torch
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
-from detectron2.modeling.anchor_generator import (
-    ANCHOR_GENERATOR_REGISTRY,
-    BufferList,
-    DefaultAnchorGenerator,
-)
+from detectron2.modeling.anchor_generator import ANCHOR_GENERATOR_REGISTRY, BufferList
+from detectron2.structures import Boxes
+from torch import nn
 
 
 def legacy_cell_anchors(stride: int, scales: List[float], aspect_ratio: float) -> torch.Tensor:
@@ -33,18 +31,21 @@ def legacy_cell_anchors(stride: int, scales: List[float], aspect_ratio: float) -
 
 
 @ANCHOR_GENERATOR_REGISTRY.register()
-class SRNLegacyAnchorGenerator(DefaultAnchorGenerator):
+class SRNLegacyAnchorGenerator(nn.Module):
     """Anchors of the released SRN model: one aspect ratio, ``scales`` x the stride-sized window.
 
-    Cell anchors already sit at the cell's center, so the grid offset is 0.
+    It has the interface of Detectron2's anchor generators (``num_cell_anchors``,
+    ``box_dim``, ``forward(features) -> List[Boxes]``); its cell anchors already
+    sit at the first cell's center, so the grid starts at 0 (no offset).
     """
+
+    box_dim: int = 4
 
     @configurable
     def __init__(self, *, scales: List[float], aspect_ratio: float, strides: List[int]):
-        self._scales = list(scales)
-        self._aspect_ratio = float(aspect_ratio)
-        sizes = [[s * stride for s in scales] for stride in strides]
-        super().__init__(sizes=sizes, aspect_ratios=[[aspect_ratio]], strides=strides, offset=0.0)
+        super().__init__()
+        self.strides = list(strides)
+        self.cell_anchors = BufferList([legacy_cell_anchors(s, scales, aspect_ratio) for s in self.strides])
 
     @classmethod
     def from_config(cls, cfg, input_shape: List[ShapeSpec]):
@@ -60,7 +61,25 @@ class SRNLegacyAnchorGenerator(DefaultAnchorGenerator):
             "strides": [x.stride for x in input_shape],
         }
 
-    def _calculate_anchors(self, sizes, aspect_ratios):
-        del sizes, aspect_ratios  # the legacy windows depend on the stride alone
-        cells = [legacy_cell_anchors(s, self._scales, self._aspect_ratio) for s in self.strides]
-        return BufferList(cells)
+    @property
+    def num_cell_anchors(self) -> List[int]:
+        return [len(cell) for cell in self.cell_anchors]
+
+    def forward(self, features: List[torch.Tensor]) -> List[Boxes]:
+        """
+        Args:
+            features: per level, a (N, C, H, W) map (only its size is read).
+
+        Returns:
+            per level, Boxes of H * W * A anchors, position-major (row by row), A per position.
+        """
+        anchors = []
+        for stride, cell, feature in zip(self.strides, self.cell_anchors, features):
+            height, width = feature.shape[-2:]
+            shifts_x = torch.arange(0, width * stride, step=stride, dtype=torch.float32, device=cell.device)
+            shifts_y = torch.arange(0, height * stride, step=stride, dtype=torch.float32, device=cell.device)
+            shift_y, shift_x = torch.meshgrid(shifts_y, shifts_x, indexing="ij")
+            shift_x, shift_y = shift_x.reshape(-1), shift_y.reshape(-1)
+            shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=1)
+            anchors.append(Boxes((shifts.view(-1, 1, 4) + cell.view(1, -1, 4)).reshape(-1, 4)))
+        return anchors

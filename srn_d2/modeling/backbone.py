@@ -5,7 +5,7 @@ The neck exposes two feature pyramids at strides 4..128:
     outputs C2..C5 and of the extra layers C6, C7;
   * P-features ``p2``..``p7`` (second step): an FPN over C2..C5 plus P6, P7.
 """
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import fvcore.nn.weight_init as weight_init
 import torch
@@ -15,21 +15,9 @@ from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 
 from ..config import check_norm
+from .levels import LevelPlan
 
 _EXPECTED_STRIDES = [4, 8, 16, 32]
-# Level names, finest first, as the MODEL.SRN.STC_LEVELS / STR_LEVELS keys spell them.
-SRN_LEVELS = ("p2", "p3", "p4", "p5", "p6", "p7")
-
-
-def level_indices(names, key: str) -> List[int]:
-    """Indices into SRN_LEVELS of the level names in config key ``key``."""
-    unknown = [n for n in names if n not in SRN_LEVELS]
-    if unknown:
-        raise ValueError(f"{key} names {unknown}, which are not SRN levels {list(SRN_LEVELS)}")
-    repeated = sorted({n for n in names if list(names).count(n) > 1})
-    if repeated:
-        raise ValueError(f"{key} names {repeated} more than once")
-    return sorted(SRN_LEVELS.index(n) for n in names)
 
 
 def _conv(in_channels, out_channels, kernel_size, stride, norm):
@@ -61,7 +49,7 @@ class SRNBackbone(Backbone):
         norm: str = "",
         upsample_mode: str = "bilinear",
         align_corners: bool = False,
-        step1_levels: Optional[List[int]] = None,
+        plan: LevelPlan = LevelPlan(),
         size_divisibility: int = 0,
     ):
         """
@@ -74,8 +62,7 @@ class SRNBackbone(Backbone):
             norm: normalization of the neck's convs (see :func:`get_norm`).
             upsample_mode: interpolation of the FPN's top-down path.
             align_corners: ``align_corners`` of bilinear upsampling.
-            step1_levels: indices (0 = c2) of the C-features to compute; those
-                no step uses are not built. Default: all six.
+            plan: the levels; C-features are built for its step-1 levels only.
             size_divisibility: inputs are padded to a multiple of this (0: no
                 padding beyond the largest image of the batch).
         """
@@ -104,29 +91,26 @@ class SRNBackbone(Backbone):
         self.align_corners = align_corners
         in_channels = [shapes[f].channels for f in in_features]
 
-        self.step1_levels = sorted(range(6) if step1_levels is None else step1_levels)
-        # Plain convs, no activation in between, as in the released model.
-        if max(self.step1_levels, default=0) >= 4:
+        self.plan = plan
+        # C6 and C7 exist only for the levels that use them; plain convs with no
+        # activation in between, as in the released model.
+        self.step1_features = [plan.step1_feature(level) for level in plan.step1_levels]
+        if {"c6", "c7"} & set(self.step1_features):
             self.c6 = _conv(in_channels[-1], c6_channels, 3, 2, norm)
-        if max(self.step1_levels, default=0) >= 5:
+        if "c7" in self.step1_features:
             self.c7 = _conv(c6_channels, c7_channels, 3, 2, norm)
-        step1_in_channels = in_channels + [c6_channels, c7_channels]
-        for i in self.step1_levels:
-            self.add_module(f"c{i + 2}_conv", _conv(step1_in_channels[i], out_channels, 1, 1, norm))
+        c_channels = dict(zip(["c2", "c3", "c4", "c5", "c6", "c7"], in_channels + [c6_channels, c7_channels]))
+        for name in self.step1_features:
+            self.add_module(f"{name}_conv", _conv(c_channels[name], out_channels, 1, 1, norm))
         for level, channels in zip(range(2, 6), in_channels):
             self.add_module(f"c{level}_lateral", _conv(channels, out_channels, 1, 1, norm))
             self.add_module(f"p{level}_conv", _conv(out_channels, out_channels, 3, 1, norm))
         self.p6_conv = _conv(out_channels, out_channels, 3, 2, norm)
         self.p7_conv = _conv(out_channels, out_channels, 3, 2, norm)
 
-        # Per level, finest first; only the C-features of step1_levels are output.
-        self.step1_features = [f"c{i}" for i in range(2, 8)]
-        self.step2_features = list(SRN_LEVELS)
-        level_strides = [2**i for i in range(2, 8)]
-        self._out_features = [self.step1_features[i] for i in self.step1_levels] + self.step2_features
-        self._out_feature_strides = dict(zip(self.step1_features, level_strides))
-        self._out_feature_strides.update(zip(self.step2_features, level_strides))
-        self._out_feature_channels = {f: out_channels for f in self._out_features}
+        self._out_features = plan.head_in_features
+        self._out_feature_strides = {name: LevelPlan.stride("p" + name[1:]) for name in self._out_features}
+        self._out_feature_channels = {name: out_channels for name in self._out_features}
 
     @classmethod
     def from_config(cls, cfg, input_shape: ShapeSpec):
@@ -146,10 +130,7 @@ class SRNBackbone(Backbone):
             "upsample_mode": cfg.MODEL.SRN.FUSE_UPSAMPLE,
             "align_corners": cfg.MODEL.SRN.FUSE_ALIGN_CORNERS,
             "size_divisibility": cfg.MODEL.SRN.SIZE_DIVISIBILITY,
-            "step1_levels": sorted(
-                set(level_indices(cfg.MODEL.SRN.STC_LEVELS, "MODEL.SRN.STC_LEVELS"))
-                | set(level_indices(cfg.MODEL.SRN.STR_LEVELS, "MODEL.SRN.STR_LEVELS"))
-            ),
+            "plan": LevelPlan.from_config(cfg),
         }
 
     @property
@@ -157,19 +138,27 @@ class SRNBackbone(Backbone):
         return self._size_divisibility
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        bottom_up = self.bottom_up(x)
-        c = [bottom_up[f] for f in self.in_features]
-        if hasattr(self, "c6"):
-            c.append(self.c6(c[-1]))
-        if hasattr(self, "c7"):
-            c.append(self.c7(c[-1]))
-        out = {f"c{i + 2}": getattr(self, f"c{i + 2}_conv")(c[i]) for i in self.step1_levels}
+        """
+        Args:
+            x: (N, C, H, W) normalized images.
 
-        lateral5 = self.c5_lateral(c[3])
+        Returns:
+            the C-features of the plan's step-1 levels ("c2".."c7") and every
+            P-feature ("p2".."p7"), each (N, out_channels, ceil(H / stride), ceil(W / stride)).
+        """
+        bottom_up = self.bottom_up(x)
+        c = dict(zip(["c2", "c3", "c4", "c5"], (bottom_up[f] for f in self.in_features)))
+        if hasattr(self, "c6"):
+            c["c6"] = self.c6(c["c5"])
+        if hasattr(self, "c7"):
+            c["c7"] = self.c7(c["c6"])
+        out = {name: getattr(self, f"{name}_conv")(c[name]) for name in self.step1_features}
+
+        lateral5 = self.c5_lateral(c["c5"])
         top_down = lateral5
         p = {5: self.p5_conv(lateral5)}
         for level in (4, 3, 2):
-            lateral = getattr(self, f"c{level}_lateral")(c[level - 2])
+            lateral = getattr(self, f"c{level}_lateral")(c[f"c{level}"])
             upsampled = F.interpolate(
                 top_down,
                 size=lateral.shape[-2:],

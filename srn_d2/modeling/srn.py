@@ -6,27 +6,32 @@
 * STR (Selective Two-step Regression) on the high levels: step 1 regresses
   the anchors from the C-features, and step 2 matches, regresses and decodes
   against those refined anchors.
+
+Tensors are kept per level, in dicts keyed by level name ("p2".."p7"); which
+level takes which step is the :class:`LevelPlan` shared with the backbone and
+the head. Shapes below: N images, R_l anchors on level l (H_l * W_l * A),
+K classes.
 """
 import logging
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
-from detectron2.layers import batched_nms, cat
+from detectron2.layers import batched_nms
 from detectron2.modeling import META_ARCH_REGISTRY, build_anchor_generator, build_backbone
 from detectron2.modeling.box_regression import Box2BoxTransform
-from detectron2.modeling.meta_arch.dense_detector import DenseDetector
+from detectron2.modeling.meta_arch.dense_detector import DenseDetector, permute_to_N_HWA_K
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
 from fvcore.nn import sigmoid_focal_loss_jit, smooth_l1_loss
 
 from ..config import check_iou_thresholds, require
-from .backbone import level_indices
 from .heads import build_srn_head
+from .levels import LevelPlan, cat_levels, split_levels
 from .matcher import ChunkedMatcher
-from .two_step_head import SelectiveTwoStepHead
+from .two_step_head import SelectiveTwoStepHead, TwoStepPredictions
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +72,7 @@ class SRN(DenseDetector):
         step1_matcher: ChunkedMatcher,
         step2_matcher: ChunkedMatcher,
         num_classes: int,
-        stc_levels: Sequence[int],
-        str_levels: Sequence[int],
+        plan: LevelPlan,
         stc_neg_thresh: float = 0.99,
         focal_loss_alpha: float = 0.25,
         focal_loss_gamma: float = 2.0,
@@ -85,49 +89,43 @@ class SRN(DenseDetector):
     ):
         """
         Args:
-            backbone: a backbone exposing ``step1_features`` and ``step2_features``
-                (names of its C- and P-features, finest first), e.g. :class:`SRNBackbone`.
+            backbone: a backbone whose outputs include the plan's features
+                (``plan.head_in_features``), e.g. :class:`SRNBackbone`.
             head: the shared head (see ``SRN_HEAD_REGISTRY``).
-            anchor_generator: anchors for the step-2 feature maps.
+            anchor_generator: anchors for the P-feature maps.
             box2box_transform: box coder for both steps.
             step1_matcher, step2_matcher: anchor labelling of each step.
             num_classes: number of foreground classes (1 for faces).
-            stc_levels, str_levels: indices (0 = finest) of the levels with
-                two-step classification / regression.
+            plan: which levels take two-step classification / regression.
             stc_neg_thresh: anchors whose step-1 background confidence exceeds
                 this leave step 2.
             focal_loss_alpha, focal_loss_gamma, smooth_l1_beta: loss parameters.
             loss_normalizer_momentum: EMA momentum of the positive counts that
                 normalize each loss; 0 uses the batch's counts.
-            test_score_thresh, test_topk_candidates: per-level candidate filter.
+            test_score_thresh, test_topk_candidates: per-level candidate filter
+                (score above the threshold, then the best ``test_topk_candidates``
+                of each level).
             test_nms_thresh, max_detections_per_image: final NMS and cap.
             no_score_floor_below_cells: levels with fewer cells than this skip
                 ``test_score_thresh`` (the released model's behaviour).
             legacy_plus_one: NMS with (x2 - x1 + 1) areas, as the released model.
             pixel_mean, pixel_std: see :class:`DenseDetector`.
         """
-        missing = [a for a in ("step1_features", "step2_features") if not hasattr(backbone, a)]
-        if missing:
-            raise TypeError(
-                f"SRN needs a backbone with {missing} (C- and P-feature names), such as "
-                f"build_srn_backbone; got {type(backbone).__name__}"
-            )
-        head = SelectiveTwoStepHead(head, stc_levels, str_levels)
-        step1_features = [backbone.step1_features[i] for i in head.step1_levels]
-        absent = [f for f in step1_features if f not in backbone.output_shape()]
+        absent = [f for f in plan.head_in_features if f not in backbone.output_shape()]
         if absent:
-            raise ValueError(f"STC/STR levels need C-features {absent}, which the backbone does not output")
+            raise ValueError(
+                f"MODEL.SRN.STC_LEVELS / STR_LEVELS need features {absent}, which the backbone "
+                f"{type(backbone).__name__} does not output (it has {sorted(backbone.output_shape())})"
+            )
         super().__init__(
             backbone,
-            head,
-            step1_features + backbone.step2_features,
+            SelectiveTwoStepHead(head, plan),
+            plan.head_in_features,
             pixel_mean=pixel_mean,
             pixel_std=pixel_std,
         )
-        self.num_step1_features = len(step1_features)
+        self.plan = plan
         self.num_classes = num_classes
-        self.stc_levels = sorted(stc_levels)
-        self.str_levels = sorted(str_levels)
         self.anchor_generator = anchor_generator
         self.box2box_transform = box2box_transform
         self.step1_matcher = step1_matcher
@@ -146,18 +144,19 @@ class SRN(DenseDetector):
 
     @classmethod
     def from_config(cls, cfg):
+        srn = cfg.MODEL.SRN
+        _check_srn_keys(cfg)
+        plan = LevelPlan.from_config(cfg)
         backbone = build_backbone(cfg)
         shapes = backbone.output_shape()
-        step2_shapes = [shapes[f] for f in getattr(backbone, "step2_features", [])]
-        anchor_generator = build_anchor_generator(cfg, step2_shapes)
+        level_shapes = [shapes[level] for level in plan.levels if level in shapes]
+        anchor_generator = build_anchor_generator(cfg, level_shapes)
         num_anchors = set(anchor_generator.num_cell_anchors)
         if len(num_anchors) != 1:
             raise ValueError(
                 "SRN's shared head needs the same number of anchors on every level; "
                 f"MODEL.ANCHOR_GENERATOR gives {anchor_generator.num_cell_anchors}"
             )
-        srn = cfg.MODEL.SRN
-        _check_srn_keys(cfg)
 
         def matcher(thresholds, key):
             return ChunkedMatcher(
@@ -169,7 +168,7 @@ class SRN(DenseDetector):
 
         return {
             "backbone": backbone,
-            "head": build_srn_head(cfg, step2_shapes[0], num_anchors.pop()),
+            "head": build_srn_head(cfg, level_shapes[0], num_anchors.pop()),
             "anchor_generator": anchor_generator,
             "box2box_transform": Box2BoxTransform(
                 weights=srn.BBOX_REG_WEIGHTS, scale_clamp=srn.BBOX_REG_SCALE_CLAMP
@@ -177,8 +176,7 @@ class SRN(DenseDetector):
             "step1_matcher": matcher(srn.STEP1_IOU_THRESHOLDS, "MODEL.SRN.STEP1_IOU_THRESHOLDS"),
             "step2_matcher": matcher(srn.STEP2_IOU_THRESHOLDS, "MODEL.SRN.STEP2_IOU_THRESHOLDS"),
             "num_classes": srn.NUM_CLASSES,
-            "stc_levels": level_indices(srn.STC_LEVELS, "MODEL.SRN.STC_LEVELS"),
-            "str_levels": level_indices(srn.STR_LEVELS, "MODEL.SRN.STR_LEVELS"),
+            "plan": plan,
             "stc_neg_thresh": srn.STC_NEG_THRESH,
             "focal_loss_alpha": srn.FOCAL_LOSS_ALPHA,
             "focal_loss_gamma": srn.FOCAL_LOSS_GAMMA,
@@ -194,14 +192,32 @@ class SRN(DenseDetector):
             "pixel_std": cfg.MODEL.PIXEL_STD,
         }
 
-    # ------------------------------------------------------------------ shared pieces
+    # ------------------------------------------------------------------ the two steps
 
-    def _split_predictions(self, predictions):
+    def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
+        """As :class:`DenseDetector`, with features kept by name for the two steps."""
+        if not self.training:
+            return self.inference(batched_inputs)
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+        return self.forward_training(images, features, self.head(features), gt_instances)
+
+    def _flatten(self, predictions: TwoStepPredictions) -> TwoStepPredictions:
+        """Maps (N, A * K, H, W) -> (N, H * W * A, K), per level."""
         k = self.num_classes
-        return self._transpose_dense_predictions(predictions, [k, 4, k, 4])
+        return TwoStepPredictions(
+            *({level: permute_to_N_HWA_K(x, dim) for level, x in maps.items()}
+              for maps, dim in zip(predictions, (k, 4, k, 4)))
+        )
+
+    def _anchors(self, features: Dict[str, torch.Tensor]) -> Dict[str, Boxes]:
+        """The anchors of every level, (R_l, 4) each, on the P-feature grids."""
+        levels = self.plan.levels
+        return dict(zip(levels, self.anchor_generator([features[level] for level in levels])))
 
     def stc_keep(self, step1_logits: torch.Tensor) -> torch.Tensor:
-        """Anchors that survive STC: step-1 background confidence <= stc_neg_thresh.
+        """STC: anchors that survive step 1, those whose background confidence is <= stc_neg_thresh.
 
         Args:
             step1_logits: (..., K) step-1 logits.
@@ -212,63 +228,161 @@ class SRN(DenseDetector):
         return face_prob >= 1.0 - self.stc_neg_thresh
 
     def refine(self, step1_deltas: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
-        """STR: step-2 anchors = anchors moved by the step-1 deltas, (..., 4)."""
-        refined = self.box2box_transform.apply_deltas(step1_deltas.reshape(-1, 4), anchors.reshape(-1, 4))
-        return refined.view(anchors.shape)
+        """STR: step-2 anchors = anchors moved by the step-1 deltas.
 
-    def _level_masks(self, anchors: List[Boxes]) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(R,) masks of the anchors on STC levels and on STR levels, levels concatenated."""
-        device = anchors[0].device
-        level_of_anchor = torch.repeat_interleave(
-            torch.arange(len(anchors), device=device),
-            torch.tensor([len(a) for a in anchors], device=device),
-        )
-        stc = torch.isin(level_of_anchor, torch.tensor(self.stc_levels, device=device, dtype=torch.long))
-        str_ = torch.isin(level_of_anchor, torch.tensor(self.str_levels, device=device, dtype=torch.long))
-        return stc, str_
+        Args:
+            step1_deltas: (..., R, 4); anchors: (R, 4) or (..., R, 4).
+        Returns:
+            (..., R, 4) refined anchors.
+        """
+        anchors = anchors.expand_as(step1_deltas)
+        refined = self.box2box_transform.apply_deltas(step1_deltas.reshape(-1, 4), anchors.reshape(-1, 4))
+        return refined.view(step1_deltas.shape)
+
+    def step2_anchors(
+        self, anchors: Dict[str, Boxes], step1_deltas: Dict[str, torch.Tensor]
+    ) -> Dict[str, torch.Tensor]:
+        """The anchors step 2 classifies and regresses from: refined on STR levels.
+
+        Args:
+            anchors: level -> Boxes (R_l, 4).
+            step1_deltas: STR level -> (..., R_l, 4) step-1 deltas.
+        Returns:
+            level -> (R_l, 4) anchors, or (..., R_l, 4) on STR levels.
+        """
+        refined = {level: self.refine(step1_deltas[level], anchors[level].tensor) for level in self.plan.str_levels}
+        return {level: refined.get(level, anchors[level].tensor) for level in self.plan.levels}
 
     # ------------------------------------------------------------------ training
 
-    def forward_training(self, images, features, predictions, gt_instances):
-        step1_logits, step1_deltas, step2_logits, step2_deltas = self._split_predictions(predictions)
-        anchors = self.anchor_generator(features[self.num_step1_features :])
-        stc_mask, str_mask = self._level_masks(anchors)
-        anchors = Boxes.cat(anchors).tensor
-        num_images = len(gt_instances)
+    def forward_training(self, images, features, predictions: TwoStepPredictions, gt_instances):
+        """
+        Args:
+            images: the batch (unused: anchors come from the feature sizes).
+            features: the backbone's outputs by name.
+            predictions: the head's outputs, (N, A * K or A * 4, H_l, W_l) per level.
+            gt_instances: per image, Instances with ``gt_boxes`` and ``gt_classes``.
 
-        step1_labels, step1_gt = self.label_anchors(
-            [anchors] * num_images, gt_instances, self.step1_matcher
+        Returns:
+            dict with ``loss_cls_step1``, ``loss_box_step1`` (0 without STC / STR
+            levels), ``loss_cls_step2``, ``loss_box_step2``.
+        """
+        predictions = self._flatten(predictions)
+        anchors = self._anchors(features)
+        step1_labels, step1_gt_boxes = self.label_anchors(
+            {level: a.tensor for level, a in anchors.items()}, gt_instances, self.step1_matcher
         )
-        step2_anchors = anchors.expand(num_images, -1, -1).clone()
-        step2_keep = torch.ones(step2_anchors.shape[:2], dtype=torch.bool, device=anchors.device)
-        if self.str_levels:
-            step2_anchors[:, str_mask] = self.refine(
-                cat(step1_deltas, dim=1).detach(), step2_anchors[:, str_mask]
-            )
-        if self.stc_levels:
-            step2_keep[:, stc_mask] = self.stc_keep(cat(step1_logits, dim=1).detach())
-        step2_labels, step2_gt = self.label_anchors(step2_anchors, gt_instances, self.step2_matcher)
+        step1_deltas = {level: d.detach() for level, d in predictions.step1_deltas.items()}
+        step2_anchors = self.step2_anchors(anchors, step1_deltas)
+        step2_labels, step2_gt_boxes = self.label_anchors(step2_anchors, gt_instances, self.step2_matcher)
+        step2_labels = self.drop_stc_rejected(step2_labels, predictions.step1_logits)
+        return self.losses(
+            anchors, step2_anchors, predictions, step1_labels, step1_gt_boxes, step2_labels, step2_gt_boxes
+        )
 
-        storage = get_event_storage()
-        storage.put_scalar("stc_kept_fraction", step2_keep[:, stc_mask].float().mean().item() if self.stc_levels else 1.0)
-        zero = anchors.new_zeros(())
+    @torch.no_grad()
+    def label_anchors(
+        self, anchors: Dict[str, torch.Tensor], gt_instances: List[Instances], matcher: ChunkedMatcher
+    ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+        """
+        Args:
+            anchors: level -> (R_l, 4) anchors shared by all images, or
+                (N, R_l, 4) per image (refined anchors differ between images).
+            gt_instances: per image, Instances with ``gt_boxes`` and ``gt_classes``.
+            matcher: the step's matcher.
+
+        Returns:
+            labels: level -> (N, R_l): class index of positives, ``num_classes``
+                for background, -1 for ignored anchors.
+            matched_gt_boxes: level -> (N, R_l, 4): each anchor's matched box
+                (meaningful for positives only).
+        """
+        num_images = len(gt_instances)
+        sizes = {level: a.shape[-2] for level, a in anchors.items()}
+        per_image = torch.cat([a.expand(num_images, -1, -1) for a in anchors.values()], dim=1)
+        labels, matched_boxes = [], []
+        for anchors_i, gt_i in zip(per_image, gt_instances):
+            matches, match_labels = matcher(gt_i.gt_boxes, Boxes(anchors_i))
+            if len(gt_i) > 0:
+                labels_i = gt_i.gt_classes[matches].clone()
+                labels_i[match_labels == 0] = self.num_classes
+                labels_i[match_labels == -1] = -1
+                boxes_i = gt_i.gt_boxes.tensor[matches]
+            else:
+                labels_i = torch.full_like(matches, self.num_classes)
+                boxes_i = torch.zeros_like(anchors_i)
+            labels.append(labels_i)
+            matched_boxes.append(boxes_i)
+        return split_levels(torch.stack(labels), sizes), split_levels(torch.stack(matched_boxes), sizes)
+
+    def drop_stc_rejected(
+        self, labels: Dict[str, torch.Tensor], step1_logits: Dict[str, torch.Tensor]
+    ) -> Dict[str, torch.Tensor]:
+        """STC in training: step 2 ignores (label -1) the anchors step 1 rejects.
+
+        Args:
+            labels: level -> (N, R_l) step-2 labels.
+            step1_logits: STC level -> (N, R_l, K).
+        """
+        keep = {level: self.stc_keep(logits.detach()) for level, logits in step1_logits.items()}
+        kept_fraction = cat_levels(keep, self.plan.stc_levels).float().mean().item() if keep else 1.0
+        get_event_storage().put_scalar("stc_kept_fraction", kept_fraction)
+        return {level: x.masked_fill(~keep[level], -1) if level in keep else x for level, x in labels.items()}
+
+    def losses(
+        self,
+        anchors: Dict[str, Boxes],
+        step2_anchors: Dict[str, torch.Tensor],
+        predictions: TwoStepPredictions,
+        step1_labels: Dict[str, torch.Tensor],
+        step1_gt_boxes: Dict[str, torch.Tensor],
+        step2_labels: Dict[str, torch.Tensor],
+        step2_gt_boxes: Dict[str, torch.Tensor],
+    ) -> Dict[str, torch.Tensor]:
+        """Focal loss of each step's classification, smooth L1 of each step's regression.
+
+        Step 1 is trained on the STC levels (classification) and the STR levels
+        (regression) against the grid anchors; step 2 on every level against its
+        step-2 anchors. Each loss is normalized by its running number of positives.
+
+        Args:
+            anchors: level -> Boxes (R_l, 4) grid anchors.
+            step2_anchors: level -> (R_l, 4) or (N, R_l, 4), see :meth:`step2_anchors`.
+            predictions: flattened, (N, R_l, K) logits and (N, R_l, 4) deltas per level.
+            step1_labels, step2_labels: level -> (N, R_l), see :meth:`label_anchors`.
+            step1_gt_boxes, step2_gt_boxes: level -> (N, R_l, 4).
+        """
+        plan, num_images = self.plan, len(next(iter(step1_labels.values())))
+
+        def per_image(boxes: Dict[str, torch.Tensor], levels) -> torch.Tensor:
+            return torch.cat([boxes[level].expand(num_images, -1, -1) for level in levels], dim=1)
+
+        zero = predictions.step2_logits[plan.levels[0]].new_zeros(())
         losses = {"loss_cls_step1": zero, "loss_box_step1": zero}
-        if self.stc_levels:
+        if plan.stc_levels:
             losses["loss_cls_step1"] = self._classification_loss(
-                cat(step1_logits, dim=1), step1_labels[:, stc_mask], "step1"
-            )
-        if self.str_levels:
-            losses["loss_box_step1"] = self._box_loss(
-                cat(step1_deltas, dim=1),
-                anchors[str_mask].expand(num_images, -1, -1),
-                step1_gt[:, str_mask],
-                step1_labels[:, str_mask],
+                cat_levels(predictions.step1_logits, plan.stc_levels),
+                cat_levels(step1_labels, plan.stc_levels),
                 "step1",
             )
-        step2_labels = step2_labels.masked_fill(~step2_keep, -1)
-        losses["loss_cls_step2"] = self._classification_loss(cat(step2_logits, dim=1), step2_labels, "step2")
+        if plan.str_levels:
+            losses["loss_box_step1"] = self._box_loss(
+                cat_levels(predictions.step1_deltas, plan.str_levels),
+                per_image({level: anchors[level].tensor for level in plan.str_levels}, plan.str_levels),
+                cat_levels(step1_gt_boxes, plan.str_levels),
+                cat_levels(step1_labels, plan.str_levels),
+                "step1",
+            )
+        step2_labels_all = cat_levels(step2_labels, plan.levels)
+        losses["loss_cls_step2"] = self._classification_loss(
+            cat_levels(predictions.step2_logits, plan.levels), step2_labels_all, "step2"
+        )
         losses["loss_box_step2"] = self._box_loss(
-            cat(step2_deltas, dim=1), step2_anchors, step2_gt, step2_labels, "step2"
+            cat_levels(predictions.step2_deltas, plan.levels),
+            per_image(step2_anchors, plan.levels),
+            cat_levels(step2_gt_boxes, plan.levels),
+            step2_labels_all,
+            "step2",
         )
         return losses
 
@@ -279,7 +393,11 @@ class SRN(DenseDetector):
         )
 
     def _classification_loss(self, logits, labels, step: str) -> torch.Tensor:
-        """Sigmoid focal loss over the non-ignored anchors, per positive anchor."""
+        """Sigmoid focal loss over the non-ignored anchors, per positive anchor.
+
+        Args:
+            logits: (N, R, K); labels: (N, R).
+        """
         valid = labels >= 0
         positive = valid & (labels != self.num_classes)
         num_pos = positive.sum().item()
@@ -295,48 +413,17 @@ class SRN(DenseDetector):
         return loss / self._normalizer(f"cls_{step}", num_pos)
 
     def _box_loss(self, deltas, anchors, gt_boxes, labels, step: str) -> torch.Tensor:
-        """Smooth L1 on the positive anchors' deltas, per positive anchor."""
+        """Smooth L1 on the positive anchors' deltas, per positive anchor.
+
+        Args:
+            deltas, anchors, gt_boxes: (N, R, 4); labels: (N, R).
+        """
         positive = (labels >= 0) & (labels != self.num_classes)
         target = self.box2box_transform.get_deltas(anchors[positive], gt_boxes[positive])
         loss = smooth_l1_loss(deltas[positive], target, beta=self.smooth_l1_beta, reduction="sum")
         return loss / self._normalizer(f"box_{step}", positive.sum().item())
 
-    @torch.no_grad()
-    def label_anchors(self, anchors, gt_instances: List[Instances], matcher: ChunkedMatcher):
-        """
-        Args:
-            anchors: per image, an (R, 4) tensor of anchors (they differ between
-                images once STR has refined them).
-            gt_instances: per image, Instances with ``gt_boxes`` and ``gt_classes``.
-            matcher: the step's matcher.
-
-        Returns:
-            labels (N, R): class index of positives, ``num_classes`` for
-                background, -1 for ignored anchors.
-            matched_gt_boxes (N, R, 4): each anchor's matched box (meaningful
-                for positives only).
-        """
-        labels, matched_boxes = [], []
-        for anchors_i, gt_i in zip(anchors, gt_instances):
-            matches, match_labels = matcher(gt_i.gt_boxes, Boxes(anchors_i))
-            if len(gt_i) > 0:
-                labels_i = gt_i.gt_classes[matches].clone()
-                labels_i[match_labels == 0] = self.num_classes
-                labels_i[match_labels == -1] = -1
-                boxes_i = gt_i.gt_boxes.tensor[matches]
-            else:
-                labels_i = torch.full_like(matches, self.num_classes)
-                boxes_i = torch.zeros_like(anchors_i)
-            labels.append(labels_i)
-            matched_boxes.append(boxes_i)
-        return torch.stack(labels), torch.stack(matched_boxes)
-
     # ------------------------------------------------------------------ inference
-
-    def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
-        if self.training:
-            return super().forward(batched_inputs)
-        return self.inference(batched_inputs)
 
     def inference(self, batched_inputs: List[Dict[str, torch.Tensor]], do_postprocess: bool = True):
         """
@@ -353,7 +440,6 @@ class SRN(DenseDetector):
         assert not self.training
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
-        features = [features[f] for f in self.head_in_features]
         results = self.forward_inference(images, features, self.head(features))
         if not do_postprocess:
             return results
@@ -362,48 +448,42 @@ class SRN(DenseDetector):
             for r, x, size in zip(results, batched_inputs, images.image_sizes)
         ]
 
-    def forward_inference(self, images: ImageList, features, predictions):
-        step1_logits, step1_deltas, step2_logits, step2_deltas = self._split_predictions(predictions)
-        anchors = self.anchor_generator(features[self.num_step1_features :])
+    def forward_inference(self, images: ImageList, features, predictions: TwoStepPredictions) -> List[Instances]:
+        predictions = self._flatten(predictions)
+        anchors = self._anchors(features)
         return [
             self.inference_single_image(
-                anchors,
-                [x[i] for x in step1_logits],
-                [x[i] for x in step1_deltas],
-                [x[i] for x in step2_logits],
-                [x[i] for x in step2_deltas],
-                image_size,
+                anchors, TwoStepPredictions(*({k: v[i] for k, v in maps.items()} for maps in predictions)), size
             )
-            for i, image_size in enumerate(images.image_sizes)
+            for i, size in enumerate(images.image_sizes)
         ]
 
     def inference_single_image(
-        self,
-        anchors: List[Boxes],
-        step1_logits: List[torch.Tensor],
-        step1_deltas: List[torch.Tensor],
-        step2_logits: List[torch.Tensor],
-        step2_deltas: List[torch.Tensor],
-        image_size: Tuple[int, int],
+        self, anchors: Dict[str, Boxes], predictions: TwoStepPredictions, image_size: Tuple[int, int]
     ) -> Instances:
-        """Decode one image: STC filter, STR refinement, step-2 decoding, NMS."""
-        stc_of_level = {level: i for i, level in enumerate(self.stc_levels)}
-        str_of_level = {level: i for i, level in enumerate(self.str_levels)}
-        per_level = []
-        for level, (anchors_l, logits_l, deltas_l) in enumerate(zip(anchors, step2_logits, step2_deltas)):
-            scores = logits_l.sigmoid()
-            if level in stc_of_level:
-                scores = scores * self.stc_keep(step1_logits[stc_of_level[level]])[:, None]
-            if level in str_of_level:
-                anchors_l = Boxes(self.refine(step1_deltas[str_of_level[level]], anchors_l.tensor))
-            num_cells = len(anchors_l) // self.anchor_generator.num_cell_anchors[level]
-            # Scores are > 0 after a sigmoid; STC's dropped anchors are exactly 0.
-            thresh = 0.0 if num_cells < self.no_score_floor_below_cells else self.test_score_thresh
-            per_level.append(
-                self._decode_per_level_predictions(
-                    anchors_l, scores, deltas_l, thresh, self.test_topk_candidates, image_size
-                )
+        """Detections of one image: STC filter, STR refinement, step-2 decoding, NMS.
+
+        Args:
+            anchors: level -> Boxes (R_l, 4).
+            predictions: one image's, (R_l, K) logits and (R_l, 4) deltas per level.
+            image_size: (height, width) of the image.
+
+        Returns:
+            Instances with ``pred_boxes`` (unclipped), ``scores``, ``pred_classes``.
+        """
+        scores = self.step2_scores(predictions.step2_logits, predictions.step1_logits)
+        step2_anchors = self.step2_anchors(anchors, predictions.step1_deltas)
+        per_level = [
+            self._decode_per_level_predictions(
+                Boxes(step2_anchors[level]),
+                scores[level],
+                predictions.step2_deltas[level],
+                self._score_thresh(len(anchors[level]) // self.anchor_generator.num_cell_anchors[index]),
+                self.test_topk_candidates,
+                image_size,
             )
+            for index, level in enumerate(self.plan.levels)
+        ]
         pred = Instances.cat(per_level)
         boxes = pred.pred_boxes.tensor
         if self.legacy_plus_one:
@@ -411,3 +491,20 @@ class SRN(DenseDetector):
             boxes = boxes + boxes.new_tensor([0.0, 0.0, 1.0, 1.0])
         keep = batched_nms(boxes, pred.scores, pred.pred_classes, self.test_nms_thresh)
         return pred[keep[: self.max_detections_per_image]]
+
+    def step2_scores(
+        self, step2_logits: Dict[str, torch.Tensor], step1_logits: Dict[str, torch.Tensor]
+    ) -> Dict[str, torch.Tensor]:
+        """STC in inference: step-2 probabilities, 0 where step 1 rejects the anchor.
+
+        Args:
+            step2_logits: level -> (R_l, K); step1_logits: STC level -> (R_l, K).
+        """
+        scores = {level: logits.sigmoid() for level, logits in step2_logits.items()}
+        for level, logits in step1_logits.items():
+            scores[level] = scores[level] * self.stc_keep(logits)[:, None]
+        return scores
+
+    def _score_thresh(self, num_cells: int) -> float:
+        # Scores are > 0 after a sigmoid; STC's rejected anchors are exactly 0 and stay out.
+        return 0.0 if num_cells < self.no_score_floor_below_cells else self.test_score_thresh

@@ -174,6 +174,17 @@ def _vote(boxes: torch.Tensor, scores: torch.Tensor, iou_thresh: float, max_dets
     return torch.stack(merged_boxes), torch.stack(merged_scores)
 
 
+def _as_uint8(image: torch.Tensor) -> torch.Tensor:
+    """The image as 8 bits: the released test resized 8-bit images, which OpenCV rounds
+    pixel by pixel. Float images holding 8-bit values (DefaultPredictor's) convert exactly."""
+    if image.dtype == torch.uint8:
+        return image
+    as_uint8 = image.round().clamp(0, 255).to(torch.uint8)
+    if not torch.equal(as_uint8.to(image.dtype), image):
+        raise ValueError("SRN's multi-scale test takes 8-bit images; this one has non-integer or out-of-range pixels")
+    return as_uint8
+
+
 def _no_detections(image_size: Tuple[int, int]) -> Instances:
     result = Instances(image_size)
     result.pred_boxes = Boxes(torch.zeros((0, 4)))
@@ -302,7 +313,7 @@ class SRNWithTTA(nn.Module):
         return result[order]
 
     def _inference_one_image(self, dataset_dict: Dict) -> Dict[str, Instances]:
-        image = dataset_dict["image"]
+        image = _as_uint8(dataset_dict["image"])
         height, width = image.shape[-2:]
         detections = Instances.cat([self._run_pass(image, p) for p in self.passes(height, width)])
         merged = self._vote(detections)

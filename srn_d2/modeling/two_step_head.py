@@ -1,8 +1,23 @@
 """Runs SRN's shared head over both feature pyramids, each step only where it is needed."""
-from typing import List, Sequence
+from typing import Dict, NamedTuple
 
 import torch
 from torch import nn
+
+from .levels import LevelPlan
+
+
+class TwoStepPredictions(NamedTuple):
+    """The head's outputs, per level name ("p2".."p7").
+
+    Maps are (N, A * K, H, W) for logits and (N, A * 4, H, W) for deltas, or,
+    once flattened by the meta-architecture, (N, H * W * A, K) and (N, H * W * A, 4).
+    """
+
+    step1_logits: Dict[str, torch.Tensor]  # STC levels: step-1 classification from C-features
+    step1_deltas: Dict[str, torch.Tensor]  # STR levels: step-1 regression from C-features
+    step2_logits: Dict[str, torch.Tensor]  # every level, from P-features
+    step2_deltas: Dict[str, torch.Tensor]  # every level, from P-features
 
 
 class SelectiveTwoStepHead(nn.Module):
@@ -13,32 +28,31 @@ class SelectiveTwoStepHead(nn.Module):
     STR levels alone; step 2 runs both towers on every level.
     """
 
-    def __init__(self, head: nn.Module, stc_levels: Sequence[int], str_levels: Sequence[int]):
+    def __init__(self, head: nn.Module, plan: LevelPlan):
         """
         Args:
             head: the shared head (``classify`` and ``regress`` on lists of maps).
-            stc_levels, str_levels: level indices (0 = finest) of STC and STR.
+            plan: which levels take which step.
         """
         super().__init__()
         self.shared = head
-        self.step1_levels = sorted(set(stc_levels) | set(str_levels))
-        self.stc_positions = [self.step1_levels.index(i) for i in sorted(stc_levels)]
-        self.str_positions = [self.step1_levels.index(i) for i in sorted(str_levels)]
+        self.plan = plan
 
-    def forward(self, features: List[torch.Tensor]) -> List[List[torch.Tensor]]:
+    def forward(self, features: Dict[str, torch.Tensor]) -> TwoStepPredictions:
         """
         Args:
-            features: the step-1 maps of ``step1_levels`` followed by the step-2 maps of all levels.
-
-        Returns:
-            [step-1 logits on STC levels, step-1 deltas on STR levels,
-             step-2 logits on all levels, step-2 deltas on all levels],
-            each a list of (N, A*K or A*4, H, W) maps.
+            features: the backbone's outputs: "c*" C-features of the plan's step-1
+                levels and "p*" P-features of every level.
         """
-        step1, step2 = features[: len(self.step1_levels)], features[len(self.step1_levels) :]
-        return [
-            self.shared.classify([step1[i] for i in self.stc_positions]),
-            self.shared.regress([step1[i] for i in self.str_positions]),
-            self.shared.classify(step2),
-            self.shared.regress(step2),
-        ]
+        plan = self.plan
+
+        def run(tower, levels, step1: bool) -> Dict[str, torch.Tensor]:
+            maps = [features[plan.step1_feature(level) if step1 else level] for level in levels]
+            return dict(zip(levels, tower(maps)))
+
+        return TwoStepPredictions(
+            step1_logits=run(self.shared.classify, plan.stc_levels, step1=True),
+            step1_deltas=run(self.shared.regress, plan.str_levels, step1=True),
+            step2_logits=run(self.shared.classify, plan.levels, step1=False),
+            step2_deltas=run(self.shared.regress, plan.levels, step1=False),
+        )

@@ -26,27 +26,28 @@ cell-anchor shapes for a face, and on the grid only the positions whose anchor
 overlaps the face at all are visited; these candidate lists are processed in
 chunks of bounded size.
 """
+from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import argparse
 import os
 import re
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from detectron2 import model_zoo
-from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_anchor_generator
 from scipy.io import loadmat
 from tabulate import tabulate
 
-from srn_d2 import add_srn_config
-from srn_d2.data.annotation_text import read_counted_records
-from srn_d2.modeling.backbone import SRN_LEVELS
+from .. import model_zoo
+from ..config import get_srn_cfg, merge_config_file
+from ..data.annotation_text import read_counted_records
+from ..modeling.levels import SRN_LEVELS
 
-SRN_CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "Base-SRN.yaml")
+SRN_CONFIG = model_zoo.get_config_file("Base-SRN.yaml")
 RETINANET_CONFIG = "Base-RetinaNet.yaml"
 # Columns of a wider_face_*_bbx_gt.txt face line: x y w h and six attributes.
 _WIDER_TXT_FIELDS = 10
@@ -106,9 +107,8 @@ def anchor_strides(cfg) -> List[int]:
 
 
 def load_config(config_file: str):
-    cfg = get_cfg()
-    add_srn_config(cfg)
-    cfg.merge_from_file(config_file, allow_unsafe=False)
+    cfg = get_srn_cfg()
+    merge_config_file(cfg, config_file)
     return cfg
 
 
@@ -234,9 +234,13 @@ def coverage_stats(counts: torch.Tensor, thresholds: Sequence[float]) -> Dict[st
 
 
 def default_configs() -> Dict[str, object]:
+    with warnings.catch_warnings():
+        # detectron2.model_zoo imports pkg_resources, deprecated by setuptools (still provided by < 81).
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        from detectron2 import model_zoo as d2_model_zoo
     return {
         "SRN (Base-SRN.yaml)": load_config(SRN_CONFIG),
-        "RetinaNet (detectron2 Base-RetinaNet.yaml)": load_config(model_zoo.get_config_file(RETINANET_CONFIG)),
+        "RetinaNet (detectron2 Base-RetinaNet.yaml)": load_config(d2_model_zoo.get_config_file(RETINANET_CONFIG)),
     }
 
 

@@ -9,6 +9,7 @@ gives absolute values and, in parentheses, ratios to the first config at the
 same input size. ``--match-faces`` also measures SRN's chunked anchor
 matching against Detectron2's dense matching for that many faces.
 """
+from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import argparse
 import gc
 import logging
@@ -21,9 +22,10 @@ from detectron2.utils.analysis import FlopCountAnalysis
 from detectron2.utils.events import EventStorage
 from detectron2.layers import ShapeSpec
 
+from .. import model_zoo
 from ..engine import setup_cfg
 from ..modeling import ChunkedMatcher
-from .measure import PeakMemory, format_table, median_time
+from ..utils.measure import PeakMemory, format_table, median_time
 
 logger = logging.getLogger(__name__)
 MIB = float(1 << 20)
@@ -93,7 +95,7 @@ def benchmark_model(config_file, opts, size, device, iters, warmup, train_batch,
 
 def benchmark_matching(num_faces: int, size: int, device: str, max_elements: int):
     """Chunked vs dense matching of ``num_faces`` faces against SRN's anchors at size x size."""
-    cfg = setup_cfg("configs/Base-SRN.yaml", ["MODEL.DEVICE", device])
+    cfg = setup_cfg(model_zoo.get_config_file("Base-SRN.yaml"), ["MODEL.DEVICE", device])
     strides = [4, 8, 16, 32, 64, 128]
     generator = build_anchor_generator(cfg, [ShapeSpec(channels=1, stride=s) for s in strides])
     anchors = Boxes.cat(generator([torch.zeros(1, 1, size // s, size // s, device=device) for s in strides]))
@@ -121,7 +123,9 @@ def benchmark_matching(num_faces: int, size: int, device: str, max_elements: int
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-files", nargs="+", default=[
-        "configs/SRN_R_50_FPN_widerface.yaml", "configs/RetinaNet_R_50_FPN_widerface.yaml"])
+        model_zoo.get_config_file("SRN_R_50_FPN_widerface.yaml"),
+        model_zoo.get_config_file("RetinaNet_R_50_FPN_widerface.yaml"),
+    ])
     parser.add_argument("--sizes", nargs="+", type=int, default=[1024])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--iters", type=int, default=5, help="timed runs (median reported)")

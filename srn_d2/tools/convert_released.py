@@ -20,6 +20,7 @@ against that model before anything is written. It is a ``.pth`` file of
 tensors, which loads with ``torch.load(weights_only=True)``: no code runs when
 anyone loads it (a ``.pkl`` would be unpickled by Detectron2, which can).
 """
+from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import argparse
 import logging
 import os
@@ -29,15 +30,15 @@ import zipfile
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from torch import nn
 
-from srn_d2 import add_srn_config
+from .. import model_zoo
+from ..engine import setup_cfg
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "SRN_R_50_official.yaml")
+DEFAULT_CONFIG = model_zoo.get_config_file("SRN_R_50_official.yaml")
 AUTHOR = "ChiCheng123/SRN released model, converted by srn_d2.tools.convert_released"
 
 _BN_FIELD = r"(weight|bias|running_mean|running_var)"
@@ -167,12 +168,7 @@ def check_against_model(converted: Mapping[str, torch.Tensor], source: Mapping[s
 
 def build_target_model(config_file: str) -> nn.Module:
     """The model of ``config_file`` on the CPU, to check the converted keys against."""
-    cfg = get_cfg()
-    add_srn_config(cfg)
-    cfg.merge_from_file(config_file, allow_unsafe=False)
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.WEIGHTS = ""
-    return build_model(cfg)
+    return build_model(setup_cfg(config_file, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""]))
 
 
 def _check_output_path(path: str) -> None:

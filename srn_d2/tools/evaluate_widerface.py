@@ -1,6 +1,6 @@
 """Command line WIDER FACE evaluation of a submission folder.
 
-    python -m srn_d2.evaluation.widerface --pred DIR --gt-dir DIR \
+    python -m srn_d2.tools.evaluate_widerface --pred DIR --gt-dir DIR \
         [--json OUT.json] [--plot OUT.png] [--iou 0.5]
 
 Prints the easy / medium / hard AP (at ``--iou``) and the hard-set extras;
@@ -12,10 +12,10 @@ import os
 import sys
 import time
 
-from .prediction_files import list_prediction_ids, read_widerface_predictions
-from .widerface_gt import SETTINGS, load_widerface_gt_mat
-from .widerface_plot import plot_pr_curves
-from .widerface_protocol import WiderFaceMatches, warn_unmatched_ids, widerface_metrics
+from ..evaluation.prediction_files import list_prediction_ids, read_widerface_predictions
+from ..evaluation.widerface_gt import SETTINGS, load_widerface_gt_mat
+from ..evaluation.widerface_plot import plot_pr_curves
+from ..evaluation.widerface_protocol import WiderFaceMatches, warn_unmatched_ids, widerface_metrics
 
 
 def main(argv=None) -> int:

@@ -1,12 +1,13 @@
 """Command line FDDB evaluation of a detection file.
 
-    python -m srn_d2.evaluation.fddb --pred FILE --gt-dir DIR [--image-dir DIR] [--json OUT.json]
+    python -m srn_d2.tools.evaluate_fddb --pred FILE --gt-dir DIR [--image-dir DIR] [--json OUT.json]
 
 ``--gt-dir`` holds ``FDDB-fold-NN-ellipseList.txt``; every image of those folds
 is evaluated (images absent from ``--pred`` have no detections). With
 ``--image-dir`` (``originalPics``) regions are clipped to the image as the
 official tool does; without it image sizes are unknown and nothing is clipped.
 """
+from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import argparse
 import glob
 import json
@@ -14,9 +15,9 @@ import os
 import sys
 
 from ..data.fddb import load_fddb
-from .fddb_evaluator import MAX_FALSE_POSITIVES, fddb_gt_from_dicts
-from .fddb_protocol import evaluate_fddb
-from .prediction_files import read_fddb_detections
+from ..evaluation.fddb_evaluator import MAX_FALSE_POSITIVES, fddb_gt_from_dicts
+from ..evaluation.fddb_protocol import evaluate_fddb
+from ..evaluation.prediction_files import read_fddb_detections
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,4 @@
-"""Time and peak-memory measurement shared by the benchmark tools."""
+"""Time and peak-memory measurement and the ratio table shared by the benchmark tools."""
 import ctypes
 import ctypes.util
 import math
@@ -9,6 +9,7 @@ import time
 from typing import Callable, Dict
 
 import torch
+from tabulate import tabulate
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -100,23 +101,16 @@ def median_time(fn: Callable[[], object], device: str, iters: int, warmup: int) 
 
 
 def format_table(rows, columns, baseline: Dict[str, float] = None) -> str:
-    """Rows of dicts as a text table; numeric columns get "(x1.23)" ratios to ``baseline``."""
-    cells = []
-    for row in rows:
-        line = []
-        for col in columns:
-            value = row.get(col, "")
-            if isinstance(value, float):
-                text = f"{value:.2f}" if value == 0 or 0.01 <= abs(value) < 1e5 else f"{value:.2g}"
-                reference = baseline.get(col) if baseline is not None else None
-                if isinstance(reference, float) and reference and math.isfinite(value / reference):
-                    text += f" (x{value / reference:.2f})"
-            else:
-                text = str(value)
-            line.append(text)
-        cells.append(line)
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    out = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    out.append("  ".join("-" * w for w in widths))
-    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
-    return "\n".join(out)
+    """Rows of dicts as a text table; numeric cells get "(x1.23)" ratios to ``baseline``."""
+
+    def cell(column, value):
+        if not isinstance(value, float):
+            return str(value)
+        text = f"{value:.2f}" if value == 0 or 0.01 <= abs(value) < 1e5 else f"{value:.2g}"
+        reference = baseline.get(column) if baseline is not None else None
+        if isinstance(reference, float) and reference and math.isfinite(value / reference):
+            text += f" (x{value / reference:.2f})"
+        return text
+
+    cells = [[cell(column, row.get(column, "")) for column in columns] for row in rows]
+    return tabulate(cells, headers=columns, disable_numparse=True)

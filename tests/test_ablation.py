@@ -8,12 +8,11 @@ import cv2
 import pytest
 import torch
 
+from srn_d2 import model_zoo
 from srn_d2.data.mini_faces import mini_faces_split_paths
 from srn_d2.data.wider_face import load_wider_face
 from srn_d2.engine import setup_cfg
-from srn_d2.tools.srn_vs_retinanet import COLUMNS, DETECTORS, record_with_most_faces
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from srn_d2.tools.ablation import COLUMNS, DETECTORS, record_with_most_faces
 
 
 @pytest.mark.parametrize("srn_config, retinanet_config", [
@@ -21,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ("SRN_R_50_FPN_widerface.yaml", "RetinaNet_R_50_FPN_widerface.yaml"),
 ])
 def test_srn_and_its_retinanet_baseline_share_data_schedule_and_anchors(srn_config, retinanet_config):
-    srn, retinanet = (setup_cfg(os.path.join(ROOT, "configs", name)) for name in (srn_config, retinanet_config))
+    srn, retinanet = (setup_cfg(model_zoo.get_config_file(name)) for name in (srn_config, retinanet_config))
     for key in ("SOLVER", "INPUT", "DATASETS", "DATALOADER", "TEST"):
         assert srn[key] == retinanet[key], key
     assert srn.MODEL.ANCHOR_GENERATOR == retinanet.MODEL.ANCHOR_GENERATOR
@@ -35,11 +34,11 @@ def test_srn_and_its_retinanet_baseline_share_data_schedule_and_anchors(srn_conf
 def test_main_job_trains_both_on_one_budget_and_writes_its_outputs(tmp_path):
     out = tmp_path / "demo"
     env = dict(os.environ, SRN_DATASETS=str(tmp_path / "datasets"), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "srn_d2.tools.srn_vs_retinanet", "--output", str(out),
+    cmd = [sys.executable, "-m", "srn_d2.tools.ablation", "--output", str(out),
            "SOLVER.MAX_ITER", "2", "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()",
            "SOLVER.IMS_PER_BATCH", "2", "INPUT.SQUARE_SIZE_TRAIN", "128", "DATALOADER.NUM_WORKERS", "0"]
-    # The configs are found relative to the repository, as make demo runs them.
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    # Run away from the checkout: the configs ship inside the package.
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     rows = json.loads((out / "results.json").read_text())

@@ -6,6 +6,7 @@ configs/RetinaNet_mini.yaml), evaluated with the WIDER FACE protocol, and
 printed side by side. PR curves, a picture of detections and the numbers as
 JSON go to ``--output`` (default output/demo).
 """
+from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import argparse
 import json
 import logging
@@ -24,13 +25,14 @@ from tqdm import tqdm
 
 from ..data import datasets_root, ensure_mini_faces
 from ..data.image_io import read_image
+from .. import model_zoo
 from ..engine import SRNTrainer, setup_cfg
 from ..evaluation import WiderFaceEvaluator
-from .measure import format_table, median_time
+from ..utils.measure import format_table, median_time
 
-logger = logging.getLogger("srn_d2.demo")
+logger = logging.getLogger("srn_d2.ablation")
 
-DETECTORS = {"SRN": "configs/SRN_mini.yaml", "RetinaNet": "configs/RetinaNet_mini.yaml"}
+DETECTORS = {"SRN": "SRN_mini.yaml", "RetinaNet": "RetinaNet_mini.yaml"}
 COLUMNS = [
     "model", "AP_easy", "AP_medium", "AP_hard", "AP_hard_IoU50", "AP_hard_IoU70",
     "FP_at_recall90", "infer_ms", "params_M", "train_min",
@@ -152,8 +154,10 @@ def main(argv=None):
     started = time.perf_counter()
     print(f"mini_faces data: {ensure_mini_faces(datasets_root())}")
     rows, curves, models = [], {}, {}
-    for name, config_file in DETECTORS.items():
-        row, curves[name], model, cfg = train_and_evaluate(name, config_file, args.output, args.opts)
+    for name, config_name in DETECTORS.items():
+        row, curves[name], model, cfg = train_and_evaluate(
+            name, model_zoo.get_config_file(config_name), args.output, args.opts
+        )
         rows.append(row)
         models[name] = (model, cfg)
 

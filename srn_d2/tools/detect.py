@@ -1,21 +1,22 @@
-"""Run a face detector config on images, a folder of images or a video.
+"""Detect faces with a config and its weights on images, folders of images or videos.
 
-    python -m srn_d2.tools.demo --config-file configs/SRN_R_50_official.yaml \\
+    python demo.py --config-file configs/SRN_R_50_official.yaml \\
         --input photo.jpg photos/ clip.mp4 --output out/ \\
         --opts MODEL.WEIGHTS srn_r50_released.pth MODEL.DEVICE cpu
 
-For an image ``<stem>.<ext>`` it writes to ``--output``: ``<stem>.<ext>`` with
-the detections drawn, ``<stem>.txt`` in the WIDER FACE submission format
-(name, count, ``x y w h score`` lines) and ``<stem>.json``, a list of
+(``demo.py`` is ``python -m srn_d2.tools.detect``.) For an image ``<stem>.<ext>``
+it writes to ``--output``: ``<stem>.<ext>`` with the detections drawn,
+``<stem>.txt`` in the WIDER FACE submission format (name, count, ``x y w h score``
+lines, as TEST.WIDERFACE_SUBMISSION_FORMAT says) and ``<stem>.json``, a list of
 ``{"bbox": [x, y, w, h], "score": s}``. For a video: ``<stem>.mp4`` drawn, and
 ``<stem>.json``, a list of ``{"frame": i, "detections": [...]}``.
 
-Images are read in cfg.INPUT.FORMAT and resized as at test time
-(INPUT.MIN_SIZE_TEST, 0 = original size); TEST.AUG.ENABLED runs the SRN
-multi-scale test. Detections below ``--confidence-threshold`` are not output.
-An image that cannot be decoded is an error when named directly; inside a
-folder it is logged and skipped.
+Images are resized as at test time (INPUT.MIN_SIZE_TEST, 0 = original size);
+TEST.AUG.ENABLED runs the SRN multi-scale test. Detections below
+``--confidence-threshold`` are not output. An image that cannot be decoded is
+an error when named directly; inside a folder it is logged and skipped.
 """
+from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import argparse
 import json
 import logging
@@ -25,64 +26,42 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
-import torch
 import tqdm
-from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
-from detectron2.data import transforms as T
 from detectron2.data.catalog import Metadata
-from detectron2.data.detection_utils import convert_image_to_rgb
-from detectron2.modeling import build_model
+from detectron2.engine import DefaultPredictor
 from detectron2.structures import Instances
 from detectron2.utils.visualizer import Visualizer
 
-from srn_d2 import add_srn_config
-from srn_d2.checkpoint import RandomWeightsError, UnreadableCheckpointError, UnsafeCheckpointError, load_inference_weights
-from srn_d2.data.image_io import read_image
-from srn_d2.evaluation.prediction_files import write_widerface_predictions
-from srn_d2.evaluation.widerface_evaluator import instances_to_xywhs
-from srn_d2.modeling import SRNWithTTA
+from ..checkpoint import RandomWeightsError, UnreadableCheckpointError, UnsafeCheckpointError, load_inference_weights
+from ..data.image_io import read_image
+from ..engine import setup_cfg
+from ..evaluation.prediction_files import write_widerface_predictions
+from ..evaluation.widerface_evaluator import instances_to_xywhs
+from ..modeling import SRNWithTTA
 
-logger = logging.getLogger("srn_d2.demo")
+logger = logging.getLogger("srn_d2.detect")
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 
 
-def setup_cfg(config_file: str, opts: List[str]):
-    cfg = get_cfg()
-    add_srn_config(cfg)
-    cfg.merge_from_file(config_file, allow_unsafe=False)
-    cfg.merge_from_list(opts)
-    cfg.freeze()
-    return cfg
-
-
-class FacePredictor:
-    """Detectron2's DefaultPredictor flow for images already in cfg.INPUT.FORMAT
-    (HWC numpy), with an optional SRN multi-scale test."""
+class FacePredictor(DefaultPredictor):
+    """Detectron2's DefaultPredictor (a BGR image in, ``{"instances": ...}`` out), with
+    weights loaded by :func:`load_inference_weights` and, when TEST.AUG.ENABLED,
+    SRN's multi-scale test."""
 
     def __init__(self, cfg, allow_random_weights: bool = False):
+        # DefaultPredictor would load MODEL.WEIGHTS with Detectron2's checkpointer,
+        # which unpickles code; it builds the model alone here.
+        without_weights = cfg.clone()
+        without_weights.defrost()
+        without_weights.MODEL.WEIGHTS = ""
+        super().__init__(without_weights)
         self.cfg = cfg.clone()
-        self.model = build_model(self.cfg)
-        self.model.eval()
         load_inference_weights(self.model, cfg.MODEL.WEIGHTS, allow_random=allow_random_weights)
         if cfg.TEST.AUG.ENABLED:
             self.model = SRNWithTTA(cfg, self.model)
-        self.resize = (
-            T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
-            if cfg.INPUT.MIN_SIZE_TEST > 0
-            else None
-        )
-
-    @torch.no_grad()
-    def __call__(self, image: np.ndarray) -> Instances:
-        height, width = image.shape[:2]
-        if self.resize is not None:
-            image = self.resize.get_transform(image).apply_image(image)
-        tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        outputs = self.model([{"image": tensor, "height": height, "width": width}])
-        return outputs[0]["instances"].to("cpu")
 
 
 def _metadata(cfg) -> Metadata:
@@ -114,18 +93,17 @@ class FaceDemo:
         self.confidence_threshold = confidence_threshold
         os.makedirs(output_dir, exist_ok=True)
 
-    def detect(self, image: np.ndarray) -> Instances:
-        instances = self.predictor(image)
+    def detect(self, bgr: np.ndarray) -> Instances:
+        instances = self.predictor(bgr)["instances"].to("cpu")
         return instances[instances.scores >= self.confidence_threshold]
 
-    def draw(self, image: np.ndarray, instances: Instances) -> np.ndarray:
-        """The detections drawn on ``image`` (cfg.INPUT.FORMAT), as BGR for OpenCV."""
-        rgb = convert_image_to_rgb(image, self.cfg.INPUT.FORMAT)
-        drawn = Visualizer(rgb, self.metadata).draw_instance_predictions(instances).get_image()
+    def draw(self, bgr: np.ndarray, instances: Instances) -> np.ndarray:
+        """The detections drawn on a BGR image, as BGR for OpenCV."""
+        drawn = Visualizer(bgr[:, :, ::-1], self.metadata).draw_instance_predictions(instances).get_image()
         return drawn[:, :, ::-1]
 
     def run_image(self, path: str) -> None:
-        image = read_image(path, self.cfg.INPUT.FORMAT)
+        image = read_image(path, "BGR")
         instances = self.detect(image)
         name = os.path.basename(path)
         stem = os.path.splitext(name)[0]
@@ -149,9 +127,8 @@ class FaceDemo:
         frames = []
         try:
             for index, frame in enumerate(tqdm.tqdm(_frames(capture), total=num_frames, desc=stem)):
-                image = convert_bgr(frame, self.cfg.INPUT.FORMAT)
-                instances = self.detect(image)
-                drawn = self.draw(image, instances)
+                instances = self.detect(frame)
+                drawn = self.draw(frame, instances)
                 if writer is None:
                     writer = cv2.VideoWriter(
                         os.path.join(self.output_dir, stem + ".mp4"),
@@ -176,15 +153,6 @@ def _frames(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
         if not ok:
             return
         yield frame
-
-
-def convert_bgr(frame: np.ndarray, image_format: str) -> np.ndarray:
-    """An OpenCV BGR frame in the model's input format."""
-    if image_format == "BGR":
-        return frame
-    if image_format == "RGB":
-        return frame[:, :, ::-1]
-    raise ValueError(f"INPUT.FORMAT {image_format!r}: videos support BGR and RGB only")
 
 
 def _folder_images(folder: str) -> List[str]:
