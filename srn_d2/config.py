@@ -122,8 +122,9 @@ def _add_model_config(cfg):
     # Make each face's best anchor positive even below the positive IoU: only
     # ~26% of WIDER faces reach IoU 0.7 with an SRN anchor (docs/DESIGN.md, "Matching").
     _C.MODEL.SRN.ALLOW_LOW_QUALITY_MATCHES = True
-    # Upper bound on the faces x anchors IoU block held at once while matching.
-    _C.MODEL.SRN.MATCHER_MAX_ELEMENTS = 1 << 24
+    # Most (face, anchor) pairs or IoUs the matcher holds at once (srn_d2.modeling.SparseGridMatcher):
+    # bounds its memory on crowded images (about 20 bytes each) without slowing it.
+    _C.MODEL.SRN.MATCHER_MAX_ELEMENTS = 1 << 19
 
     # Weights (dx, dy, dw, dh) of the box coding; the released model uses 1, 1, 1, 1.
     _C.MODEL.SRN.BBOX_REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0)

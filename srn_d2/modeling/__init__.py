@@ -4,7 +4,7 @@ from .anchor_generator import SRNLegacyAnchorGenerator
 from .backbone import SRNBackbone, build_srn_backbone
 from .heads import SRN_HEAD_REGISTRY, RFEHead, RetinaNetStyleHead, build_srn_head
 from .levels import SRN_LEVELS, LevelPlan
-from .matcher import ChunkedMatcher
+from .matcher import AnchorLevel, SparseGridMatcher
 from .mini_resnet import build_mini_resnet_backbone, build_mini_resnet_fpn_backbone
 from .rfe import RFE
 from .srn import SRN
@@ -22,7 +22,8 @@ __all__ = [
     "RetinaNetStyleHead",
     "build_srn_head",
     "RFE",
-    "ChunkedMatcher",
+    "AnchorLevel",
+    "SparseGridMatcher",
     "SelectiveTwoStepHead",
     "TwoStepPredictions",
     "SRNLegacyAnchorGenerator",

@@ -25,12 +25,13 @@ from detectron2.modeling.meta_arch.dense_detector import DenseDetector, permute_
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
+from detectron2.utils.logger import log_every_n_seconds
 from fvcore.nn import sigmoid_focal_loss_jit, smooth_l1_loss
 
 from ..config import check_iou_thresholds, require
 from .heads import build_srn_head
 from .levels import LevelPlan, cat_levels, split_levels
-from .matcher import ChunkedMatcher
+from .matcher import AnchorLevel, SparseGridMatcher
 from .two_step_head import SelectiveTwoStepHead, TwoStepPredictions
 
 logger = logging.getLogger(__name__)
@@ -69,8 +70,8 @@ class SRN(DenseDetector):
         head,
         anchor_generator,
         box2box_transform: Box2BoxTransform,
-        step1_matcher: ChunkedMatcher,
-        step2_matcher: ChunkedMatcher,
+        step1_matcher: SparseGridMatcher,
+        step2_matcher: SparseGridMatcher,
         num_classes: int,
         plan: LevelPlan,
         stc_neg_thresh: float = 0.99,
@@ -159,11 +160,11 @@ class SRN(DenseDetector):
             )
 
         def matcher(thresholds, key):
-            return ChunkedMatcher(
+            return SparseGridMatcher(
                 check_iou_thresholds(thresholds, key),
                 srn.IOU_LABELS,
                 allow_low_quality_matches=srn.ALLOW_LOW_QUALITY_MATCHES,
-                max_elements=srn.MATCHER_MAX_ELEMENTS,
+                max_pairs=srn.MATCHER_MAX_ELEMENTS,
             )
 
         return {
@@ -269,27 +270,57 @@ class SRN(DenseDetector):
         """
         predictions = self._flatten(predictions)
         anchors = self._anchors(features)
+        grids = self._grids(features)
+        gt_instances = self._faces_in_image(gt_instances)
         step1_labels, step1_gt_boxes = self.label_anchors(
-            {level: a.tensor for level, a in anchors.items()}, gt_instances, self.step1_matcher
+            {level: a.tensor for level, a in anchors.items()}, gt_instances, self.step1_matcher, grids
         )
         step1_deltas = {level: d.detach() for level, d in predictions.step1_deltas.items()}
         step2_anchors = self.step2_anchors(anchors, step1_deltas)
-        step2_labels, step2_gt_boxes = self.label_anchors(step2_anchors, gt_instances, self.step2_matcher)
+        step2_labels, step2_gt_boxes = self.label_anchors(step2_anchors, gt_instances, self.step2_matcher, grids)
         step2_labels = self.drop_stc_rejected(step2_labels, predictions.step1_logits)
         return self.losses(
             anchors, step2_anchors, predictions, step1_labels, step1_gt_boxes, step2_labels, step2_gt_boxes
         )
 
+    def _grids(self, features: Dict[str, torch.Tensor]) -> Dict[str, AnchorLevel]:
+        """Each level's anchor grid: (H, W, A) and stride, for the sparse matcher."""
+        return {
+            level: AnchorLevel(torch.empty(0), (*features[level].shape[-2:], num_cell), self.plan.stride(level))
+            for level, num_cell in zip(self.plan.levels, self.anchor_generator.num_cell_anchors)
+        }
+
+    def _faces_in_image(self, gt_instances: List[Instances]) -> List[Instances]:
+        """Each image's faces with at least some area inside the image; the others are
+        counted (``num_faces_outside_image``) and left out, since a face that overlaps no
+        anchor would make every anchor its best match."""
+        kept, dropped = [], 0
+        for gt_i in gt_instances:
+            boxes = gt_i.gt_boxes.clone()
+            boxes.clip(gt_i.image_size)
+            inside = boxes.nonempty()
+            dropped += int((~inside).sum())
+            kept.append(gt_i[inside])
+        get_event_storage().put_scalar("num_faces_outside_image", dropped)
+        if dropped:
+            log_every_n_seconds(logging.WARNING, f"left out {dropped} faces with no area inside their image", n=60)
+        return kept
+
     @torch.no_grad()
     def label_anchors(
-        self, anchors: Dict[str, torch.Tensor], gt_instances: List[Instances], matcher: ChunkedMatcher
+        self,
+        anchors: Dict[str, torch.Tensor],
+        gt_instances: List[Instances],
+        matcher: SparseGridMatcher,
+        grids: Dict[str, AnchorLevel],
     ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
         """
         Args:
-            anchors: level -> (R_l, 4) anchors shared by all images, or
-                (N, R_l, 4) per image (refined anchors differ between images).
+            anchors: level -> (R_l, 4) anchors on the level's grid, shared by all
+                images, or (N, R_l, 4) per image (refined anchors, matched densely).
             gt_instances: per image, Instances with ``gt_boxes`` and ``gt_classes``.
             matcher: the step's matcher.
+            grids: level -> the layout of its grid anchors (:meth:`_grids`).
 
         Returns:
             labels: level -> (N, R_l): class index of positives, ``num_classes``
@@ -297,12 +328,14 @@ class SRN(DenseDetector):
             matched_gt_boxes: level -> (N, R_l, 4): each anchor's matched box
                 (meaningful for positives only).
         """
-        num_images = len(gt_instances)
         sizes = {level: a.shape[-2] for level, a in anchors.items()}
-        per_image = torch.cat([a.expand(num_images, -1, -1) for a in anchors.values()], dim=1)
         labels, matched_boxes = [], []
-        for anchors_i, gt_i in zip(per_image, gt_instances):
-            matches, match_labels = matcher(gt_i.gt_boxes, Boxes(anchors_i))
+        for i, gt_i in enumerate(gt_instances):
+            levels = [
+                AnchorLevel(a, grids[level].grid, grids[level].stride) if a.dim() == 2 else AnchorLevel(a[i])
+                for level, a in anchors.items()
+            ]
+            matches, match_labels = matcher(gt_i.gt_boxes, levels)
             if len(gt_i) > 0:
                 labels_i = gt_i.gt_classes[matches].clone()
                 labels_i[match_labels == 0] = self.num_classes
@@ -310,7 +343,7 @@ class SRN(DenseDetector):
                 boxes_i = gt_i.gt_boxes.tensor[matches]
             else:
                 labels_i = torch.full_like(matches, self.num_classes)
-                boxes_i = torch.zeros_like(anchors_i)
+                boxes_i = matches.new_zeros((len(matches), 4), dtype=torch.float32)
             labels.append(labels_i)
             matched_boxes.append(boxes_i)
         return split_levels(torch.stack(labels), sizes), split_levels(torch.stack(matched_boxes), sizes)

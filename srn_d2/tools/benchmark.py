@@ -2,12 +2,11 @@
 
     python -m srn_d2.tools.benchmark \
         --config-files configs/SRN_R_50_FPN_widerface.yaml configs/RetinaNet_R_50_FPN_widerface.yaml \
-        --sizes 640 1024 [--device cuda] [--match-faces 2000]
+        --sizes 640 1024 [--device cuda]
 
 Every config is measured in this one process on the same inputs; the table
 gives absolute values and, in parentheses, ratios to the first config at the
-same input size. ``--match-faces`` also measures SRN's chunked anchor
-matching against Detectron2's dense matching for that many faces.
+same input size. Anchor matching alone: ``python -m srn_d2.tools.benchmark_matching``.
 """
 from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import argparse
@@ -15,16 +14,13 @@ import gc
 import logging
 
 import torch
-from detectron2.modeling import build_anchor_generator, build_model
-from detectron2.modeling.matcher import Matcher
-from detectron2.structures import Boxes, Instances, pairwise_iou
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
 from detectron2.utils.analysis import FlopCountAnalysis
 from detectron2.utils.events import EventStorage
-from detectron2.layers import ShapeSpec
 
 from .. import model_zoo
 from ..engine import setup_cfg
-from ..modeling import ChunkedMatcher
 from ..utils.measure import PeakMemory, format_table, median_time
 
 logger = logging.getLogger(__name__)
@@ -93,33 +89,6 @@ def benchmark_model(config_file, opts, size, device, iters, warmup, train_batch,
     return row
 
 
-def benchmark_matching(num_faces: int, size: int, device: str, max_elements: int):
-    """Chunked vs dense matching of ``num_faces`` faces against SRN's anchors at size x size."""
-    cfg = setup_cfg(model_zoo.get_config_file("Base-SRN.yaml"), ["MODEL.DEVICE", device])
-    strides = [4, 8, 16, 32, 64, 128]
-    generator = build_anchor_generator(cfg, [ShapeSpec(channels=1, stride=s) for s in strides])
-    anchors = Boxes.cat(generator([torch.zeros(1, 1, size // s, size // s, device=device) for s in strides]))
-    faces = Boxes(random_faces(num_faces, size, torch.Generator().manual_seed(0)).to(device))
-    thresholds, labels = cfg.MODEL.SRN.STEP2_IOU_THRESHOLDS, cfg.MODEL.SRN.IOU_LABELS
-    dense_matcher = Matcher(thresholds, labels, allow_low_quality_matches=True)
-    chunked_matcher = ChunkedMatcher(thresholds, labels, True, max_elements=max_elements)
-    runs = {
-        "dense (Detectron2 Matcher)": lambda: dense_matcher(pairwise_iou(faces, anchors)),
-        f"chunked ({max_elements} IoUs at a time)": lambda: chunked_matcher(faces, anchors),
-    }
-    rows, results = [], {}
-    for name, run in runs.items():
-        gc.collect()
-        with PeakMemory(device) as peak:
-            results[name] = run()
-        seconds = median_time(run, device, iters=3, warmup=0)
-        rows.append({"matching": name, "faces": num_faces, "anchors": len(anchors),
-                     "peak_MiB": peak.peak_bytes / MIB, "seconds": seconds})
-    (dense_m, dense_l), (chunk_m, chunk_l) = results.values()
-    same = torch.equal(dense_l, chunk_l) and torch.equal(dense_m, chunk_m)
-    return rows, same
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-files", nargs="+", default=[
@@ -132,9 +101,6 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--train-batch", type=int, default=2, help="images per training step; 0 skips training")
     parser.add_argument("--faces", type=int, default=20, help="faces per training image")
-    parser.add_argument("--match-faces", type=int, default=0, help="also benchmark matching this many faces")
-    parser.add_argument("--match-size", type=int, default=1024)
-    parser.add_argument("--match-max-elements", type=int, default=1 << 22)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every config")
     args = parser.parse_args(argv)
     # As SRNTrainer does on the CPU, so that training steps are timed as they train.
@@ -151,10 +117,6 @@ def main(argv=None):
         ]
         print(format_table(rows, columns, baseline=rows[0]))
         print()
-    if args.match_faces:
-        rows, same = benchmark_matching(args.match_faces, args.match_size, args.device, args.match_max_elements)
-        print(format_table(rows, ["matching", "faces", "anchors", "peak_MiB", "seconds"], baseline=rows[0]))
-        print(f"chunked result identical to dense: {same}")
 
 
 if __name__ == "__main__":
