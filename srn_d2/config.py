@@ -51,9 +51,11 @@ def _is_detectron2_config(filename: str) -> bool:
 
 
 def get_srn_cfg() -> CN:
-    """Detectron2's default config with srn_d2's keys (:func:`add_srn_config`)."""
+    """Detectron2's default config with srn_d2's keys, the models and datasets they name registered."""
+    from . import add_srn_config as add_keys_and_register
+
     cfg = get_cfg()
-    add_srn_config(cfg)
+    add_keys_and_register(cfg)
     return cfg
 
 
@@ -100,6 +102,10 @@ def _add_model_config(cfg):
     _C.MODEL.SRN.NUM_CONVS = 4
     # RFE: channels of each of its four branches.
     _C.MODEL.SRN.RFE_BRANCH_CHANNELS = 64
+    # Activations of the head recomputed in backward instead of kept, in training:
+    # "" none; "rfe" the RFE blocks' branches (about 5x their input's size, cheap
+    # to recompute); "towers" whole towers (least memory, about a fifth more time).
+    _C.MODEL.SRN.HEAD_ACTIVATION_CHECKPOINT = "rfe"
     # Kernel of the final logit / delta convs (released model: 1; RetinaNet: 3).
     _C.MODEL.SRN.PREDICTOR_KERNEL_SIZE = 1
     # Foreground classes: 1 (faces); logits are sigmoid, one per class and anchor.

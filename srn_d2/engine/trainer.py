@@ -14,6 +14,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import SafeCheckpointer
+from ..config import require
 from ..data import SRNDatasetMapper
 from ..evaluation.build import build_evaluator
 from ..modeling import SRNWithTTA
@@ -42,6 +43,9 @@ class SRNTrainer(DefaultTrainer):
             # Focal-loss gradients of easy negatives underflow to denormals, which
             # slow CPU arithmetic several-fold (SRN_mini: 16 s -> 3 s per iteration).
             torch.set_flush_denormal(True)
+            # Detectron2's AMPTrainer casts with torch.cuda.amp and asserts CUDA at its first step.
+            require(not cfg.SOLVER.AMP.ENABLED, "SOLVER.AMP.ENABLED", True,
+                    "Detectron2's AMPTrainer needs CUDA; on the CPU, train in float32")
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)

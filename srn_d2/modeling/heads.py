@@ -12,6 +12,7 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, get_norm
 from detectron2.utils.registry import Registry
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..config import check_norm, require
 from .rfe import RFE
@@ -46,9 +47,22 @@ class SharedTowerHead(nn.Module):
         num_classes: int,
         prior_prob: float,
         predictor_kernel_size: int,
+        recompute_towers: bool = False,
     ):
+        """
+        Args:
+            cls_subnet, bbox_subnet: the towers.
+            channels: their input and output channels.
+            num_anchors, num_classes: predictor outputs per position are
+                num_anchors * num_classes logits and num_anchors * 4 deltas.
+            prior_prob: initial face probability of every anchor.
+            predictor_kernel_size: kernel of the two predictor convs.
+            recompute_towers: in training, keep only each tower's input for
+                backward and recompute the tower there (MODEL.SRN.HEAD_ACTIVATION_CHECKPOINT "towers").
+        """
         super().__init__()
         self.num_classes = num_classes
+        self.recompute_towers = recompute_towers
         self.cls_subnet = cls_subnet
         self.bbox_subnet = bbox_subnet
         pad = predictor_kernel_size // 2
@@ -63,10 +77,15 @@ class SharedTowerHead(nn.Module):
         nn.init.constant_(self.cls_score.bias, -math.log((1 - prior_prob) / prior_prob))
 
     def classify(self, features: List[torch.Tensor]) -> List[torch.Tensor]:
-        return [self.cls_score(self.cls_subnet(x)) for x in features]
+        return [self.cls_score(self._tower(self.cls_subnet, x)) for x in features]
 
     def regress(self, features: List[torch.Tensor]) -> List[torch.Tensor]:
-        return [self.bbox_pred(self.bbox_subnet(x)) for x in features]
+        return [self.bbox_pred(self._tower(self.bbox_subnet, x)) for x in features]
+
+    def _tower(self, tower: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.recompute_towers and torch.is_grad_enabled():
+            return checkpoint(tower, x, use_reentrant=False)
+        return tower(x)
 
     def forward(self, features: List[torch.Tensor]):
         return self.classify(features), self.regress(features)
@@ -76,7 +95,10 @@ class SharedTowerHead(nn.Module):
         srn = cfg.MODEL.SRN
         require(srn.NUM_CLASSES >= 1, "MODEL.SRN.NUM_CLASSES", srn.NUM_CLASSES, "needs at least one class")
         require(0 < srn.PRIOR_PROB < 1, "MODEL.SRN.PRIOR_PROB", srn.PRIOR_PROB, "must lie in (0, 1)")
+        require(srn.HEAD_ACTIVATION_CHECKPOINT in ("", "rfe", "towers"), "MODEL.SRN.HEAD_ACTIVATION_CHECKPOINT",
+                srn.HEAD_ACTIVATION_CHECKPOINT, 'must be "", "rfe" or "towers"')
         return {
+            "recompute_towers": srn.HEAD_ACTIVATION_CHECKPOINT == "towers",
             "channels": input_shape.channels,
             "num_anchors": num_anchors,
             "num_classes": cfg.MODEL.SRN.NUM_CLASSES,
@@ -90,11 +112,11 @@ class RFEHead(SharedTowerHead):
     """The paper's head: conv3x3+ReLU -> RFE -> conv3x3+ReLU in each tower."""
 
     @configurable
-    def __init__(self, *, channels, branch_channels=64, norm="", **kwargs):
+    def __init__(self, *, channels, branch_channels=64, norm="", recompute_rfe=False, **kwargs):
         def tower():
             return nn.Sequential(
                 *_conv3x3_relu(channels, norm),
-                RFE(channels, branch_channels),
+                RFE(channels, branch_channels, recompute=recompute_rfe),
                 *_conv3x3_relu(channels, norm),
             )
 
@@ -106,6 +128,7 @@ class RFEHead(SharedTowerHead):
             **cls.common_args(cfg, input_shape, num_anchors),
             "branch_channels": cfg.MODEL.SRN.RFE_BRANCH_CHANNELS,
             "norm": check_norm(cfg.MODEL.SRN.HEAD_NORM, "MODEL.SRN.HEAD_NORM"),
+            "recompute_rfe": cfg.MODEL.SRN.HEAD_ACTIVATION_CHECKPOINT == "rfe",
         }
 
 

@@ -26,7 +26,7 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
 from detectron2.utils.logger import log_every_n_seconds
-from fvcore.nn import sigmoid_focal_loss_jit, smooth_l1_loss
+from fvcore.nn import sigmoid_focal_loss, smooth_l1_loss
 
 from ..config import check_iou_thresholds, require
 from .heads import build_srn_head
@@ -436,9 +436,10 @@ class SRN(DenseDetector):
         num_pos = positive.sum().item()
         get_event_storage().put_scalar(f"num_pos_cls_{step}", num_pos / labels.shape[0])
         target = F.one_hot(labels[valid], num_classes=self.num_classes + 1)[:, :-1]
-        loss = sigmoid_focal_loss_jit(
-            logits[valid],
-            target.to(logits.dtype),
+        # In float32 under mixed precision: the loss sums ~10^5 anchors' terms.
+        loss = sigmoid_focal_loss(
+            logits[valid].float(),
+            target.float(),
             alpha=self.focal_loss_alpha,
             gamma=self.focal_loss_gamma,
             reduction="sum",
@@ -453,7 +454,7 @@ class SRN(DenseDetector):
         """
         positive = (labels >= 0) & (labels != self.num_classes)
         target = self.box2box_transform.get_deltas(anchors[positive], gt_boxes[positive])
-        loss = smooth_l1_loss(deltas[positive], target, beta=self.smooth_l1_beta, reduction="sum")
+        loss = smooth_l1_loss(deltas[positive].float(), target, beta=self.smooth_l1_beta, reduction="sum")
         return loss / self._normalizer(f"box_{step}", positive.sum().item())
 
     # ------------------------------------------------------------------ inference

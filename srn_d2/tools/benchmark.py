@@ -1,17 +1,23 @@
 """Benchmark detectors side by side: parameters, FLOPs, latency, training step, peak memory.
 
     python -m srn_d2.tools.benchmark \
-        --config-files configs/SRN_R_50_FPN_widerface.yaml configs/RetinaNet_R_50_FPN_widerface.yaml \
-        --sizes 640 1024 [--device cuda]
+        --configs SRN_R_50_FPN_widerface.yaml RetinaNet_R_50_FPN_widerface.yaml \
+            "SRN_R_50_FPN_widerface.yaml:MODEL.SRN.HEAD_ACTIVATION_CHECKPOINT=towers" \
+        --sizes 640 1024 [--device cuda] [--amp] [--opts KEY VALUE ...]
 
-Every config is measured in this one process on the same inputs; the table
-gives absolute values and, in parentheses, ratios to the first config at the
-same input size. Anchor matching alone: ``python -m srn_d2.tools.benchmark_matching``.
+Every config is built in this one process and measured on the same inputs;
+timed runs go in turns (one run of each config, then the next round), so that
+a machine whose speed drifts affects all configs alike. The table gives
+absolute values and, in parentheses, ratios to the first config at the same
+input size. Anchor matching alone: ``python -m srn_d2.tools.benchmark_matching``.
 """
 from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import argparse
 import gc
 import logging
+import os
+import statistics
+from typing import List, Tuple
 
 import torch
 from detectron2.modeling import build_model
@@ -47,61 +53,103 @@ def _training_batch(size: int, batch: int, faces: int, device: str):
     return inputs
 
 
-def benchmark_model(config_file, opts, size, device, iters, warmup, train_batch, faces):
-    cfg = setup_cfg(config_file, [*opts, "MODEL.DEVICE", device, "MODEL.WEIGHTS", ""])
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    row = {"config": config_file.split("/")[-1], "size": size}
-    row["params_M"] = sum(p.numel() for p in model.parameters()) / 1e6
-    image = torch.randint(0, 256, (3, size, size), generator=torch.Generator().manual_seed(1)).float()
-    inputs = [{"image": image.to(device)}]
+def resolve_config(entry: str) -> Tuple[str, str, List[str]]:
+    """``"NAME_OR_PATH[:KEY=VALUE,...]"`` -> (label, config file, overrides)."""
+    name, _, overrides = entry.partition(":")
+    path = name if os.path.isfile(name) else model_zoo.get_config_file(name)
+    opts = [part for pair in overrides.split(",") if pair for part in pair.split("=", 1)]
+    label = os.path.basename(name) + (f" {overrides}" if overrides else "")
+    return label, path, opts
 
-    model.eval()
-    with torch.no_grad():
-        flops = FlopCountAnalysis(model, inputs)
-        flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-        row["GFLOPs"] = flops.total() / 1e9
-        row["infer_ms"] = 1000 * median_time(lambda: model(inputs), device, iters, warmup)
-        gc.collect()
-        with PeakMemory(device) as peak:
-            model(inputs)
-        row["infer_peak_MiB"] = peak.peak_bytes / MIB
 
-    if train_batch > 0:
-        model.train()
-        batch = _training_batch(size, train_batch, faces, device)
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+class Candidate:
+    """One config's model at one input size, with its inputs, optimizer and results row."""
 
-        def step():
-            losses = model(batch)
-            optimizer.zero_grad()
-            sum(losses.values()).backward()
-            optimizer.step()
+    def __init__(self, entry: str, opts: List[str], size: int, device: str, train_batch: int, faces: int):
+        label, path, own_opts = resolve_config(entry)
+        cfg = setup_cfg(path, [*opts, *own_opts, "MODEL.DEVICE", device, "MODEL.WEIGHTS", ""])
+        torch.manual_seed(0)
+        self.model = build_model(cfg)
+        self.device = device
+        self.row = {"config": label, "size": size, "params_M": sum(p.numel() for p in self.model.parameters()) / 1e6}
+        image = torch.randint(0, 256, (3, size, size), generator=torch.Generator().manual_seed(1)).float()
+        self.inputs = [{"image": image.to(device)}]
+        self.batch = _training_batch(size, train_batch, faces, device) if train_batch else None
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-4, momentum=0.9)
 
-        with EventStorage():
-            row["train_ms"] = 1000 * median_time(step, device, iters, warmup=1)
-            gc.collect()
-            with PeakMemory(device) as peak:
-                step()
-        row["train_peak_MiB"] = peak.peak_bytes / MIB
-    del model
+    def infer(self):
+        with torch.no_grad():
+            self.model(self.inputs)
+
+    def train_step(self, amp: bool):
+        dtype = torch.bfloat16 if self.device == "cpu" else torch.float16
+        with torch.autocast(torch.device(self.device).type, dtype=dtype, enabled=amp):
+            losses = self.model(self.batch)
+        self.optimizer.zero_grad()
+        sum(losses.values()).backward()
+        self.optimizer.step()
+
+
+def _interleaved_median_ms(candidates, run, iters: int, warmup: int, device: str) -> List[float]:
+    """Median ms of ``run(candidate)`` per candidate, timed in turns (A, B, A, B, ...), so
+    that a machine that slows down or speeds up during the run moves every candidate alike."""
+    for candidate in candidates:
+        for _ in range(warmup):
+            run(candidate)
+    times = [[] for _ in candidates]
+    for _ in range(iters):
+        for index, candidate in enumerate(candidates):
+            times[index].append(1000 * median_time(lambda: run(candidate), device, iters=1, warmup=0))
+    return [statistics.median(t) for t in times]
+
+
+def _peak_mib(run, device: str) -> float:
     gc.collect()
-    return row
+    with PeakMemory(device) as peak:
+        run()
+    return peak.peak_bytes / MIB
+
+
+def benchmark(entries, opts, size, device, iters, warmup, train_batch, faces, amp) -> List[dict]:
+    candidates = [Candidate(entry, opts, size, device, train_batch, faces) for entry in entries]
+    for candidate in candidates:
+        candidate.model.eval()
+        with torch.no_grad():
+            flops = FlopCountAnalysis(candidate.model, candidate.inputs)
+            flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+            candidate.row["GFLOPs"] = flops.total() / 1e9
+    for candidate, ms in zip(candidates, _interleaved_median_ms(candidates, Candidate.infer, iters, warmup, device)):
+        candidate.row["infer_ms"] = ms
+    for candidate in candidates:
+        candidate.row["infer_peak_MiB"] = _peak_mib(candidate.infer, device)
+    if train_batch:
+        with EventStorage():
+            for candidate in candidates:
+                candidate.model.train()
+            step = lambda candidate: candidate.train_step(amp)  # noqa: E731
+            for candidate, ms in zip(candidates, _interleaved_median_ms(candidates, step, iters, 1, device)):
+                candidate.row["train_ms"] = ms
+            for candidate in candidates:
+                candidate.row["train_peak_MiB"] = _peak_mib(lambda: step(candidate), device)
+    return [candidate.row for candidate in candidates]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-files", nargs="+", default=[
-        model_zoo.get_config_file("SRN_R_50_FPN_widerface.yaml"),
-        model_zoo.get_config_file("RetinaNet_R_50_FPN_widerface.yaml"),
-    ])
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=["SRN_R_50_FPN_widerface.yaml", "RetinaNet_R_50_FPN_widerface.yaml"],
+        help="config files or shipped config names, each optionally followed by :KEY=VALUE,... overrides",
+    )
     parser.add_argument("--sizes", nargs="+", type=int, default=[1024])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--iters", type=int, default=5, help="timed runs (median reported)")
+    parser.add_argument("--iters", type=int, default=5, help="timed runs per config (median reported)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--train-batch", type=int, default=2, help="images per training step; 0 skips training")
     parser.add_argument("--faces", type=int, default=20, help="faces per training image")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every config")
+    parser.add_argument("--amp", action="store_true", help="training steps under autocast (bfloat16 on the CPU, float16 on CUDA)")
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides for every config")
     args = parser.parse_args(argv)
     # As SRNTrainer does on the CPU, so that training steps are timed as they train.
     torch.set_flush_denormal(True)
@@ -109,12 +157,12 @@ def main(argv=None):
     columns = ["config", "size", "params_M", "GFLOPs", "infer_ms", "infer_peak_MiB"]
     if args.train_batch > 0:
         columns += ["train_ms", "train_peak_MiB"]
-    print(f"device: {args.device}, threads: {torch.get_num_threads()}, median of {args.iters} runs")
+    print(f"device: {args.device}, threads: {torch.get_num_threads()}, median of {args.iters} runs taken in turns"
+          + (", training under autocast" if args.amp else ""))
     for size in args.sizes:
-        rows = [
-            benchmark_model(cf, args.opts, size, args.device, args.iters, args.warmup, args.train_batch, args.faces)
-            for cf in args.config_files
-        ]
+        rows = benchmark(
+            args.configs, args.opts, size, args.device, args.iters, args.warmup, args.train_batch, args.faces, args.amp
+        )
         print(format_table(rows, columns, baseline=rows[0]))
         print()
 
