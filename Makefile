@@ -29,7 +29,7 @@ else
 		sal-detectron2==0.7.2
 	$(PIP) install -q $(D2_RUNTIME_DEPS)
 endif
-	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q -e ".[test,export]"
 	$(PY) -c "import srn_d2, detectron2; print('srn_d2 ready on detectron2', detectron2.__version__)"
 	touch $@
 

@@ -12,5 +12,9 @@ setup(
     # torch, torchvision and detectron2 are installed by the Makefile: detectron2
     # is not on PyPI under its own name (see README, Install).
     install_requires=["numpy", "scipy", "opencv-python-headless", "matplotlib", "tqdm", "fvcore", "tabulate"],
-    extras_require={"test": ["pytest", "pytest-timeout"]},
+    extras_require={
+        "test": ["pytest", "pytest-timeout"],
+        # srn_d2.tools.export and srn_d2.deploy.onnx_runtime.
+        "export": ["onnx>=1.14", "onnxruntime>=1.16"],
+    },
 )

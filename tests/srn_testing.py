@@ -103,3 +103,17 @@ def widerface_val_gt_dir():
         if candidate and os.path.isfile(os.path.join(candidate, "wider_face_val.mat")):
             return candidate
     return None
+
+
+def converted_released_weights(folder, seed=0):
+    """A checkpoint of the authors' released layout with varied random weights, converted
+    by srn_d2.tools.convert_released; returns (the released network, the converted file)."""
+    import released_srn
+    from srn_d2.tools.convert_released import DEFAULT_CONFIG, build_target_model, convert
+
+    net = released_srn.randomize(released_srn.ReleasedSRN(), seed=seed)
+    state = {f"module.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"epoch": 130, "state_dict": state}, os.path.join(folder, "srn_released.pth"))
+    converted = os.path.join(folder, "srn_d2.pth")
+    convert(os.path.join(folder, "srn_released.pth"), converted, build_target_model(DEFAULT_CONFIG))
+    return net, converted

@@ -3,9 +3,9 @@ from collections import OrderedDict
 
 import pytest
 import torch
-import torchvision
 
 from srn_d2.checkpoint import load_inference_weights
+from srn_d2.utils.released_network import ReleasedSRN
 from srn_d2.tools.convert_released import (
     DEFAULT_CONFIG,
     ConversionError,
@@ -16,39 +16,9 @@ from srn_d2.tools.convert_released import (
     main,
 )
 
-# Kernel shapes of the released RFE branches, in branch order.
-_RFE_KERNELS = [(1, 5), (5, 1), (1, 3), (3, 1)]
-
-
-def _conv(shapes, name, out_channels, in_channels, kernel):
-    shapes[f"{name}.weight"] = (out_channels, in_channels, *kernel)
-    shapes[f"{name}.bias"] = (out_channels,)
-
-
 def released_shapes():
-    """Names and shapes of the released ResNet-50 SRN: torchvision's ResNet-50
-    (its BatchNorm counters included) plus SRN's layers, named as the authors did."""
-    resnet = torchvision.models.resnet50(weights=None)
-    shapes = OrderedDict((k, tuple(v.shape)) for k, v in resnet.state_dict().items() if not k.startswith("fc."))
-    _conv(shapes, "layer5", 1024, 2048, (3, 3))
-    _conv(shapes, "layer6", 256, 1024, (3, 3))
-    c_channels = {2: 256, 3: 512, 4: 1024, 5: 2048, 6: 1024, 7: 256}
-    for level, channels in c_channels.items():
-        _conv(shapes, f"c{level}_conv", 256, channels, (1, 1))
-        if level <= 5:
-            _conv(shapes, f"c{level}_lateral", 256, channels, (1, 1))
-        _conv(shapes, f"p{level}_conv", 256, 256, (3, 3))
-    for tower in ("cls_subnet", "box_subnet"):
-        _conv(shapes, f"{tower}.0", 256, 256, (3, 3))
-        for b, kernel in enumerate(_RFE_KERNELS):
-            _conv(shapes, f"{tower}.2.branch{b}.0", 64, 256, (1, 1))
-            _conv(shapes, f"{tower}.2.branch{b}.2", 64, 64, kernel)
-            _conv(shapes, f"{tower}.2.branch{b}.4", 64, 64, (1, 1))
-        _conv(shapes, f"{tower}.2.cated_conv.0", 256, 256, (1, 1))
-        _conv(shapes, f"{tower}.3", 256, 256, (3, 3))
-    _conv(shapes, "cls_subnet_pred", 2, 256, (1, 1))
-    _conv(shapes, "box_subnet_pred", 8, 256, (1, 1))
-    return shapes
+    """Names and shapes of the released ResNet-50 SRN checkpoint (its BatchNorm counters included)."""
+    return OrderedDict((k, tuple(v.shape)) for k, v in ReleasedSRN().state_dict().items())
 
 
 @pytest.fixture(scope="module")

@@ -17,21 +17,23 @@ from srn_d2.engine import setup_cfg
 from srn_d2.evaluation.prediction_files import write_widerface_predictions
 from srn_d2.evaluation.widerface_evaluator import instances_to_xywhs
 from srn_d2.modeling import SRNWithTTA
-from srn_d2.tools.convert_released import DEFAULT_CONFIG, build_target_model, convert
+from srn_d2.tools.convert_released import DEFAULT_CONFIG
+from srn_testing import converted_released_weights
 
 
 @pytest.fixture(scope="module")
-def released_net():
-    return released_srn.randomize(released_srn.ReleasedSRN(), seed=0)
+def released(tmp_path_factory):
+    return converted_released_weights(str(tmp_path_factory.mktemp("released")))
 
 
 @pytest.fixture(scope="module")
-def converted_weights(tmp_path_factory, released_net):
-    folder = tmp_path_factory.mktemp("released")
-    state = {f"module.{k}": v for k, v in released_net.state_dict().items()}
-    torch.save({"epoch": 130, "state_dict": state}, folder / "srn_released.pth")
-    convert(str(folder / "srn_released.pth"), str(folder / "srn_d2.pth"), build_target_model(DEFAULT_CONFIG))
-    return str(folder / "srn_d2.pth")
+def released_net(released):
+    return released[0]
+
+
+@pytest.fixture(scope="module")
+def converted_weights(released):
+    return released[1]
 
 
 def _official(weights, *opts):

@@ -46,6 +46,7 @@ class SRNLegacyAnchorGenerator(nn.Module):
         super().__init__()
         self.strides = list(strides)
         self.cell_anchors = BufferList([legacy_cell_anchors(s, scales, aspect_ratio) for s in self.strides])
+        self.num_cell_anchors = [len(scales)] * len(self.strides)
 
     @classmethod
     def from_config(cls, cfg, input_shape: List[ShapeSpec]):
@@ -60,10 +61,6 @@ class SRNLegacyAnchorGenerator(nn.Module):
             "aspect_ratio": ratios[0][0],
             "strides": [x.stride for x in input_shape],
         }
-
-    @property
-    def num_cell_anchors(self) -> List[int]:
-        return [len(cell) for cell in self.cell_anchors]
 
     def forward(self, features: List[torch.Tensor]) -> List[Boxes]:
         """

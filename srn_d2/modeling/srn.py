@@ -512,7 +512,7 @@ class SRN(DenseDetector):
                 Boxes(step2_anchors[level]),
                 scores[level],
                 predictions.step2_deltas[level],
-                self._score_thresh(len(anchors[level]) // self.anchor_generator.num_cell_anchors[index]),
+                self._score_thresh(scores[level].shape[0] // self.anchor_generator.num_cell_anchors[index]),
                 self.test_topk_candidates,
                 image_size,
             )
@@ -539,6 +539,13 @@ class SRN(DenseDetector):
             scores[level] = scores[level] * self.stc_keep(logits)[:, None]
         return scores
 
-    def _score_thresh(self, num_cells: int) -> float:
-        # Scores are > 0 after a sigmoid; STC's rejected anchors are exactly 0 and stay out.
-        return 0.0 if num_cells < self.no_score_floor_below_cells else self.test_score_thresh
+    def _score_thresh(self, num_cells):
+        """The level's score threshold: 0 on maps with fewer cells than no_score_floor_below_cells.
+
+        Scores are > 0 after a sigmoid; STC's rejected anchors are exactly 0 and stay out.
+        """
+        below_floor = num_cells < self.no_score_floor_below_cells
+        if isinstance(below_floor, torch.Tensor):
+            # Traced for export, sizes are tensors: the choice stays in the graph for every input size.
+            return torch.where(below_floor, 0.0, self.test_score_thresh)
+        return 0.0 if below_floor else self.test_score_thresh

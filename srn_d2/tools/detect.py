@@ -4,7 +4,10 @@
         --input photo.jpg photos/ clip.mp4 --output out/ \\
         --opts MODEL.WEIGHTS srn_r50_released.pth MODEL.DEVICE cpu
 
-(``demo.py`` is ``python -m srn_d2.tools.detect``.) For an image ``<stem>.<ext>``
+    python demo.py --onnx export/model.onnx --input photo.jpg --output out/
+
+(``demo.py`` is ``python -m srn_d2.tools.detect``; ``--onnx`` runs a model exported by
+``srn_d2.tools.export`` on onnxruntime instead of a config.) For an image ``<stem>.<ext>``
 it writes to ``--output``: ``<stem>.<ext>`` with the detections drawn,
 ``<stem>.txt`` in the WIDER FACE submission format (name, count, ``x y w h score``
 lines, as TEST.WIDERFACE_SUBMISSION_FORMAT says) and ``<stem>.json``, a list of
@@ -22,15 +25,16 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
+import torch
 import tqdm
 from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
 from detectron2.engine import DefaultPredictor
-from detectron2.structures import Instances
+from detectron2.structures import Boxes, Instances
 from detectron2.utils.visualizer import Visualizer
 
 from ..checkpoint import RandomWeightsError, UnreadableCheckpointError, UnsafeCheckpointError, load_inference_weights
@@ -82,19 +86,60 @@ class DemoSummary:
     skipped: List[str] = field(default_factory=list)
 
 
+def onnx_predictor(path: str) -> Callable[[np.ndarray], Instances]:
+    """A BGR image -> Instances, from a file exported by srn_d2.tools.export."""
+    from ..deploy.onnx_runtime import ONNXFaceDetector
+
+    detector = ONNXFaceDetector(path)
+
+    def predict(bgr: np.ndarray) -> Instances:
+        boxes, scores = detector(bgr)
+        instances = Instances(bgr.shape[:2])
+        instances.pred_boxes = Boxes(torch.from_numpy(boxes))
+        instances.scores = torch.from_numpy(scores)
+        instances.pred_classes = torch.zeros(len(scores), dtype=torch.int64)
+        return instances
+
+    return predict
+
+
 class FaceDemo:
     """Detects, draws and writes the outputs of each input."""
 
-    def __init__(self, cfg, output_dir: str, confidence_threshold: float, allow_random_weights: bool = False):
-        self.cfg = cfg
-        self.predictor = FacePredictor(cfg, allow_random_weights)
-        self.metadata = _metadata(cfg)
+    def __init__(
+        self,
+        predict: Callable[[np.ndarray], Instances],
+        output_dir: str,
+        confidence_threshold: float,
+        metadata: Metadata,
+        submission_format: str = "precise",
+    ):
+        """
+        Args:
+            predict: a BGR image -> its detections (Instances on the CPU).
+            metadata: what to name the boxes' classes.
+            submission_format: of the WIDER FACE files (TEST.WIDERFACE_SUBMISSION_FORMAT).
+        """
+        self.predict = predict
+        self.metadata = metadata
+        self.submission_format = submission_format
         self.output_dir = output_dir
         self.confidence_threshold = confidence_threshold
         os.makedirs(output_dir, exist_ok=True)
 
+    @classmethod
+    def from_config(cls, cfg, output_dir: str, confidence_threshold: float, allow_random_weights: bool = False):
+        predictor = FacePredictor(cfg, allow_random_weights)
+        return cls(
+            lambda bgr: predictor(bgr)["instances"].to("cpu"),
+            output_dir,
+            confidence_threshold,
+            _metadata(cfg),
+            cfg.TEST.WIDERFACE_SUBMISSION_FORMAT,
+        )
+
     def detect(self, bgr: np.ndarray) -> Instances:
-        instances = self.predictor(bgr)["instances"].to("cpu")
+        instances = self.predict(bgr)
         return instances[instances.scores >= self.confidence_threshold]
 
     def draw(self, bgr: np.ndarray, instances: Instances) -> np.ndarray:
@@ -112,7 +157,7 @@ class FaceDemo:
             raise ValueError(f"--output {self.output_dir} holds the input {path}: the drawing would overwrite it")
         cv2.imwrite(drawn_path, self.draw(image, instances))
         xywhs = instances_to_xywhs(instances)
-        write_widerface_predictions(self.output_dir, {stem: xywhs}, self.cfg.TEST.WIDERFACE_SUBMISSION_FORMAT)
+        write_widerface_predictions(self.output_dir, {stem: xywhs}, self.submission_format)
         with open(os.path.join(self.output_dir, stem + ".json"), "w") as f:
             json.dump(detections_json(xywhs), f)
 
@@ -191,9 +236,10 @@ def plan_inputs(inputs: List[str]) -> List[Tuple[str, bool, bool]]:
     return plan
 
 
-def run(cfg, inputs: List[str], output_dir: str, confidence_threshold: float, allow_random_weights: bool = False) -> DemoSummary:
+def run(make_demo: Callable[[], FaceDemo], inputs: List[str]) -> DemoSummary:
+    """Detect on every input; the demo is made once the inputs are known to be valid."""
     plan = plan_inputs(inputs)
-    demo = FaceDemo(cfg, output_dir, confidence_threshold, allow_random_weights)
+    demo = make_demo()
     summary = DemoSummary()
     for path, is_video, named_directly in tqdm.tqdm(plan, desc="inputs", disable=len(plan) < 2):
         if is_video:
@@ -211,13 +257,15 @@ def run(cfg, inputs: List[str], output_dir: str, confidence_threshold: float, al
             summary.skipped.append(path)
     if summary.skipped:
         logger.warning(f"skipped {len(summary.skipped)} unreadable files: {summary.skipped}")
-    logger.info(f"wrote the results of {summary.images} images and {summary.videos} videos to {output_dir}")
+    logger.info(f"wrote the results of {summary.images} images and {summary.videos} videos to {demo.output_dir}")
     return summary
 
 
 def main(argv=None) -> DemoSummary:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config-file", required=True, metavar="FILE")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--config-file", metavar="FILE", help="a config, with MODEL.WEIGHTS in --opts")
+    model.add_argument("--onnx", metavar="FILE", help="a model.onnx from srn_d2.tools.export, run on onnxruntime")
     parser.add_argument("--input", nargs="+", required=True, help="images, folders of images, or videos")
     parser.add_argument("--output", default="demo_output", help="folder for the outputs")
     parser.add_argument("--confidence-threshold", type=float, default=0.5)
@@ -229,9 +277,20 @@ def main(argv=None) -> DemoSummary:
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config KEY VALUE pairs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    cfg = setup_cfg(args.config_file, args.opts)
+    if args.onnx:
+
+        def make_demo():
+            face = Metadata(thing_classes=["face"])
+            return FaceDemo(onnx_predictor(args.onnx), args.output, args.confidence_threshold, face)
+
+    else:
+        cfg = setup_cfg(args.config_file, args.opts)
+
+        def make_demo():
+            return FaceDemo.from_config(cfg, args.output, args.confidence_threshold, args.allow_random_weights)
+
     try:
-        return run(cfg, args.input, args.output, args.confidence_threshold, args.allow_random_weights)
+        return run(make_demo, args.input)
     except (RandomWeightsError, UnreadableCheckpointError, UnsafeCheckpointError, ValueError, OSError) as error:
         parser.exit(2, f"error: {error}\n")
 
