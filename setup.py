@@ -11,7 +11,9 @@ setup(
     python_requires=">=3.10",
     # torch, torchvision and detectron2 are installed by the Makefile: detectron2
     # is not on PyPI under its own name (see README, Install).
-    install_requires=["numpy", "scipy", "opencv-python-headless", "matplotlib", "tqdm", "fvcore", "tabulate"],
+    install_requires=[
+        "numpy", "scipy", "opencv-python-headless", "matplotlib", "tqdm", "fvcore", "tabulate", "timm>=0.9",
+    ],
     extras_require={
         "test": ["pytest", "pytest-timeout"],
         # srn_d2.tools.export and srn_d2.deploy.onnx_runtime.

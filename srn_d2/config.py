@@ -172,6 +172,18 @@ def _add_model_config(cfg):
     # Normalization of every conv (GroupNorm trains from scratch at small batches).
     _C.MODEL.MINI_RESNET.NORM = "GN"
 
+    # Any timm model as a backbone ("build_timm_backbone" as MODEL.SRN.BOTTOM_UP,
+    # "build_timm_fpn_backbone" for RetinaNet): its stride-4..32 features become res2..res5.
+    _C.MODEL.TIMM = CN()
+    # A timm model name (timm.list_models()) with features at strides 4, 8, 16 and 32.
+    _C.MODEL.TIMM.NAME = "mobilenetv3_large_100"
+    # Load timm's ImageNet weights (timm downloads them; needs internet access).
+    _C.MODEL.TIMM.PRETRAINED = False
+    # As MODEL.RESNETS.FREEZE_AT: 0 trains all, 1 freezes the stem, k the stem and the stages up to stride 2 ** k.
+    _C.MODEL.TIMM.FREEZE_AT = 0
+    # Its BatchNorms: "FrozenBN" (fine-tuning pretrained weights), "BN", or "GN" (from scratch, small batches).
+    _C.MODEL.TIMM.NORM = "FrozenBN"
+
     # Anchors of the legacy generator used by the released model
     # ("SRNLegacyAnchorGenerator"): multiples of each level's stride-sized
     # window; the aspect ratio comes from MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS.

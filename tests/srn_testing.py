@@ -46,9 +46,10 @@ if "build_tiny_test_bottom_up" not in BACKBONE_REGISTRY:
 
 
 def srn_cfg(name="Base-SRN.yaml"):
-    """A shipped config (srn_d2.model_zoo), on the CPU, without weights."""
+    """A shipped config (srn_d2.model_zoo), on the CPU, without weights (nor timm's downloads)."""
     cfg = get_srn_cfg()
     merge_config_file(cfg, model_zoo.get_config_file(name))
+    cfg.MODEL.TIMM.PRETRAINED = False
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""
     return cfg

@@ -106,7 +106,7 @@ def test_runtime_imports_neither_torch_nor_detectron2():
     "overrides, message",
     [
         (["TEST.AUG.ENABLED", "True"], "TEST.AUG.ENABLED.*multi-scale test"),
-        (["MODEL.META_ARCHITECTURE", "RetinaNet"], "MODEL.META_ARCHITECTURE.*SRN"),
+        (["MODEL.META_ARCHITECTURE", "GeneralizedRCNN"], "MODEL.META_ARCHITECTURE.*SRN"),
     ],
 )
 def test_a_config_that_cannot_be_exported_says_why(tmp_path, capsys, overrides, message):

@@ -23,16 +23,20 @@ INPUT_FORMAT, MIN_SIZE_TEST, MAX_SIZE_TEST = "srn_d2.input_format", "srn_d2.min_
 class ONNXFaceDetector:
     """An exported SRN: a BGR image in, boxes and scores out, as :class:`detectron2.engine.DefaultPredictor`."""
 
-    def __init__(self, path: str, num_threads: Optional[int] = None):
+    def __init__(self, path: str, num_threads: Optional[int] = None, spin_wait: bool = True):
         """
         Args:
             path: the ``model.onnx`` written by ``srn_d2.tools.export``.
             num_threads: onnxruntime's intra-op threads (default: its own choice).
+            spin_wait: let idle threads spin for the next call (onnxruntime's default,
+                fastest back to back); False when other work shares the cores.
         """
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         if num_threads:
             options.intra_op_num_threads = num_threads
+        if not spin_wait:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         metadata = self.session.get_modelmeta().custom_metadata_map
         missing = [k for k in (INPUT_FORMAT, MIN_SIZE_TEST, MAX_SIZE_TEST) if k not in metadata]

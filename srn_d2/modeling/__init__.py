@@ -9,6 +9,7 @@ from .mini_resnet import build_mini_resnet_backbone, build_mini_resnet_fpn_backb
 from .rfe import RFE
 from .srn import SRN
 from .test_time_augmentation import SRNWithTTA, bbox_vote, srn_tta_passes
+from .timm_backbone import TimmBackbone, build_timm_backbone, build_timm_fpn_backbone
 from .two_step_head import SelectiveTwoStepHead, TwoStepPredictions
 
 __all__ = [
@@ -32,4 +33,7 @@ __all__ = [
     "srn_tta_passes",
     "build_mini_resnet_backbone",
     "build_mini_resnet_fpn_backbone",
+    "TimmBackbone",
+    "build_timm_backbone",
+    "build_timm_fpn_backbone",
 ]

@@ -6,10 +6,11 @@ so that the two detectors compare on the same features.
 """
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
-from detectron2.modeling.backbone.fpn import FPN, LastLevelP6P7
+from detectron2.modeling.backbone.fpn import FPN
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, ResNet
 
 from ..config import check_norm
+from .retinanet_fpn import retinanet_fpn
 
 
 @BACKBONE_REGISTRY.register()
@@ -43,13 +44,4 @@ def build_mini_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
 @BACKBONE_REGISTRY.register()
 def build_mini_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
     """RetinaNet's FPN (P6, P7 from res5) over the mini ResNet."""
-    bottom_up = build_mini_resnet_backbone(cfg, input_shape)
-    out_channels = cfg.MODEL.FPN.OUT_CHANNELS
-    return FPN(
-        bottom_up=bottom_up,
-        in_features=cfg.MODEL.FPN.IN_FEATURES,
-        out_channels=out_channels,
-        norm=cfg.MODEL.FPN.NORM,
-        top_block=LastLevelP6P7(bottom_up.output_shape()["res5"].channels, out_channels),
-        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
-    )
+    return retinanet_fpn(cfg, build_mini_resnet_backbone(cfg, input_shape))

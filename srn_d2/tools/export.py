@@ -37,6 +37,8 @@ from ..engine import setup_cfg
 logger = logging.getLogger("srn_d2.export")
 
 FORMATS = ("onnx", "torchscript")
+# SRN, and the RetinaNet it is compared with (Detectron2 traces it too).
+EXPORTABLE = ("SRN", "RetinaNet")
 ONNX_OPSET = 17
 OUTPUTS = ("boxes", "scores", "classes")
 BOX_TOLERANCE_PX, SCORE_TOLERANCE = 0.01, 1e-4
@@ -48,8 +50,8 @@ class ExportError(RuntimeError):
 
 def check_exportable(cfg) -> None:
     """ValueError naming the key that keeps ``cfg`` from being exported."""
-    require(cfg.MODEL.META_ARCHITECTURE == "SRN", "MODEL.META_ARCHITECTURE", cfg.MODEL.META_ARCHITECTURE,
-            "the export takes SRN models")
+    require(cfg.MODEL.META_ARCHITECTURE in EXPORTABLE, "MODEL.META_ARCHITECTURE", cfg.MODEL.META_ARCHITECTURE,
+            f"the export takes {EXPORTABLE} models")
     require(not cfg.TEST.AUG.ENABLED, "TEST.AUG.ENABLED", True,
             "the multi-scale test resizes with OpenCV and votes box by box, outside any graph; "
             "export the single-scale model (TEST.AUG.ENABLED False) and run the passes around it")
@@ -57,7 +59,7 @@ def check_exportable(cfg) -> None:
 
 
 def _detections(model, inputs) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    instances = model.inference(inputs)[0]["instances"]
+    instances = model(inputs)[0]["instances"]
     return instances.pred_boxes.tensor, instances.scores, instances.pred_classes
 
 
