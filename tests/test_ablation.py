@@ -1,10 +1,11 @@
-"""The main job (make demo) end to end, on a budget of two iterations per model."""
+"""The SRN-vs-RetinaNet study (make demo): configs on one budget, the table, the picture, end to end."""
 import json
 import os
 import subprocess
 import sys
 
 import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -12,55 +13,116 @@ from srn_d2 import model_zoo
 from srn_d2.data.mini_faces import mini_faces_split_paths
 from srn_d2.data.wider_face import load_wider_face
 from srn_d2.engine import setup_cfg
-from srn_d2.tools.ablation import COLUMNS, DETECTORS, record_with_most_faces
+from srn_d2.tools.ablation import (
+    DEMO_MODELS,
+    DETECTORS,
+    FALSE_POSITIVE,
+    METRICS,
+    MISSED,
+    TRUE_POSITIVE,
+    detection_panel,
+    format_cell,
+    record_with_most_faces,
+    study_table,
+)
 
 
 @pytest.mark.parametrize("srn_config, retinanet_config", [
-    ("SRN_mini.yaml", "RetinaNet_mini.yaml"),
+    *[(detector.config_file, "RetinaNet_mini.yaml") for name, detector in DETECTORS.items() if name != "RetinaNet"],
     ("SRN_R_50_FPN_widerface.yaml", "RetinaNet_R_50_FPN_widerface.yaml"),
 ])
 def test_srn_and_its_retinanet_baseline_share_data_schedule_and_anchors(srn_config, retinanet_config):
     srn, retinanet = (setup_cfg(model_zoo.get_config_file(name)) for name in (srn_config, retinanet_config))
-    for key in ("SOLVER", "INPUT", "DATASETS", "DATALOADER", "TEST"):
+    for key in ("SOLVER", "DATASETS", "DATALOADER", "TEST"):
         assert srn[key] == retinanet[key], key
     assert srn.MODEL.ANCHOR_GENERATOR == retinanet.MODEL.ANCHOR_GENERATOR
-    assert srn.MODEL.RESNETS == retinanet.MODEL.RESNETS
-    assert srn.MODEL.MINI_RESNET == retinanet.MODEL.MINI_RESNET
-    assert srn.MODEL.SRN.OUT_CHANNELS == retinanet.MODEL.FPN.OUT_CHANNELS
     assert srn.SEED == retinanet.SEED
+    # timm's networks take RGB images; the same pixels either way.
+    assert {**srn.INPUT, "FORMAT": None} == {**retinanet.INPUT, "FORMAT": None}
+    if "MobileNet" not in srn_config:
+        assert srn.MODEL.RESNETS == retinanet.MODEL.RESNETS
+        assert srn.MODEL.MINI_RESNET == retinanet.MODEL.MINI_RESNET
+        assert srn.MODEL.SRN.OUT_CHANNELS == retinanet.MODEL.FPN.OUT_CHANNELS
 
 
-@pytest.mark.timeout(600)
-def test_main_job_trains_both_on_one_budget_and_writes_its_outputs(tmp_path):
-    out = tmp_path / "demo"
+def test_cells_are_one_value_or_mean_and_sample_deviation():
+    assert format_cell([91.234], 1) == "91.2"
+    # mean 2, sample standard deviation sqrt(((1-2)^2 + (3-2)^2) / 1) = 1.414
+    assert format_cell([1.0, 3.0], 2) == "2.00 ± 1.41"
+    # A run that never reaches 90% recall has infinitely many false positives there.
+    assert format_cell([318.0, float("inf"), 40.0], 0) == "318 / inf / 40"
+    assert format_cell([float("inf")], 0) == "inf"
+    rows = [{"model": model, "seed": seed, **{key: float(seed) for key, _, _ in METRICS}}
+            for seed in (1, 2, 3) for model in ("SRN", "RetinaNet")]
+    lines = study_table(rows).splitlines()
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["SRN", "RetinaNet"]
+    assert lines[2].split("|")[3].strip() == "3"
+    assert lines[2].split("|")[4].strip() == "2.0 ± 1.0"
+
+
+def test_detection_panel_colours_true_and_false_positives_and_missed_faces():
+    image = np.zeros((100, 120, 3), np.uint8)
+    faces = np.array([[10, 10, 20, 20], [60, 60, 30, 30], [90, 10, 20, 20]], dtype=np.float64)
+    boxes = np.array([
+        [10, 10, 30, 30],  # face 0: true positive
+        [11, 10, 31, 30],  # face 0 again, lower score: false positive
+        [40, 5, 55, 20],  # nothing: false positive
+        [60, 60, 90, 90],  # face 1, below the score threshold: not drawn, face 1 missed
+    ], dtype=np.float32)
+    scores = np.array([0.9, 0.8, 0.7, 0.3], dtype=np.float32)
+    panel = detection_panel(image, faces, boxes, scores, 0.5, "SRN", scale=2)
+    caption = panel.shape[0] - 200
+    assert panel.shape == (200 + caption, 240, 3) and caption > 0
+
+    def colour(x, y):
+        return tuple(int(c) for c in panel[caption + y, x])
+
+    assert colour(20, 40) == TRUE_POSITIVE  # left edge of box 0 at x = 20
+    assert colour(110, 20) == FALSE_POSITIVE  # right edge of box 2 at x = 110
+    assert colour(62, 20) == FALSE_POSITIVE  # right edge of box 1 at x = 62
+    assert colour(120, 150) == MISSED and colour(180, 30) == MISSED  # faces 1 and 2
+    assert colour(150, 150) == (0, 0, 0)
+
+
+@pytest.mark.timeout(900)
+def test_study_trains_every_model_on_one_budget_and_reports_mean_and_spread(tmp_path):
+    out = tmp_path / "study"
     env = dict(os.environ, SRN_DATASETS=str(tmp_path / "datasets"), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "srn_d2.tools.ablation", "--output", str(out),
+    # Two iterations per run; a high score threshold keeps the untrained models' inference short.
+    cmd = [sys.executable, "-m", "srn_d2.tools.ablation", "--output", str(out), "--seeds", "2",
            "SOLVER.MAX_ITER", "2", "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()",
-           "SOLVER.IMS_PER_BATCH", "2", "INPUT.SQUARE_SIZE_TRAIN", "128", "DATALOADER.NUM_WORKERS", "0"]
+           "SOLVER.IMS_PER_BATCH", "2", "INPUT.SQUARE_SIZE_TRAIN", "128",
+           "MODEL.SRN.SCORE_THRESH_TEST", "0.3", "MODEL.RETINANET.SCORE_THRESH_TEST", "0.3"]
     # Run away from the checkout: the configs ship inside the package.
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     rows = json.loads((out / "results.json").read_text())
-    assert [row["model"] for row in rows] == list(DETECTORS)
+    assert [(row["model"], row["seed"]) for row in rows] == [(m, s) for s in (1, 2) for m in DEMO_MODELS]
     for row in rows:
-        assert set(row) == set(COLUMNS)
-        assert all(0.0 <= row[k] <= 100.0 for k in COLUMNS if k.startswith("AP_"))
-        assert row["infer_ms"] > 0
-        # Both trained for exactly the overridden budget: the final checkpoint is after iteration 1.
-        final = torch.load(out / row["model"] / "model_final.pth", map_location="cpu", weights_only=False)
+        assert set(row) == {"model", "seed", *(key for key, _, _ in METRICS)}
+        assert all(0.0 <= row[k] <= 100.0 for k in row if k.startswith("AP_"))
+        final = torch.load(out / f"{row['model']}_seed{row['seed']}" / "model_final.pth",
+                           map_location="cpu", weights_only=False)
         assert final["iteration"] == 1
-    srn, retinanet = rows
-    assert srn["params_M"] != retinanet["params_M"]
+    # Different seeds start from different weights.
+    srn_weights = [torch.load(out / f"SRN_seed{seed}" / "model_final.pth", map_location="cpu",
+                              weights_only=False)["model"] for seed in (1, 2)]
+    assert any(not torch.equal(a, srn_weights[1][k]) for k, a in srn_weights[0].items())
 
-    table = proc.stdout[proc.stdout.index("SRN vs RetinaNet"):]
-    assert table.splitlines()[2].split()[0] == "---------"
-    assert [line.split()[0] for line in table.splitlines()[3:5]] == ["SRN", "RetinaNet"]
+    table = (out / "table.md").read_text()
+    assert table in proc.stdout
+    assert "mean ± standard deviation over seeds 1..2" in table and "mini_faces_val (300 images)" in table
+    study_part = table.split("The paper's ablation")[0]
+    model_lines = [line for line in study_part.splitlines() if line.startswith(("| SRN ", "| RetinaNet "))]
+    assert len(model_lines) == 2 and all(" ± " in line for line in model_lines)
+    paper = [[cell.strip() for cell in line.split("|")[1:-1]] for line in table.splitlines() if "+ STC + STR" in line]
+    assert paper == [["+ STC + STR", "STC STR", "96.1", "95.0", "90.1"]]
 
     curves = cv2.imread(str(out / "pr_curves.png"))
     assert curves is not None and curves.shape[1] > curves.shape[0]
-    # Both panels show the val image with the most faces, drawn at scale 2.
     image_root, gt_file = mini_faces_split_paths(str(tmp_path / "datasets" / "mini_faces"), "val")
     record = record_with_most_faces(load_wider_face(gt_file, image_root))
     detections = cv2.imread(str(out / "detections.jpg"))
-    assert detections.shape[:2] == (2 * record["height"], 2 * 2 * record["width"])
+    assert detections.shape[1] == 2 * 2 * record["width"]
+    assert detections.shape[0] > 2 * record["height"]

@@ -12,6 +12,7 @@ from srn_d2.data import mini_faces
 from srn_d2.data.mini_faces import (
     COMPLETE_MARKER,
     JPEG_QUALITY,
+    MARKER_TEXT,
     SPLIT_SIZES,
     mini_faces_split_paths,
 )
@@ -101,13 +102,30 @@ def test_losing_a_generation_race_uses_the_winner(tmp_path, monkeypatch):
 
     def generate_while_another_process_finishes(out_dir):
         (tmp_path / "mini_faces").mkdir()
-        (winner / COMPLETE_MARKER).write_text("other process\n")
+        (winner / COMPLETE_MARKER).write_text(MARKER_TEXT)
         with open(os.path.join(out_dir, "partial.txt"), "w") as f:
             f.write("ours\n")
 
     monkeypatch.setattr(mini_faces, "generate_mini_faces", generate_while_another_process_finishes)
     assert ensure_mini_faces(str(tmp_path)) == str(winner)
-    assert (winner / COMPLETE_MARKER).read_text() == "other process\n"
+    assert not (winner / "partial.txt").exists()
+    assert os.listdir(tmp_path) == ["mini_faces"]
+
+
+def test_folder_from_other_settings_is_generated_again(tmp_path, monkeypatch):
+    old = tmp_path / "mini_faces"
+    old.mkdir()
+    (old / "old_image.jpg").write_bytes(b"old")
+    (old / COMPLETE_MARKER).write_text("mini_faces, seed 180902693, splits {'train': 240, 'val': 60}\n")
+
+    def generate_one_file(out_dir):
+        with open(os.path.join(out_dir, "new.txt"), "w") as f:
+            f.write("new\n")
+
+    monkeypatch.setattr(mini_faces, "generate_mini_faces", generate_one_file)
+    assert ensure_mini_faces(str(tmp_path)) == str(old)
+    assert sorted(os.listdir(old)) == [COMPLETE_MARKER, "new.txt"]
+    assert (old / COMPLETE_MARKER).read_text() == MARKER_TEXT
     assert os.listdir(tmp_path) == ["mini_faces"]
 
 

@@ -8,6 +8,7 @@ from srn_d2.evaluation.widerface_gt import WiderFaceGroundTruth
 from srn_d2.evaluation.widerface_protocol import (
     WiderFaceMatches,
     evaluate_widerface,
+    match_image,
     normalize_scores,
     official_iou,
     voc_ap,
@@ -198,3 +199,51 @@ def test_non_finite_predictions_are_an_error_naming_the_image(bad_row):
     predictions = {"a/1": preds([0, 0, 10, 10, 0.9]), "b/2": preds([50, 50, 10, 10, 0.2], bad_row)}
     with pytest.raises(ValueError, match=r"predictions of b/2: row 1 is not finite"):
         evaluate_widerface(predictions, gt)
+
+
+def test_match_image_on_hand_made_boxes():
+    faces = [[0, 0, 10, 10], [100, 100, 10, 10], [200, 200, 20, 20]]
+    detections = [
+        [0, 0, 10, 10],  # F1, but a higher-scoring box found it first
+        [0, 0, 10, 11],  # F1
+        [50, 50, 10, 10],  # nothing
+        [105, 100, 10, 10],  # F2 at IoU 66 / 176 < 0.5 ("+1" areas)
+    ]
+    true_positive, found = match_image(detections, [0.9, 0.95, 0.8, 0.7], faces)
+    assert true_positive.tolist() == [False, True, False, False]
+    assert found.tolist() == [True, False, False]
+    true_positive, found = match_image(detections, [0.9, 0.95, 0.8, 0.7], faces, iou_threshold=0.3)
+    assert true_positive.tolist() == [False, True, False, True]
+    assert found.tolist() == [True, True, False]
+
+
+def test_match_image_without_detections_or_faces():
+    true_positive, found = match_image(np.zeros((0, 4)), np.zeros(0), [[0, 0, 5, 5]])
+    assert true_positive.shape == (0,) and found.tolist() == [False]
+    true_positive, found = match_image([[0, 0, 5, 5]], [0.5], np.zeros((0, 4)))
+    assert true_positive.tolist() == [False] and found.shape == (0,)
+
+
+def test_match_image_agrees_with_the_dataset_protocol_on_crowded_images():
+    # Thousands of boxes around 400 faces: jittered copies (some found twice, some
+    # near the IoU threshold) and random boxes; the per-image split must give the
+    # protocol's recalled and kept counts at every score threshold.
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 2000, (400, 2))
+    faces = np.concatenate([xy, rng.uniform(6, 120, (400, 2))], axis=1).round()
+    copies = faces[rng.integers(0, 400, 3000)]
+    copies = copies + rng.normal(0, 0.25, copies.shape) * copies[:, [2, 3, 2, 3]]
+    copies[:, 2:] = np.maximum(copies[:, 2:], 1)
+    noise = np.concatenate([rng.uniform(0, 2000, (1000, 2)), rng.uniform(4, 100, (1000, 2))], axis=1)
+    detections = np.concatenate([copies, noise])
+    scores = rng.permutation(len(detections)) / len(detections)
+    gt = make_gt({"a/1": faces})
+    curve = evaluate_widerface({"a/1": np.concatenate([detections, scores[:, None]], 1)}, gt)["hard"]
+    # Normalized scores are (s - min) / (max - min); threshold t_k keeps raw scores >= this.
+    for k in (0, 99, 499, 999):
+        raw_threshold = curve.thresholds[k] * (scores.max() - scores.min()) + scores.min()
+        kept = scores >= raw_threshold - 1e-12
+        true_positive, found = match_image(detections[kept], scores[kept], faces)
+        assert true_positive.sum() == found.sum() == curve.num_recalled[k]
+        assert kept.sum() == curve.num_kept[k]
+    assert 0 < curve.num_recalled[-1] < 400

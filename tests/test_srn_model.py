@@ -267,3 +267,17 @@ def test_ablation_configs_differ_from_srn_exactly_as_intended(ablation, changed_
     full_modules, other_modules = modules(full), modules(other)
     assert full_modules - other_modules == removed
     assert other_modules - full_modules == added
+
+
+@pytest.mark.parametrize("ablation, changed_keys", [
+    ("noSTC", {"MODEL.SRN.STC_LEVELS": []}),
+    ("noSTR", {"MODEL.SRN.STR_LEVELS": []}),
+    # Four 3x3 convs per tower: RetinaNet_mini's head.
+    ("noRFE", {"MODEL.SRN.HEAD_NAME": "RetinaNetStyleHead"}),
+])
+def test_mini_ablation_configs_differ_from_srn_mini_in_one_part(ablation, changed_keys):
+    full, other = srn_cfg("SRN_mini.yaml"), srn_cfg(f"SRN_mini_{ablation}.yaml")
+    full_keys, other_keys = _flat(full), _flat(other)
+    changed = {k: v for k, v in other_keys.items() if full_keys[k] != v}
+    assert changed == {**changed_keys, "OUTPUT_DIR": f"output/SRN_mini_{ablation}"}
+    assert other.MODEL.SRN.NUM_CONVS == srn_cfg("RetinaNet_mini.yaml").MODEL.RETINANET.NUM_CONVS

@@ -27,11 +27,16 @@ logger = logging.getLogger(__name__)
 
 MINI_FACES_DIR = "mini_faces"
 SEED = 1809_02693
-SPLIT_SIZES = {"train": 240, "val": 60}
+# 300 val images (4194 faces, 680 of them easy): resampling them moves a trained model's AP
+# by about 1.5 (easy), 0.7 (medium) and 0.4 (hard) points (standard deviation), half of
+# what 60 val images gave; the images are generated in seconds.
+SPLIT_SIZES = {"train": 240, "val": 300}
 EVENTS = ("0--Crowd", "1--Street", "2--Portrait", "3--Clutter")
 JPEG_QUALITY = 90
 # Written last, inside the temporary folder: a mini_faces folder without it is incomplete.
+# Its text names what was generated, so a folder from other settings is generated again.
 COMPLETE_MARKER = "GENERATED"
+MARKER_TEXT = f"mini_faces, seed {SEED}, splits {SPLIT_SIZES}\n"
 
 _SPLIT_IDS = {"train": 0, "val": 1}
 _IMAGE_SIDE_RANGE = (256, 384)
@@ -137,12 +142,14 @@ def ensure_mini_faces(root: str) -> str:
 
     Safe when several processes race: each generates into its own temporary
     folder and renames it into place; the rename is atomic, so the first one
-    wins and the others discard their copy.
+    wins and the others discard their copy. A folder generated with other
+    settings (another number of images) is moved aside and generated again.
     """
     final_dir = os.path.join(root, MINI_FACES_DIR)
-    if os.path.isfile(os.path.join(final_dir, COMPLETE_MARKER)):
+    marker = _read_marker(final_dir)
+    if marker == MARKER_TEXT:
         return final_dir
-    if os.path.exists(final_dir):
+    if marker is None and os.path.exists(final_dir):
         raise RuntimeError(
             f"{final_dir} exists but is incomplete (no {COMPLETE_MARKER} file): delete it "
             "and it will be generated again"
@@ -150,21 +157,45 @@ def ensure_mini_faces(root: str) -> str:
     os.makedirs(root, exist_ok=True)
     start = time.perf_counter()
     tmp_dir = tempfile.mkdtemp(prefix=f".{MINI_FACES_DIR}-", dir=root)
+    stale_dir = None
     try:
         generate_mini_faces(tmp_dir)
         with open(os.path.join(tmp_dir, COMPLETE_MARKER), "w") as f:
-            f.write(f"mini_faces, seed {SEED}, splits {SPLIT_SIZES}\n")
+            f.write(MARKER_TEXT)
         # mkdtemp creates the folder private to this user; the dataset is meant to be shared.
         os.chmod(tmp_dir, 0o755)
+        if marker is not None:
+            logger.warning(f"{final_dir} was generated with other settings ({marker.strip()}); generating it again")
+            stale_dir = tempfile.mkdtemp(prefix=f".{MINI_FACES_DIR}-stale-", dir=root)
+            _rename_if_present(final_dir, stale_dir)
         try:
             os.rename(tmp_dir, final_dir)
         except OSError:
-            if not os.path.isfile(os.path.join(final_dir, COMPLETE_MARKER)):
+            if _read_marker(final_dir) != MARKER_TEXT:
                 raise
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        if stale_dir is not None:
+            shutil.rmtree(stale_dir, ignore_errors=True)
     logger.info(f"Generated {final_dir} in {time.perf_counter() - start:.1f} s")
     return final_dir
+
+
+def _read_marker(folder: str):
+    """Text of the folder's completion marker, or None without one."""
+    try:
+        with open(os.path.join(folder, COMPLETE_MARKER)) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def _rename_if_present(src: str, dst: str) -> None:
+    """Rename ``src`` onto the empty folder ``dst``; another process may have moved it first."""
+    try:
+        os.rename(src, dst)
+    except FileNotFoundError:
+        pass
 
 
 def _gt_entry(rendered: MiniFacesImage) -> str:

@@ -29,6 +29,7 @@ _EXPORTS = {
     "PRCurve": "widerface_protocol",
     "WiderFaceMatches": "widerface_protocol",
     "evaluate_widerface": "widerface_protocol",
+    "match_image": "widerface_protocol",
     "normalize_scores": "widerface_protocol",
     "official_iou": "widerface_protocol",
     "voc_ap": "widerface_protocol",

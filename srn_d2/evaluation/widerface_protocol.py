@@ -89,6 +89,40 @@ def official_iou(pred_xywh: np.ndarray, gt_xywh: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=inter > 0)
 
 
+def match_image(
+    pred_xywh: np.ndarray, scores: np.ndarray, gt_xywh: np.ndarray, iou_threshold: float = 0.5
+):
+    """One image's detections sorted into true and false positives by the protocol's rule.
+
+    Each detection takes the face it overlaps most (official IoU). Taken in
+    descending score order, it is a true positive when that IoU reaches
+    ``iou_threshold`` and no higher-scoring detection has found the face yet;
+    any other detection lowers the protocol's precision, so it is a false
+    positive here (a second box on a found face included).
+
+    Args:
+        pred_xywh: (n, 4) detections ``x, y, w, h``; scores: (n,).
+        gt_xywh: (m, 4) faces ``x, y, w, h``.
+    Returns:
+        (true_positive, found): (n,) bool per detection, (m,) bool per face.
+    """
+    pred_xywh = np.asarray(pred_xywh, dtype=np.float64).reshape(-1, 4)
+    gt_xywh = np.asarray(gt_xywh, dtype=np.float64).reshape(-1, 4)
+    true_positive = np.zeros(len(pred_xywh), dtype=bool)
+    found = np.zeros(len(gt_xywh), dtype=bool)
+    if len(pred_xywh) == 0 or len(gt_xywh) == 0:
+        return true_positive, found
+    iou = official_iou(pred_xywh, gt_xywh)
+    best_face = iou.argmax(axis=1)
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    hits = order[iou[order, best_face[order]] >= iou_threshold]
+    # np.unique's first occurrence in score order is each face's highest-scoring hit.
+    faces, first = np.unique(best_face[hits], return_index=True)
+    true_positive[hits[first]] = True
+    found[faces] = True
+    return true_positive, found
+
+
 @dataclass(frozen=True)
 class PRCurve:
     """Dataset precision/recall at the official score thresholds (descending)."""

@@ -1,42 +1,90 @@
-"""The main job (``make demo``): SRN against Detectron2's RetinaNet on the embedded mini_faces data.
+"""SRN against Detectron2's RetinaNet, and SRN's ablations, on the embedded mini_faces data.
 
-Both detectors are trained from scratch with the same budget, data,
-augmentation, backbone and anchors (configs/SRN_mini.yaml and
-configs/RetinaNet_mini.yaml), evaluated with the WIDER FACE protocol, and
-printed side by side. PR curves, a picture of detections and the numbers as
-JSON go to ``--output`` (default output/demo).
+Every model is trained from scratch on one budget (the same data, augmentation,
+schedule, backbone and anchors: configs/SRN_mini*.yaml, configs/RetinaNet_mini.yaml),
+evaluated on mini_faces_val with the WIDER FACE protocol and printed side by side.
+
+    python -m srn_d2.tools.ablation                   # make demo: SRN and RetinaNet, seed 1
+    python -m srn_d2.tools.ablation --seeds 3 --models SRN noSTC noSTR noRFE RetinaNet
+
+With several seeds every cell is the mean and standard deviation over the seeds,
+and the paper's WIDER FACE ablation is printed beside. PR curves, a picture of
+the detections, the table and every run's numbers (results.json) go to ``--output``.
 """
 from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import argparse
 import json
 import logging
+import math
 import os
+import statistics
 import time
+from typing import Dict, List, NamedTuple, Sequence
 
 import cv2
 import numpy as np
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 from detectron2.engine import HookBase
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
-from detectron2.utils.visualizer import Visualizer
+from tabulate import tabulate
 from tqdm import tqdm
 
+from .. import model_zoo
 from ..data import datasets_root, ensure_mini_faces
 from ..data.image_io import read_image
-from .. import model_zoo
 from ..engine import SRNTrainer, setup_cfg
 from ..evaluation import WiderFaceEvaluator
-from ..utils.measure import format_table, median_time
+from ..evaluation.widerface_protocol import match_image
+from ..utils.measure import median_time
 
 logger = logging.getLogger("srn_d2.ablation")
 
-DETECTORS = {"SRN": "SRN_mini.yaml", "RetinaNet": "RetinaNet_mini.yaml"}
-COLUMNS = [
-    "model", "AP_easy", "AP_medium", "AP_hard", "AP_hard_IoU50", "AP_hard_IoU70",
-    "FP_at_recall90", "infer_ms", "params_M", "train_min",
-]
+
+class Detector(NamedTuple):
+    config_file: str
+    components: str  # SRN's parts it has, as the paper's ablation names them
+
+
+DETECTORS = {
+    "SRN": Detector("SRN_mini.yaml", "STC STR RFE"),
+    "noSTC": Detector("SRN_mini_noSTC.yaml", "STR RFE"),
+    "noSTR": Detector("SRN_mini_noSTR.yaml", "STC RFE"),
+    "noRFE": Detector("SRN_mini_noRFE.yaml", "STC STR"),
+    "RetinaNet": Detector("RetinaNet_mini.yaml", "-"),
+    "SRN_MobileNetV3": Detector("SRN_MobileNetV3_mini.yaml", "STC STR RFE"),
+}
+DEMO_MODELS = ("SRN", "RetinaNet")
+
+# The paper's ablation on WIDER FACE val (ResNet-50, AP easy / medium / hard in %),
+# as its text states it. "+ STR" is the baseline plus the stated gains of 0.8 / 0.9 / 0.8;
+# the text leaves out the hard AP of "+ STC".
+PAPER_ABLATION = (
+    ("RetinaNet", "-", (95.1, 93.9, 88.0)),
+    ("+ STC", "STC", (95.3, 94.4, None)),
+    ("+ STR", "STR", (95.9, 94.8, 88.8)),
+    ("+ STC + STR", "STC STR", (96.1, 95.0, 90.1)),
+    ("SRN", "STC STR RFE", (96.4, 95.3, 90.2)),
+)
+
+# (results key, header, digits). APs in %, at IoU 0.5 unless the header says otherwise.
+METRICS = (
+    ("AP_easy", "AP easy", 1),
+    ("AP_medium", "AP medium", 1),
+    ("AP_hard", "AP hard", 1),
+    ("AP_hard_IoU60", "hard IoU.6", 1),
+    ("AP_hard_IoU70", "hard IoU.7", 1),
+    ("AP_hard_IoU80", "hard IoU.8", 1),
+    ("FP_at_recall80", "FP@R80", 0),
+    ("FP_at_recall90", "FP@R90", 0),
+    ("train_min", "train min", 1),
+    ("infer_ms", "infer ms", 0),
+    ("params_M", "params M", 2),
+)
+
+# Picture colours (BGR): found faces' boxes, false positives, faces no box found.
+TRUE_POSITIVE, FALSE_POSITIVE, MISSED = (60, 200, 60), (40, 40, 230), (0, 215, 255)
 
 
 class ProgressBar(HookBase):
@@ -58,14 +106,22 @@ class ProgressBar(HookBase):
         self.bar.close()
 
 
-def train_and_evaluate(name: str, config_file: str, output_dir: str, opts):
-    opts = [*opts, "OUTPUT_DIR", os.path.join(output_dir, name)]
+class Run(NamedTuple):
+    row: Dict[str, float]  # model, seed and every METRICS key
+    curves: Dict  # setting -> IoU-0.5 PRCurve
+    model: torch.nn.Module
+    cfg: object
+
+
+def train_and_evaluate(name: str, seed: int, output_dir: str, opts: Sequence[str]) -> Run:
+    config_file = model_zoo.get_config_file(DETECTORS[name].config_file)
+    opts = [*opts, "SEED", str(seed), "OUTPUT_DIR", os.path.join(output_dir, f"{name}_seed{seed}")]
     cfg = setup_cfg(config_file, opts)
-    # default_setup would seed, but it also reconfigures logging; both models start from the same seed.
-    seed_all_rng(None if cfg.SEED < 0 else cfg.SEED)
+    # default_setup would seed, but it also reconfigures logging; every model of a seed starts from it.
+    seed_all_rng(cfg.SEED)
     # The stock trainer would evaluate after training; evaluating here keeps the PR curves.
     trainer = SRNTrainer(setup_cfg(config_file, [*opts, "DATASETS.TEST", "()"]))
-    trainer.register_hooks([ProgressBar(name)])
+    trainer.register_hooks([ProgressBar(f"{name} (seed {seed})")])
     trainer.resume_or_load(resume=False)
     start = time.perf_counter()
     trainer.train()
@@ -75,11 +131,11 @@ def train_and_evaluate(name: str, config_file: str, output_dir: str, opts):
     dataset = cfg.DATASETS.TEST[0]
     evaluator = WiderFaceEvaluator.from_config(cfg, dataset, os.path.join(cfg.OUTPUT_DIR, "inference"))
     results = SRNTrainer.test(cfg, model, [evaluator])["widerface"]
-    row = {"model": name, **{k: float(results[k]) for k in COLUMNS if k in results}}
+    row = {"model": name, "seed": seed, **{key: float(results[key]) for key, _, _ in METRICS if key in results}}
     row["params_M"] = sum(p.numel() for p in model.parameters()) / 1e6
     row["infer_ms"] = 1000 * inference_seconds(cfg, model, dataset)
     row["train_min"] = train_minutes
-    return row, evaluator.pr_curves, model, cfg
+    return Run(row, evaluator.pr_curves, model, cfg)
 
 
 def _model_input(cfg, file_name):
@@ -95,32 +151,102 @@ def inference_seconds(cfg, model, dataset: str, num_images: int = 10) -> float:
         return median_time(lambda: model([next(queue)]), "cpu", iters=len(inputs), warmup=2)
 
 
+def format_cell(values: Sequence[float], digits: int) -> str:
+    """One value as is; several as ``mean ± sample standard deviation``.
+
+    Several values of which one is not finite (false positives at a recall a run
+    never reaches are infinite) have no mean: they are listed, seed by seed.
+    """
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    if not all(math.isfinite(value) for value in values):
+        return " / ".join(f"{value:.{digits}f}" for value in values)
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def study_table(rows: List[Dict[str, float]]) -> str:
+    """One line per model (in order of first appearance), its cells over all its seeds."""
+    models = list(dict.fromkeys(row["model"] for row in rows))
+    lines = []
+    for name in models:
+        runs = [row for row in rows if row["model"] == name]
+        cells = [format_cell([row[key] for row in runs], digits) for key, _, digits in METRICS]
+        lines.append([name, DETECTORS[name].components, len(runs), *cells])
+    headers = ["model", "parts", "seeds", *(header for _, header, _ in METRICS)]
+    return tabulate(lines, headers, tablefmt="github", disable_numparse=True)
+
+
+def paper_table() -> str:
+    lines = [
+        [name, parts, *("-" if ap is None else f"{ap:.1f}" for ap in aps)]
+        for name, parts, aps in PAPER_ABLATION
+    ]
+    return tabulate(lines, ["paper", "parts", "AP easy", "AP medium", "AP hard"], tablefmt="github",
+                    disable_numparse=True)
+
+
 def record_with_most_faces(records):
     return max(records, key=lambda d: len(d["annotations"]))
 
 
-def draw_detections(models, dataset: str, path: str) -> None:
-    """One val image with each model's N best detections side by side, N = its number of faces.
-
-    A fixed score threshold would compare calibrations rather than detections: after a
-    short schedule, focal-loss scores of different models sit at different levels.
-    """
+def draw_detections(runs: Dict[str, Run], dataset: str, path: str, score_threshold: float) -> None:
+    """One :func:`detection_panel` per model, side by side, on the val image with most faces."""
     record = record_with_most_faces(DatasetCatalog.get(dataset))
-    num_faces = len(record["annotations"])
+    faces = np.array([face["bbox"] for face in record["annotations"]], dtype=np.float64).reshape(-1, 4)
+    image = read_image(record["file_name"], "BGR")
     panels = []
-    for name, (model, cfg) in models.items():
+    for name, run in runs.items():
         with torch.no_grad():
-            instances = model([_model_input(cfg, record["file_name"])])[0]["instances"].to("cpu")
-        instances = instances[instances.scores.argsort(descending=True)[:num_faces]]
-        rgb = read_image(record["file_name"], "RGB")
-        drawn = Visualizer(rgb, MetadataCatalog.get(dataset), scale=2.0).overlay_instances(
-            boxes=instances.pred_boxes, labels=[f"{s:.2f}" for s in instances.scores.tolist()]
-        )
-        panel = drawn.get_image()
-        cv2.putText(panel, f"{name}: best {len(instances)} of {num_faces} faces", (8, 24),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 255), 2)
-        panels.append(panel)
-    cv2.imwrite(path, cv2.cvtColor(np.concatenate(panels, axis=1), cv2.COLOR_RGB2BGR))
+            instances = run.model([_model_input(run.cfg, record["file_name"])])[0]["instances"].to("cpu")
+        panels.append(detection_panel(
+            image, faces, instances.pred_boxes.tensor.numpy(), instances.scores.numpy(), score_threshold, name
+        ))
+    cv2.imwrite(path, np.concatenate(panels, axis=1))
+
+
+def detection_panel(image: np.ndarray, faces_xywh: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
+                    score_threshold: float, name: str, scale: int = 2) -> np.ndarray:
+    """The detections scoring at least ``score_threshold``, coloured by the WIDER FACE protocol.
+
+    Each box is a true positive (green) or a false positive (red) at IoU 0.5
+    (:func:`match_image`); faces that no box found are yellow. A caption above
+    the image counts each.
+
+    Args:
+        image: (H, W, 3) uint8 BGR. faces_xywh: (m, 4). boxes: (n, 4) x1, y1, x2, y2; scores: (n,).
+    Returns:
+        (scale * H + 46, scale * W, 3) uint8 BGR (a two-line caption above the image).
+    """
+    kept = scores >= score_threshold
+    boxes = np.asarray(boxes, dtype=np.float64)[kept]
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+    true_positive, found = match_image(xywh, scores[kept], faces_xywh)
+
+    panel = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    for x, y, w, h in faces_xywh[~found]:
+        _rectangle(panel, scale * np.array([x, y, x + w, y + h]), MISSED)
+    for box, correct in zip(boxes, true_positive):
+        _rectangle(panel, scale * box, TRUE_POSITIVE if correct else FALSE_POSITIVE)
+    caption = (f"{name}, detections with score >= {score_threshold:g}:",
+               f"{int(true_positive.sum())} true (green), {int((~true_positive).sum())} false (red); "
+               f"{int((~found).sum())} of {len(found)} faces missed (yellow)")
+    return _with_caption(panel, caption)
+
+
+def _rectangle(image, x1y1x2y2, color):
+    x1, y1, x2, y2 = (int(round(v)) for v in x1y1x2y2)
+    cv2.rectangle(image, (x1, y1), (x2, y2), color, 2)
+
+
+CAPTION_LINE_HEIGHT = 20
+
+
+def _with_caption(image, lines: Sequence[str]) -> np.ndarray:
+    banner = np.full((CAPTION_LINE_HEIGHT * len(lines) + 6, image.shape[1], 3), 255, dtype=np.uint8)
+    for index, line in enumerate(lines):
+        cv2.putText(banner, line, (6, CAPTION_LINE_HEIGHT * (index + 1)), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([banner, image], axis=0)
 
 
 def plot_comparison(curves_by_model, path: str) -> None:
@@ -144,32 +270,50 @@ def plot_comparison(curves_by_model, path: str) -> None:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", choices=list(DETECTORS), default=list(DEMO_MODELS))
+    parser.add_argument("--seeds", type=int, default=1, help="train each model with seeds 1..N")
+    parser.add_argument("--score-threshold", type=float, default=0.5,
+                        help="detections drawn in detections.jpg score at least this")
     parser.add_argument("--output", default="output/demo")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides applied to both models")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides applied to every model")
     args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error(f"--seeds must be at least 1, got {args.seeds}")
     setup_logger(name="srn_d2").setLevel(logging.INFO)
     logging.getLogger("detectron2").setLevel(logging.WARNING)
     os.makedirs(args.output, exist_ok=True)
 
     started = time.perf_counter()
     print(f"mini_faces data: {ensure_mini_faces(datasets_root())}")
-    rows, curves, models = [], {}, {}
-    for name, config_name in DETECTORS.items():
-        row, curves[name], model, cfg = train_and_evaluate(
-            name, model_zoo.get_config_file(config_name), args.output, args.opts
-        )
-        rows.append(row)
-        models[name] = (model, cfg)
+    rows, first_runs = [], {}
+    for seed in range(1, args.seeds + 1):
+        for name in args.models:
+            run = train_and_evaluate(name, seed, args.output, args.opts)
+            rows.append(run.row)
+            if seed == 1:
+                first_runs[name] = run
+            # Written after every run, so that an interrupted study keeps what it finished.
+            with open(os.path.join(args.output, "results.json"), "w") as f:
+                json.dump(rows, f, indent=2)
 
-    plot_comparison(curves, os.path.join(args.output, "pr_curves.png"))
-    draw_detections(models, cfg.DATASETS.TEST[0], os.path.join(args.output, "detections.jpg"))
-    with open(os.path.join(args.output, "results.json"), "w") as f:
-        json.dump(rows, f, indent=2)
+    dataset = next(iter(first_runs.values())).cfg.DATASETS.TEST[0]
+    plot_comparison({name: run.curves for name, run in first_runs.items()}, os.path.join(args.output, "pr_curves.png"))
+    draw_detections(first_runs, dataset, os.path.join(args.output, "detections.jpg"), args.score_threshold)
+    num_images = len(DatasetCatalog.get(dataset))
+    spread = "one sample: seed 1 only" if args.seeds == 1 else f"mean ± standard deviation over seeds 1..{args.seeds}"
+    report = "\n".join([
+        f"{dataset} ({num_images} images), WIDER FACE protocol, AP in % at IoU 0.5 unless stated; {spread}:",
+        study_table(rows),
+        "",
+        "The paper's ablation on WIDER FACE val (ResNet-50, full training; AP in %):",
+        paper_table(),
+    ])
+    with open(os.path.join(args.output, "table.md"), "w") as f:
+        f.write(report + "\n")
     print()
-    print("SRN vs RetinaNet on mini_faces_val (WIDER FACE protocol, AP in %; ratios to SRN):")
-    print(format_table(rows, COLUMNS, baseline=rows[0]))
-    print(f"\nPR curves, detections and results.json in {args.output}/ "
-          f"(total {(time.perf_counter() - started) / 60:.1f} min)")
+    print(report)
+    print(f"\nPR curves, detections (score >= {args.score_threshold:g}), table.md and results.json in "
+          f"{args.output}/ (total {(time.perf_counter() - started) / 60:.1f} min)")
 
 
 if __name__ == "__main__":
