@@ -3,3 +3,17 @@
 Nothing is imported here, so that the numpy-only tools (evaluate_widerface)
 start without torch or Detectron2.
 """
+import sys
+
+
+def report_bad_input(command, argv) -> int:
+    """Exit status of ``command(argv)``; bad input (ValueError, OSError) is printed, status 2.
+
+    The message already names the file, line or option at fault, so a traceback
+    would only bury it.
+    """
+    try:
+        return command(argv)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

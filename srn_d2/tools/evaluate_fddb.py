@@ -17,15 +17,12 @@ import sys
 from ..data.fddb import load_fddb
 from ..evaluation.fddb_evaluator import MAX_FALSE_POSITIVES, fddb_gt_from_dicts
 from ..evaluation.fddb_protocol import evaluate_fddb
+from . import report_bad_input
 from ..evaluation.prediction_files import read_fddb_detections
 
 
 def main(argv=None) -> int:
-    try:
-        return _evaluate(argv)
-    except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return report_bad_input(_evaluate, argv)
 
 
 def _evaluate(argv) -> int:

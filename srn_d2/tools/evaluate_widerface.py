@@ -12,6 +12,7 @@ import os
 import sys
 import time
 
+from . import report_bad_input
 from ..evaluation.prediction_files import list_prediction_ids, read_widerface_predictions
 from ..evaluation.widerface_gt import SETTINGS, load_widerface_gt_mat
 from ..evaluation.widerface_plot import plot_pr_curves
@@ -19,11 +20,7 @@ from ..evaluation.widerface_protocol import WiderFaceMatches, warn_unmatched_ids
 
 
 def main(argv=None) -> int:
-    try:
-        return _evaluate(argv)
-    except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return report_bad_input(_evaluate, argv)
 
 
 def _evaluate(argv) -> int:
