@@ -109,17 +109,12 @@ class Candidate:
         Not verified against PyTorch here (random weights put scores at the thresholds,
         where float32 rounding decides); srn_d2.tools.export verifies real exports.
         """
-        from ..deploy.onnx_runtime import INPUT_FORMAT, MAX_SIZE_TEST, MIN_SIZE_TEST, ONNXFaceDetector
-        from .export import check_exportable, export_onnx
+        from ..deploy.onnx_runtime import ONNXFaceDetector
+        from .export import check_exportable, deployment_metadata, export_onnx
 
         check_exportable(self.cfg)
-        metadata = {
-            INPUT_FORMAT: self.cfg.INPUT.FORMAT,
-            MIN_SIZE_TEST: str(self.cfg.INPUT.MIN_SIZE_TEST),
-            MAX_SIZE_TEST: str(self.cfg.INPUT.MAX_SIZE_TEST),
-        }
         self.model.eval()
-        export_onnx(self.model, self.inputs[0]["image"], path, metadata)
+        export_onnx(self.model, self.inputs[0]["image"], path, deployment_metadata(self.cfg))
         # No spinning: idle sessions' threads would take the cores from the one being timed.
         self.onnx = ONNXFaceDetector(path, num_threads=torch.get_num_threads(), spin_wait=False)
 

@@ -75,6 +75,15 @@ def traceable(model) -> torch.nn.Module:
     return TracingAdapter(model, [{"image": sample}], _detections).eval()
 
 
+def deployment_metadata(cfg) -> Dict[str, str]:
+    """What a runtime needs beside the graph: channel order and test-time resize."""
+    return {
+        INPUT_FORMAT: cfg.INPUT.FORMAT,
+        MIN_SIZE_TEST: str(cfg.INPUT.MIN_SIZE_TEST),
+        MAX_SIZE_TEST: str(cfg.INPUT.MAX_SIZE_TEST),
+    }
+
+
 def export_onnx(model, sample: torch.Tensor, path: str, metadata: Dict[str, str]) -> None:
     """Write ``path``: the traced model with dynamic height and width, and ``metadata``."""
     import onnx
@@ -160,11 +169,7 @@ def export(cfg, export_format: str, output_dir: str, allow_random_weights: bool 
     check_exportable(cfg)
     model = build_model(cfg).eval()
     load_inference_weights(model, cfg.MODEL.WEIGHTS, allow_random=allow_random_weights)
-    metadata = {
-        INPUT_FORMAT: cfg.INPUT.FORMAT,
-        MIN_SIZE_TEST: str(cfg.INPUT.MIN_SIZE_TEST),
-        MAX_SIZE_TEST: str(cfg.INPUT.MAX_SIZE_TEST),
-    }
+    metadata = deployment_metadata(cfg)
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, "model.onnx" if export_format == "onnx" else "model.ts")
     traced_on, other = _sample_images(model.device)
