@@ -2,4 +2,4 @@
 from srn_d2.tools.detect import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -4,4 +4,4 @@
 from srn_d2.tools.train_net import run
 
 if __name__ == "__main__":
-    run()
+    raise SystemExit(run())

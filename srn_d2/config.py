@@ -1,70 +1,58 @@
-"""Config keys added by srn_d2, in Detectron2's ``add_*_config`` convention,
-and the checks and safe file loading that go with them.
+"""Config keys added by srn_d2, in Detectron2's ``add_*_config`` convention.
 
 Defaults follow the paper (Chi et al., AAAI 2019). Where the paper is silent
 they follow the authors' released inference code; where the two disagree, the
-comment names the other value, and ``configs/SRN_R_50_official.yaml`` sets the
+comment names the other value, and ``SRN_R_50_official.yaml`` sets the
 released ones. docs/DESIGN.md lists every paper-vs-release difference.
+Checks of the values live with the code that reads them (``srn_d2.errors.require``);
+reading config files safely lives in ``srn_d2.engine.defaults``.
 """
 from .utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import math
-import os
 
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
+__all__ = ["add_srn_config", "get_srn_cfg"]
 
-def merge_config_file(cfg: CN, filename: str) -> None:
-    """``cfg.merge_from_file(filename)``, without running code the files carry.
-
-    Detectron2 falls back to ``yaml.unsafe_load``, which evaluates Python tags
-    (and so runs code), for any config file that uses them. Only Detectron2's
-    own installed configs need that (its Base-RetinaNet.yaml computes anchor
-    sizes with ``!!python/object/apply:eval``); a Python tag in any other file
-    of the ``_BASE_`` chain is an error naming the file and line.
-    """
-    _check_safe_yaml(filename)
-    cfg.merge_from_file(filename)
-
-
-def _check_safe_yaml(filename: str) -> None:
-    import yaml
-
-    if _is_detectron2_config(filename):
-        return
-    with open(filename) as f:
-        content = yaml.safe_load(f)
-    bases = content.get("_BASE_", []) if isinstance(content, dict) else []
-    for base in [bases] if isinstance(bases, str) else bases:
-        # As fvcore resolves them: relative to the file, unless absolute, home or a URL.
-        if not (base.startswith(("/", "~")) or "://" in base):
-            base = os.path.join(os.path.dirname(filename), base)
-        _check_safe_yaml(os.path.expanduser(base))
-
-
-def _is_detectron2_config(filename: str) -> bool:
-    import detectron2
-
-    # The folder of detectron2.model_zoo, whose import would warn about pkg_resources.
-    installed = os.path.realpath(os.path.join(os.path.dirname(detectron2.__file__), "model_zoo", "configs"))
-    return os.path.realpath(filename).startswith(installed + os.sep)
+# Keys of earlier srn_d2 versions: a config that still sets one gets an error naming its successor.
+RENAMED_KEYS = {
+    "MODEL.SRN.STC_NEG_THRESH": (
+        "MODEL.SRN.STC_MIN_FACE_PROB", "it keeps anchors whose face probability is at least 1 - STC_NEG_THRESH"
+    ),
+    "MODEL.SRN.NO_SCORE_FLOOR_BELOW_CELLS": ("MODEL.SRN.SCORE_THRESH_TEST_MIN_CELLS", "same value"),
+    "MODEL.SRN.LEGACY_PLUS_ONE": (
+        "MODEL.SRN.NMS_AREA_PLUS_ONE",
+        "it covers NMS only; TEST.AUG.SRN.INCLUSIVE_PIXEL_BOXES covers the multi-scale test's geometry",
+    ),
+    "MODEL.SRN.MATCHER_MAX_ELEMENTS": ("MODEL.SRN.MATCHER_MAX_PAIRS", "same value"),
+    "MODEL.ANCHOR_GENERATOR.LEGACY_SCALES": ("MODEL.LEGACY_ANCHOR_GENERATOR.STRIDE_MULTIPLES", "same value"),
+}
 
 
 def get_srn_cfg() -> CN:
-    """Detectron2's default config with srn_d2's keys, the models and datasets they name registered."""
-    from . import add_srn_config as add_keys_and_register
-
+    """Detectron2's default config with srn_d2's keys (and the models and datasets they name registered)."""
     cfg = get_cfg()
-    add_keys_and_register(cfg)
+    add_srn_config(cfg)
     return cfg
 
 
-def add_srn_config(cfg):
-    """Add the keys used by SRN, the face datasets, augmentation, evaluation and TTA."""
+def add_srn_config(cfg: CN) -> None:
+    """Add the keys of SRN, the face datasets, augmentation, evaluation and TTA to ``cfg``.
+
+    Also registers what the keys name, as importing ``srn_d2.modeling`` and
+    ``srn_d2.data`` does: the meta-architecture, backbones, heads, anchor
+    generator and the face datasets.
+    """
+    from . import data, modeling  # noqa: F401  (registers the models and datasets the keys name)
+
     _add_model_config(cfg)
     _add_input_config(cfg)
     _add_test_config(cfg)
+    _add_evaluation_config(cfg)
     _add_solver_config(cfg)
+    for old, (new, note) in RENAMED_KEYS.items():
+        cfg.register_renamed_key(old, new, message=note)
 
 
 def _add_solver_config(cfg):
@@ -123,9 +111,10 @@ def _add_model_config(cfg):
     # Levels with Selective Two-step Classification and Regression.
     _C.MODEL.SRN.STC_LEVELS = ["p2", "p3", "p4"]
     _C.MODEL.SRN.STR_LEVELS = ["p5", "p6", "p7"]
-    # Anchors whose step-1 negative confidence (1 - p_face) exceeds this are
-    # dropped from step 2, in training and inference.
-    _C.MODEL.SRN.STC_NEG_THRESH = 0.99
+    # STC: step 2 keeps an anchor of an STC level only if step 1 gives it at least this
+    # face probability, in training and inference. The paper states the same rule the
+    # other way round: anchors whose negative confidence exceeds 0.99 are rejected.
+    _C.MODEL.SRN.STC_MIN_FACE_PROB = 0.01
 
     # Anchor matching: [negative below, positive from] IoU for each step.
     _C.MODEL.SRN.STEP1_IOU_THRESHOLDS = [0.3, 0.7]
@@ -137,7 +126,7 @@ def _add_model_config(cfg):
     _C.MODEL.SRN.ALLOW_LOW_QUALITY_MATCHES = True
     # Most (face, anchor) pairs or IoUs the matcher holds at once (srn_d2.modeling.SparseGridMatcher):
     # bounds its memory on crowded images (about 20 bytes each) without slowing it.
-    _C.MODEL.SRN.MATCHER_MAX_ELEMENTS = 1 << 19
+    _C.MODEL.SRN.MATCHER_MAX_PAIRS = 1 << 19
 
     # Weights (dx, dy, dw, dh) of the box coding; the released model uses 1, 1, 1, 1.
     _C.MODEL.SRN.BBOX_REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
@@ -160,12 +149,12 @@ def _add_model_config(cfg):
     _C.MODEL.SRN.SCORE_THRESH_TEST = 0.05
     _C.MODEL.SRN.TOPK_CANDIDATES_TEST = 2000
     _C.MODEL.SRN.NMS_THRESH_TEST = 0.5
-    # Levels whose maps have fewer cells than this keep every anchor regardless
-    # of SCORE_THRESH_TEST (released code: 120); 0 disables.
-    _C.MODEL.SRN.NO_SCORE_FLOOR_BELOW_CELLS = 0
-    # Box areas with the legacy "+1" (x2 - x1 + 1) in NMS and in the multi-scale
-    # test, as the released code does (its boxes are inclusive pixel indices).
-    _C.MODEL.SRN.LEGACY_PLUS_ONE = False
+    # SCORE_THRESH_TEST applies to levels whose maps have at least this many cells;
+    # smaller maps keep every candidate (released code: 120). 0 applies it everywhere.
+    _C.MODEL.SRN.SCORE_THRESH_TEST_MIN_CELLS = 0
+    # NMS measures box areas as (x2 - x1 + 1) * (y2 - y1 + 1), as the released code,
+    # whose boxes are inclusive pixel indices; False: (x2 - x1) * (y2 - y1), as Detectron2.
+    _C.MODEL.SRN.NMS_AREA_PLUS_ONE = False
 
     # The narrow ResNet of the CPU-scale configs ("build_mini_resnet_backbone" as
     # MODEL.SRN.BOTTOM_UP, "build_mini_resnet_fpn_backbone" for RetinaNet).
@@ -191,10 +180,12 @@ def _add_model_config(cfg):
     # Its BatchNorms: "FrozenBN" (fine-tuning pretrained weights), "BN", or "GN" (from scratch, small batches).
     _C.MODEL.TIMM.NORM = "FrozenBN"
 
-    # Anchors of the legacy generator used by the released model
-    # ("SRNLegacyAnchorGenerator"): multiples of each level's stride-sized
-    # window; the aspect ratio comes from MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS.
-    _C.MODEL.ANCHOR_GENERATOR.LEGACY_SCALES = [2.0, 2.828427]
+    # The released model's anchor tiling (MODEL.ANCHOR_GENERATOR.NAME "SRNLegacyAnchorGenerator").
+    # That generator reads these keys and MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS only;
+    # it ignores MODEL.ANCHOR_GENERATOR.SIZES and OFFSET.
+    _C.MODEL.LEGACY_ANCHOR_GENERATOR = CN()
+    # Anchor sides as multiples of each level's stride-sized window (one anchor per multiple).
+    _C.MODEL.LEGACY_ANCHOR_GENERATOR.STRIDE_MULTIPLES = [2.0, 2.828427]
 
 
 def _add_input_config(cfg):
@@ -248,6 +239,15 @@ def _add_test_config(cfg):
     _C.TEST.AUG.SRN.FLIP = True
     # Bounding-box voting merges boxes of IoU >= this (legacy +1 areas).
     _C.TEST.AUG.SRN.VOTE_IOU = 0.5
+    # The passes treat boxes as inclusive pixel indices, as the released code: a box
+    # spans x2 - x1 + 1 pixels (the size filters), a flip maps x to W - 1 - x, a resize
+    # maps pixel centers, clipping stops at W - 1. False: Detectron2's continuous
+    # coordinates (x2 - x1, W - x, corners, W).
+    _C.TEST.AUG.SRN.INCLUSIVE_PIXEL_BOXES = False
+
+
+def _add_evaluation_config(cfg):
+    _C = cfg
     # WIDER FACE evaluation: directory of the official .mat ground truth for
     # widerface_val ("" = <datasets root>/widerface/eval_tools/ground_truth).
     _C.TEST.WIDERFACE_GT_DIR = ""
@@ -255,35 +255,3 @@ def _add_test_config(cfg):
     # "precise" (x y w h to 0.01 px, w = x2 - x1, scores to 1e-6) or "released"
     # (the authors' files: integers, w = x2 - x1 + 1, scores to 3 decimals).
     _C.TEST.WIDERFACE_SUBMISSION_FORMAT = "precise"
-
-
-def require(ok: bool, key: str, value, requirement: str) -> None:
-    """ValueError naming the config key whose value breaks ``requirement``."""
-    if not ok:
-        raise ValueError(f"{key} = {value!r}: {requirement}")
-
-
-def check_norm(norm: str, key: str) -> str:
-    """``norm`` if detectron2.layers.get_norm knows it, else ValueError naming ``key``."""
-    from detectron2.layers import get_norm
-
-    try:
-        get_norm(norm, 32)
-    except KeyError:
-        raise ValueError(
-            f"{key} = {norm!r}: not a normalization detectron2.layers.get_norm knows "
-            '(e.g. "", "BN", "SyncBN", "FrozenBN", "GN", "LN")'
-        ) from None
-    return norm
-
-
-def check_iou_thresholds(thresholds, key: str) -> list:
-    """[negative below, positive from] IoUs: two sorted values in (0, 1]."""
-    values = list(thresholds)
-    require(
-        len(values) == 2 and 0 < values[0] <= values[1] <= 1,
-        key,
-        thresholds,
-        "needs two IoUs [negative below, positive from] with 0 < first <= second <= 1",
-    )
-    return values

@@ -5,7 +5,7 @@ Written from the behaviour of the release (github.com/ChiCheng123/SRN,
 torch and numpy, sharing no code with srn_d2's model: its legacy anchors,
 per-level decoding, NMS, multi-scale test, voting and submission writer. The
 network itself, under the release's parameter names, is
-``srn_d2.utils.released_network`` (also independent of ``srn_d2.modeling``).
+``released_network.py`` beside it (also independent of ``srn_d2.modeling``).
 """
 import math
 from typing import List, Tuple
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from srn_d2.utils.released_network import ReleasedSRN
+from released_network import ReleasedSRN
 
 ANCHOR_SCALES = (2.0, 2.828427)
 ANCHOR_RATIO = 1.25

@@ -8,7 +8,8 @@ from detectron2.structures import Boxes, Instances
 from torch import nn
 
 from srn_d2 import model_zoo
-from srn_d2.config import get_srn_cfg, merge_config_file
+from srn_d2.config import get_srn_cfg
+from srn_d2.engine.config_files import merge_config_file
 
 # As SRNTrainer does on the CPU: denormal gradients slow training steps several-fold.
 torch.set_flush_denormal(True)
@@ -110,7 +111,7 @@ def converted_released_weights(folder, seed=0):
     """A checkpoint of the authors' released layout with varied random weights, converted
     by srn_d2.tools.convert_released; returns (the released network, the converted file)."""
     import released_srn
-    from srn_d2.tools.convert_released import DEFAULT_CONFIG, build_target_model, convert
+    from srn_d2.released_checkpoint import DEFAULT_CONFIG, build_target_model, convert
 
     net = released_srn.randomize(released_srn.ReleasedSRN(), seed=seed)
     state = {f"module.{k}": v for k, v in net.state_dict().items()}

@@ -9,7 +9,8 @@ from detectron2.modeling import build_anchor_generator
 from detectron2.structures import Boxes, pairwise_iou
 
 from srn_testing import widerface_val_gt_dir
-from srn_d2.tools.anchor_stats import (
+from srn_d2.tools.anchor_stats import main
+from srn_d2.utils.anchor_coverage import (
     SRN_CONFIG,
     AnchorTiling,
     anchor_strides,
@@ -17,7 +18,7 @@ from srn_d2.tools.anchor_stats import (
     default_configs,
     load_config,
     load_wider_faces,
-    main,
+    anchor_coverage,
     prepare_faces,
 )
 
@@ -85,15 +86,14 @@ def test_counts_equal_dense_iou_on_real_faces(configs):
 
 @needs_val
 def test_real_faces_srn_covers_more_than_retinanet(capsys):
-    results = main(["--gt", VAL_MAT, "--max-images", "20"])
+    results, report = anchor_coverage(VAL_MAT, max_images=20)
     srn = results["SRN (Base-SRN.yaml)"]
     retina = results["RetinaNet (detectron2 Base-RetinaNet.yaml)"]
     assert srn["reach 0.5"] > retina["reach 0.5"]
     assert srn["reach 0.7"] <= srn["reach 0.5"] and srn["anchors/face 0.7"] <= srn["anchors/face 0.5"]
-    out = capsys.readouterr().out
-    assert "in 20 images" in out and "SRN (Base-SRN.yaml)" in out
+    assert "in 20 images" in report and "SRN (Base-SRN.yaml)" in report
     # Halving the images halves the faces: small ones fall below every SRN anchor.
-    half = main(["--gt", VAL_MAT, "--max-images", "20", "--scale", "0.5", "--config-file", SRN_CONFIG])
+    half, _ = anchor_coverage(VAL_MAT, max_images=20, scale=0.5, config_files=[SRN_CONFIG])
     assert half["Base-SRN.yaml"]["reach 0.5"] < srn["reach 0.5"]
 
 
@@ -108,9 +108,11 @@ def test_bbx_gt_text_file(tmp_path, capsys):
     names, boxes = load_wider_faces(str(gt))
     assert names == ["0--Parade/a.jpg", "1--Handshaking/b.jpg"]
     assert [len(b) for b in boxes] == [2, 0]
-    results = main(["--gt", str(gt), "--image-size", "200", "300", "--config-file", SRN_CONFIG])
+    assert main(["--gt", str(gt), "--image-size", "200", "300", "--config-file", SRN_CONFIG]) == 0
+    assert "| Base-SRN.yaml" in capsys.readouterr().out
+    results, report = anchor_coverage(str(gt), image_size=(200, 300), config_files=[SRN_CONFIG])
     assert results["Base-SRN.yaml"]["reach 0.5"] == 1.0
-    assert "1 faces in 2 images (skipped 1 of zero size)" in capsys.readouterr().out
+    assert "1 faces in 2 images (skipped 1 of zero size)" in report
 
 
 def test_unknown_architecture_is_named():

@@ -209,7 +209,7 @@ def test_import_registers_without_touching_files(tmp_path):
         expected = {{"widerface_train", "widerface_val", "widerface_test", "fddb", "fddb_fold_1",
                      "fddb_fold_10", "mini_faces_train", "mini_faces_val"}}
         assert expected <= names, expected - names
-        from srn_d2.data.paths import resolve_dataset_path
+        from srn_d2.data.datasets_root import resolve_dataset_path
         assert resolve_dataset_path(MetadataCatalog.get("widerface_val").gt_mat_dir).startswith(root)
         assert not touched, touched
         """)

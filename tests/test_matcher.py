@@ -8,7 +8,7 @@ from detectron2.structures import Boxes, pairwise_iou
 from detectron2.utils.events import EventStorage
 
 from srn_d2.modeling import AnchorLevel
-from srn_testing import build_tiny_srn, face_instances
+from srn_testing import build_tiny_srn, face_instances, tiny_srn_cfg
 
 FACE = [0.0, 0.0, 10.0, 10.0]
 # Anchors sharing the face's top-left corner, growing taller: IoU = 10 / height.
@@ -44,9 +44,9 @@ def test_hand_made_ious():
     ],
 )
 def test_step_thresholds_without_low_quality(step, expected):
-    model = build_tiny_srn()
-    matcher = getattr(model, f"{step}_matcher")
-    matcher.allow_low_quality_matches = False
+    cfg = tiny_srn_cfg()
+    cfg.MODEL.SRN.ALLOW_LOW_QUALITY_MATCHES = False
+    matcher = getattr(build_tiny_srn(cfg), f"{step}_matcher")
     _, labels = matcher(Boxes(torch.tensor([FACE, LONELY_FACE])), _levels())
     assert labels.tolist() == expected
 
@@ -59,8 +59,9 @@ def test_low_quality_match_promotes_each_faces_best_anchor():
 
 
 def test_model_labels_use_background_class_and_ignore():
-    model = build_tiny_srn()
-    model.step2_matcher.allow_low_quality_matches = False
+    cfg = tiny_srn_cfg()
+    cfg.MODEL.SRN.ALLOW_LOW_QUALITY_MATCHES = False
+    model = build_tiny_srn(cfg)
     gt = face_instances((64, 64), [FACE])
     labels, boxes = model.label_anchors({"p2": _anchors().tensor[None]}, [gt], model.step2_matcher, {})
     # class 0 = face, num_classes (1) = background, -1 = ignored

@@ -16,7 +16,7 @@ def _cfg(checkpoint=""):
     cfg.MODEL.SRN.HEAD_ACTIVATION_CHECKPOINT = checkpoint
     # Untrained, every face probability sits at the 0.01 prior, exactly STC's threshold
     # (1 - 0.99), where bfloat16's rounding alone decides which anchors step 1 keeps.
-    cfg.MODEL.SRN.STC_NEG_THRESH = 0.995
+    cfg.MODEL.SRN.STC_MIN_FACE_PROB = 0.005
     return cfg
 
 

@@ -15,9 +15,9 @@ from scipy.optimize import linear_sum_assignment
 import released_srn
 from srn_d2.engine import setup_cfg
 from srn_d2.evaluation.prediction_files import write_widerface_predictions
-from srn_d2.evaluation.widerface_evaluator import instances_to_xywhs
+from srn_d2.evaluation.face_evaluator import instances_to_xywhs
 from srn_d2.modeling import SRNWithTTA
-from srn_d2.tools.convert_released import DEFAULT_CONFIG
+from srn_d2.released_checkpoint import DEFAULT_CONFIG
 from srn_testing import converted_released_weights
 
 

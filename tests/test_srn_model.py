@@ -76,9 +76,9 @@ def test_stc_filters_step2_inference(face_prob, kept):
 
 def test_stc_keep_threshold_follows_config():
     cfg = tiny_srn_cfg()
-    cfg.MODEL.SRN.STC_NEG_THRESH = 0.9
+    cfg.MODEL.SRN.STC_MIN_FACE_PROB = 0.1
     model = build_tiny_srn(cfg)
-    keep = model.stc_keep(torch.tensor([[_logit(0.05)], [_logit(0.2)]]))
+    keep = model.stc.keep(torch.tensor([[_logit(0.05)], [_logit(0.2)]]))
     assert keep.tolist() == [False, True]
 
 
@@ -98,19 +98,20 @@ def test_str_refinement_moves_anchors_by_decoded_deltas():
     width = anchor[2] - anchor[0]
     expected = anchor + torch.tensor([0.5, 0, 0.5, 0]) * width
     torch.testing.assert_close(result.pred_boxes.tensor[0], expected.clamp(0, 256))
-    torch.testing.assert_close(model.refine(torch.tensor([[0.5, 0, 0, 0]]), anchor[None]), expected[None])
+    torch.testing.assert_close(model.str.refine(torch.tensor([[0.5, 0, 0, 0]]), anchor[None]), expected[None])
 
 
 def test_step2_matches_against_refined_anchors():
-    model = build_tiny_srn()
-    model.step2_matcher.allow_low_quality_matches = False
+    cfg = tiny_srn_cfg()
+    cfg.MODEL.SRN.ALLOW_LOW_QUALITY_MATCHES = False
+    model = build_tiny_srn(cfg)
     image_size = (256, 256)
     features, predictions = _features_and_predictions(model, image_size, 0.5)
     anchor = model._anchors(features)["p5"].tensor[0]
     # Step 1 moves P5's first anchor by 0.6 of its size (IoU 0.09 with where it started);
     # a face exactly there is matched by that refined anchor in step 2.
     deltas = torch.tensor([0.6, 0.6, 0.0, 0.0])
-    face = model.refine(deltas[None], anchor[None])[0].tolist()
+    face = model.str.refine(deltas[None], anchor[None])[0].tolist()
 
     def step2_positives(step1_deltas):
         predictions.step1_deltas["p5"][0, 0:4, 0, 0] = step1_deltas
@@ -152,7 +153,7 @@ def test_training_losses_are_finite_and_fall_when_overfitting():
 def test_inference_returns_boxes_in_original_coordinates_for_non_square_input():
     cfg = tiny_srn_cfg()
     cfg.MODEL.SRN.SCORE_THRESH_TEST = 0.0
-    cfg.MODEL.SRN.STC_NEG_THRESH = 1.0
+    cfg.MODEL.SRN.STC_MIN_FACE_PROB = 0.0
     model = build_tiny_srn(cfg).eval()
     image = random_image(72, 120)
     with torch.no_grad():
@@ -168,7 +169,7 @@ def test_inference_returns_boxes_in_original_coordinates_for_non_square_input():
 def test_detections_capped_and_nms_applied():
     cfg = tiny_srn_cfg()
     cfg.MODEL.SRN.SCORE_THRESH_TEST = 0.0
-    cfg.MODEL.SRN.STC_NEG_THRESH = 1.0
+    cfg.MODEL.SRN.STC_MIN_FACE_PROB = 0.0
     cfg.TEST.DETECTIONS_PER_IMAGE = 7
     model = build_tiny_srn(cfg).eval()
     with torch.no_grad():

@@ -129,7 +129,7 @@ def test_size_filters():
 
 def _tta(legacy=False, max_size=96):
     cfg = tiny_srn_cfg()
-    cfg.MODEL.SRN.LEGACY_PLUS_ONE = legacy
+    cfg.TEST.AUG.SRN.INCLUSIVE_PIXEL_BOXES = legacy
     cfg.MODEL.SRN.SCORE_THRESH_TEST = 0.0
     cfg.TEST.AUG.SRN.MAX_SIZE = max_size
     cfg.TEST.AUG.SRN.SHRINK_MIN_BOX = 0.0

@@ -18,7 +18,7 @@ from .augmentation import (
 from .dataset_mapper import SRNDatasetMapper
 from .fddb import ellipse_to_box, load_fddb
 from .mini_faces import ensure_mini_faces, generate_mini_faces, render_mini_faces_image
-from .paths import datasets_root
+from .datasets_root import datasets_root
 from .wider_face import load_wider_face, load_wider_face_test_list, register_wider_face_format
 
 __all__ = [

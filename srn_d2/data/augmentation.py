@@ -15,6 +15,8 @@ from detectron2.data import transforms as T
 from detectron2.data.detection_utils import build_augmentation
 from fvcore.transforms.transform import CropTransform, NoOpTransform, Transform
 
+from ..errors import require
+
 _HSV_CONVERSIONS = {
     "BGR": (cv2.COLOR_BGR2HSV, cv2.COLOR_HSV2BGR),
     "RGB": (cv2.COLOR_RGB2HSV, cv2.COLOR_HSV2RGB),
@@ -181,8 +183,7 @@ class RandomExpand(T.Augmentation):
 
     def __init__(self, max_ratio: float = 2.0, fill: Optional[Sequence[float]] = None):
         super().__init__()
-        if max_ratio < 1:
-            raise ValueError(f"max_ratio must be >= 1, got {max_ratio}")
+        require(max_ratio >= 1, "INPUT.EXPAND.MAX_RATIO", max_ratio, "must be >= 1")
         self._init(locals())
 
     def get_transform(self, image: np.ndarray) -> Transform:
@@ -218,8 +219,8 @@ class RandomSquareCrop(T.Augmentation):
 
     def __init__(self, min_scale: float = 0.5, max_scale: float = 1.0):
         super().__init__()
-        if not 0 < min_scale <= max_scale <= 1:
-            raise ValueError(f"need 0 < min_scale <= max_scale <= 1, got {min_scale}, {max_scale}")
+        require(0 < min_scale <= max_scale <= 1, "INPUT.SQUARE_CROP.MIN_SCALE, MAX_SCALE", (min_scale, max_scale),
+                "need 0 < MIN_SCALE <= MAX_SCALE <= 1")
         self._init(locals())
 
     def get_transform(self, image: np.ndarray) -> Transform:

@@ -23,7 +23,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .fddb import NUM_FOLDS, fold_file_name, load_fddb
 from .mini_faces import MINI_FACES_DIR, SPLIT_SIZES, ensure_mini_faces, mini_faces_split_paths
-from .paths import datasets_root
+from .datasets_root import datasets_root
 from .wider_face import DIFFICULTY_BY_SIZE, load_wider_face, load_wider_face_test_list
 
 WIDER_FACE_DIR = "widerface"

@@ -13,7 +13,7 @@ from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2.utils.logger import log_every_n_seconds
 
 from .augmentation import build_srn_test_augmentation, build_srn_train_augmentation
-from .image_io import read_image
+from .image_io import image_to_tensor, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class SRNDatasetMapper(DatasetMapper):
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)
         image = aug_input.image
-        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        dataset_dict["image"] = image_to_tensor(image)
 
         if self.is_train and annotations is not None:
             dataset_dict["instances"] = self._faces_to_instances(

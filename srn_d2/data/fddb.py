@@ -9,7 +9,7 @@ from detectron2.structures import BoxMode
 
 from .annotation_text import read_counted_records
 from .image_io import read_image_size
-from ..utils.paths import check_relative_path
+from ..utils.file_io import check_relative_path
 
 logger = logging.getLogger(__name__)
 

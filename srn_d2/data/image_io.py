@@ -3,6 +3,7 @@
 from typing import Optional, Tuple
 
 import numpy as np
+import torch
 from detectron2.data import detection_utils
 from detectron2.utils.file_io import PathManager
 from PIL import Image, ImageOps
@@ -55,3 +56,15 @@ def _to_8_bits(image: Image.Image) -> Image.Image:
     image = ImageOps.exif_transpose(image)
     values = np.asarray(image, dtype=np.float64).clip(0, 65535)
     return Image.fromarray(np.rint(values / 257.0).astype(np.uint8), mode="L")
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """An (H, W, C) array as the (C, H, W) tensor Detectron2's models take (dtype kept)."""
+    return torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+def bgr_to_model_input(bgr: np.ndarray, input_format: str) -> torch.Tensor:
+    """An OpenCV (H, W, 3) BGR image as DefaultPredictor hands it to the model:
+    (3, H, W) float32 in ``input_format`` ("BGR" or "RGB")."""
+    image = bgr[:, :, ::-1] if input_format == "RGB" else bgr
+    return image_to_tensor(image.astype("float32"))

@@ -1,1 +1,2 @@
-"""Running exported SRN models without torch or Detectron2 (see ``srn_d2.tools.export``)."""
+"""Deployment: exporting SRN to ONNX / TorchScript (``srn_d2.deploy.export``, needs torch and
+Detectron2) and running the exported models without either (``srn_d2.deploy.onnx_runtime``)."""

@@ -1,6 +1,7 @@
-"""Training and evaluation on Detectron2's DefaultTrainer, and config setup for every tool."""
+"""Training, evaluation and prediction on Detectron2's engine, and config setup for every tool."""
 from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
-from .defaults import setup_cfg
+from .config_files import load_config_file, merge_config_file
+from .defaults import FacePredictor, setup_cfg
 from .trainer import SRNTrainer
 
-__all__ = ["SRNTrainer", "setup_cfg"]
+__all__ = ["SRNTrainer", "FacePredictor", "setup_cfg", "load_config_file", "merge_config_file"]

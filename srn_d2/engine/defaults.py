@@ -1,13 +1,20 @@
-"""The one way srn_d2's tools turn a config file and overrides into a config."""
+"""The one way srn_d2's tools turn a config file and overrides into a config, and the
+predictor they run: Detectron2's ``engine/defaults.py`` for srn_d2."""
 import logging
 from typing import Sequence
 
 import torch
-from detectron2.engine import default_setup
+from detectron2.engine import DefaultPredictor, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..config import get_srn_cfg, merge_config_file
+from ..checkpoint import load_inference_weights
+from ..config import get_srn_cfg
+from ..errors import ConfigValueError
+from ..modeling import SRNWithTTA
+from .config_files import merge_config_file
+
+__all__ = ["setup_cfg", "FacePredictor"]
 
 logger = logging.getLogger(__name__)
 
@@ -15,13 +22,20 @@ logger = logging.getLogger(__name__)
 def setup_cfg(config_file: str, opts: Sequence[str] = (), args=None):
     """A frozen config: Detectron2's defaults, srn_d2's keys, ``config_file``, then ``opts``.
 
-    A CUDA device falls back to the CPU when no GPU is present (with a
-    warning). With ``args`` (a command line's), Detectron2's ``default_setup``
-    also runs: output folder, logs, seed; srn_d2's own log goes beside Detectron2's.
+    The file is read by :func:`merge_config_file` (no code runs). A CUDA
+    device falls back to the CPU when no GPU is present (with a warning). With
+    ``args`` (a command line's), Detectron2's ``default_setup`` also runs:
+    output folder, logs, seed; srn_d2's own log goes beside Detectron2's.
     """
     cfg = get_srn_cfg()
     merge_config_file(cfg, config_file)
-    cfg.merge_from_list(list(opts))
+    opts = list(opts)
+    if len(opts) % 2:
+        raise ConfigValueError(f"config overrides come as KEY VALUE pairs; {opts[-1]!r} has no value")
+    try:
+        cfg.merge_from_list(opts)
+    except (KeyError, ValueError) as error:
+        raise ConfigValueError(f"config override: {error.args[0] if error.args else error}") from None
     if not torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda"):
         logger.warning("CUDA is not available: running on the CPU")
         cfg.MODEL.DEVICE = "cpu"
@@ -31,3 +45,20 @@ def setup_cfg(config_file: str, opts: Sequence[str] = (), args=None):
         setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="srn_d2").setLevel(logging.INFO)
     return cfg
 
+
+class FacePredictor(DefaultPredictor):
+    """Detectron2's DefaultPredictor (a BGR image in, ``{"instances": ...}`` out), with
+    weights loaded by :func:`load_inference_weights` and, when TEST.AUG.ENABLED,
+    SRN's multi-scale test."""
+
+    def __init__(self, cfg, allow_random_weights: bool = False):
+        # DefaultPredictor would load MODEL.WEIGHTS with Detectron2's checkpointer,
+        # which unpickles code; it builds the model alone here.
+        without_weights = cfg.clone()
+        without_weights.defrost()
+        without_weights.MODEL.WEIGHTS = ""
+        super().__init__(without_weights)
+        self.cfg = cfg.clone()
+        load_inference_weights(self.model, cfg.MODEL.WEIGHTS, allow_random=allow_random_weights)
+        if cfg.TEST.AUG.ENABLED:
+            self.model = SRNWithTTA(cfg, self.model)

@@ -15,7 +15,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import SafeCheckpointer
-from ..config import require
+from ..errors import require
 from ..data import SRNDatasetMapper
 from ..evaluation.build import build_evaluator
 from ..modeling import SRNWithTTA

@@ -1,18 +1,15 @@
 """Detectron2 DatasetEvaluator for FDDB (true positive rate at 1000 false positives)."""
 from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
-import logging
 import os
 from collections import OrderedDict
 from typing import Dict, Iterable, Mapping, Optional, Tuple
 
 import numpy as np
 from detectron2.data import DatasetCatalog
-from detectron2.evaluation import DatasetEvaluator
 
-from .gather import gather_predictions
+from .face_evaluator import FaceDetectionEvaluator
 from .fddb_protocol import FDDBRoc, evaluate_fddb
 from .prediction_files import write_fddb_detections
-from .widerface_evaluator import instances_to_xywhs
 
 DETECTIONS_FILE = "fddb_detections.txt"
 MAX_FALSE_POSITIVES = 1000
@@ -33,7 +30,7 @@ def fddb_gt_from_dicts(
     return ground_truth
 
 
-class FDDBEvaluator(DatasetEvaluator):
+class FDDBEvaluator(FaceDetectionEvaluator):
     """Official FDDB discrete-score evaluation (see ``fddb_protocol``) of a dataset
     whose annotations carry ``"ellipse": [ra, rb, theta, cx, cy]``.
 
@@ -48,22 +45,11 @@ class FDDBEvaluator(DatasetEvaluator):
             output_dir: if set, detections are written there in the FDDB format
                 (``fddb_detections.txt``, images in dataset order).
         """
-        self._dataset_name = dataset_name
-        self._output_dir = output_dir
-        self._distributed = distributed
-        self._logger = logging.getLogger(__name__)
+        super().__init__(dataset_name, output_dir, distributed)
         self.roc: Optional[FDDBRoc] = None
-        self.reset()
-
-    def reset(self):
-        self._predictions: Dict[str, np.ndarray] = {}
-
-    def process(self, inputs, outputs):
-        for inp, out in zip(inputs, outputs):
-            self._predictions[str(inp["image_id"])] = instances_to_xywhs(out["instances"].to("cpu"))
 
     def evaluate(self):
-        predictions = gather_predictions(self._predictions, self._distributed)
+        predictions = self._gathered_predictions()
         if predictions is None:
             return {}
 

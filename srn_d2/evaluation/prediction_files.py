@@ -21,7 +21,8 @@ from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from ..utils.paths import join_inside
+from ..errors import require
+from ..utils.file_io import join_inside
 
 _NUM_FIELDS = 5
 _MAX_FAST_DIGITS = 15
@@ -259,6 +260,13 @@ def _format_released(rows: np.ndarray) -> str:
     return ("%d %d %d %d %s\n" * len(rows)) % tuple(fields.ravel().tolist())
 
 
+def require_submission_format(submission_format: str) -> str:
+    """``submission_format`` if it is one of :data:`SUBMISSION_FORMATS`; else ConfigValueError."""
+    require(submission_format in SUBMISSION_FORMATS, "TEST.WIDERFACE_SUBMISSION_FORMAT", submission_format,
+            f"must be one of {SUBMISSION_FORMATS}")
+    return submission_format
+
+
 def write_widerface_predictions(
     pred_dir: str, predictions: Mapping[str, np.ndarray], submission_format: str = "precise"
 ) -> None:
@@ -270,10 +278,7 @@ def write_widerface_predictions(
         submission_format: "precise" (x, y, w, h to 0.01 px, scores to 1e-6) or
             "released" (:func:`released_submission_rows`, written as the authors did).
     """
-    if submission_format not in SUBMISSION_FORMATS:
-        raise ValueError(
-            f"TEST.WIDERFACE_SUBMISSION_FORMAT must be one of {SUBMISSION_FORMATS}, got {submission_format!r}"
-        )
+    require_submission_format(submission_format)
     for image_id, boxes in predictions.items():
         path = join_inside(pred_dir, image_id + ".txt")
         os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -1,33 +1,23 @@
 """Detectron2 DatasetEvaluator for the WIDER FACE protocol (easy / medium / hard AP)."""
 from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
-import logging
 import os
 import time
 from collections import OrderedDict
 from typing import Dict, Optional
 
-import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils.logger import create_small_table
 
-from ..data.paths import resolve_dataset_path
-from .gather import gather_predictions
-from .prediction_files import SUBMISSION_FORMATS, released_submission_rows, write_widerface_predictions
+from ..data.datasets_root import resolve_dataset_path
+from .face_evaluator import FaceDetectionEvaluator
+from .prediction_files import released_submission_rows, require_submission_format, write_widerface_predictions
 from .widerface_gt import WiderFaceGroundTruth, load_widerface_gt_mat, widerface_gt_from_dicts
 from .widerface_protocol import PRCurve, WiderFaceMatches, warn_unmatched_ids, widerface_metrics
 
 PREDICTIONS_DIR = "widerface_predictions"
 
 
-def instances_to_xywhs(instances) -> np.ndarray:
-    """(n, 5) float64 ``x, y, w, h, score`` of Detectron2 Instances (XYXY pred_boxes)."""
-    boxes = instances.pred_boxes.tensor.detach().cpu().double().numpy().reshape(-1, 4)
-    scores = instances.scores.detach().cpu().double().numpy().reshape(-1, 1)
-    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2], scores], axis=1)
-
-
-class WiderFaceEvaluator(DatasetEvaluator):
+class WiderFaceEvaluator(FaceDetectionEvaluator):
     """Official WIDER FACE evaluation of a dataset in the WIDER format.
 
     Ground truth, first match wins: ``gt_dir`` (official ``.mat`` files), the
@@ -63,16 +53,8 @@ class WiderFaceEvaluator(DatasetEvaluator):
                 evaluation scores the rounded values the files hold, as the
                 authors' numbers were computed from their files.
         """
-        if submission_format not in SUBMISSION_FORMATS:
-            raise ValueError(
-                f"TEST.WIDERFACE_SUBMISSION_FORMAT must be one of {SUBMISSION_FORMATS}, "
-                f"got {submission_format!r}"
-            )
-        self._submission_format = submission_format
-        self._dataset_name = dataset_name
-        self._output_dir = output_dir
-        self._distributed = distributed
-        self._logger = logging.getLogger(__name__)
+        super().__init__(dataset_name, output_dir, distributed)
+        self._submission_format = require_submission_format(submission_format)
         metadata = MetadataCatalog.get(dataset_name)
         self._gt_dir = gt_dir or metadata.get("gt_mat_dir", None)
         if self._gt_dir:
@@ -85,7 +67,6 @@ class WiderFaceEvaluator(DatasetEvaluator):
             )
         self._gt: Optional[WiderFaceGroundTruth] = None
         self.pr_curves: Dict[str, PRCurve] = {}
-        self.reset()
 
     @classmethod
     def from_config(cls, cfg, dataset_name: str, output_dir: Optional[str] = None):
@@ -96,13 +77,6 @@ class WiderFaceEvaluator(DatasetEvaluator):
             gt_dir=cfg.TEST.WIDERFACE_GT_DIR or None,
             submission_format=cfg.TEST.WIDERFACE_SUBMISSION_FORMAT,
         )
-
-    def reset(self):
-        self._predictions: Dict[str, np.ndarray] = {}
-
-    def process(self, inputs, outputs):
-        for inp, out in zip(inputs, outputs):
-            self._predictions[str(inp["image_id"])] = instances_to_xywhs(out["instances"].to("cpu"))
 
     def ground_truth(self) -> WiderFaceGroundTruth:
         if self._gt is None:
@@ -115,7 +89,7 @@ class WiderFaceEvaluator(DatasetEvaluator):
         return self._gt
 
     def evaluate(self):
-        predictions = gather_predictions(self._predictions, self._distributed)
+        predictions = self._gathered_predictions()
         if predictions is None:
             return {}
 

@@ -63,20 +63,6 @@ class WiderFaceGroundTruth:
     def faces_of(self, index: int) -> np.ndarray:
         return self.boxes[self.offsets[index] : self.offsets[index + 1]]
 
-    def subset(self, image_ids: Iterable[str]) -> "WiderFaceGroundTruth":
-        """The ground truth of some images only, in the given order."""
-        position = {image_id: i for i, image_id in enumerate(self.image_ids)}
-        indices = [position[image_id] for image_id in image_ids]
-        face_ranges = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in indices]
-        faces = np.concatenate(face_ranges) if face_ranges else np.zeros(0, np.int64)
-        counts = np.diff(self.offsets)[indices] if indices else np.zeros(0, np.int64)
-        return WiderFaceGroundTruth(
-            image_ids=tuple(self.image_ids[i] for i in indices),
-            boxes=self.boxes[faces],
-            offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-            listed={setting: mask[faces] for setting, mask in self.listed.items()},
-        )
-
 
 def _from_per_image(
     image_ids: Sequence[str], boxes: List[np.ndarray], listed: Dict[str, List[np.ndarray]]
@@ -92,6 +78,19 @@ def _from_per_image(
     )
 
 
+def read_faces_mat(faces_file: str) -> Tuple[List[str], List[List[str]], List[List[np.ndarray]]]:
+    """The faces of an official ``wider_face_<split>.mat``, per event: event names, the
+    image names of each event, and each image's (n, 4) x, y, w, h boxes."""
+    faces_mat = _load_mat(faces_file, ("event_list", "file_list", "face_bbx_list"))
+    try:
+        events = [str(e[0][0]) for e in faces_mat["event_list"]]
+        file_lists = [[str(f[0][0]) for f in files[0]] for files in faces_mat["file_list"]]
+        box_lists = [[b[0].reshape(-1, 4) for b in boxes[0]] for boxes in faces_mat["face_bbx_list"]]
+    except (IndexError, ValueError, TypeError) as error:
+        raise ValueError(f"{faces_file}: not laid out as wider_face_<split>.mat ({error})") from None
+    return events, file_lists, box_lists
+
+
 def load_widerface_gt_mat(gt_dir: str, split: str = "val") -> WiderFaceGroundTruth:
     """Load the official ground truth from ``gt_dir`` (``wider_face_<split>.mat`` and
     ``wider_{easy,medium,hard}_<split>.mat``), images in the files' event/file order."""
@@ -102,14 +101,7 @@ def load_widerface_gt_mat(gt_dir: str, split: str = "val") -> WiderFaceGroundTru
             "(eval_tools/ground_truth of the WIDER FACE site); "
             "set TEST.WIDERFACE_GT_DIR or --gt-dir"
         )
-    faces_mat = _load_mat(faces_file, ("event_list", "file_list", "face_bbx_list"))
-    try:
-        events = [str(e[0][0]) for e in faces_mat["event_list"]]
-        file_lists = [[str(f[0][0]) for f in files[0]] for files in faces_mat["file_list"]]
-        box_lists = [[b[0].reshape(-1, 4) for b in boxes[0]] for boxes in faces_mat["face_bbx_list"]]
-    except (IndexError, ValueError, TypeError) as error:
-        raise ValueError(f"{faces_file}: not laid out as wider_face_<split>.mat ({error})") from None
-
+    events, file_lists, box_lists = read_faces_mat(faces_file)
     image_ids = [f"{event}/{name}" for event, names in zip(events, file_lists) for name in names]
     boxes = [b for per_event in box_lists for b in per_event]
 

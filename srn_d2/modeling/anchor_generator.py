@@ -16,6 +16,8 @@ from detectron2.modeling.anchor_generator import ANCHOR_GENERATOR_REGISTRY, Buff
 from detectron2.structures import Boxes
 from torch import nn
 
+from ..errors import require
+
 
 def legacy_cell_anchors(stride: int, scales: List[float], aspect_ratio: float) -> torch.Tensor:
     """Anchors (x1, y1, x2, y2) of the first grid cell, centered on ((S-1)/2, (S-1)/2)."""
@@ -51,13 +53,10 @@ class SRNLegacyAnchorGenerator(nn.Module):
     @classmethod
     def from_config(cls, cfg, input_shape: List[ShapeSpec]):
         ratios = cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS
-        if len(ratios) != 1 or len(ratios[0]) != 1:
-            raise ValueError(
-                "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS must hold one ratio for "
-                f"SRNLegacyAnchorGenerator, got {ratios}"
-            )
+        require(len(ratios) == 1 and len(ratios[0]) == 1, "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", ratios,
+                "must hold one ratio for SRNLegacyAnchorGenerator")
         return {
-            "scales": cfg.MODEL.ANCHOR_GENERATOR.LEGACY_SCALES,
+            "scales": cfg.MODEL.LEGACY_ANCHOR_GENERATOR.STRIDE_MULTIPLES,
             "aspect_ratio": ratios[0][0],
             "strides": [x.stride for x in input_shape],
         }

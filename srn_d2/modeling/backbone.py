@@ -14,7 +14,7 @@ from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 
-from ..config import check_norm
+from ..errors import require, require_norm
 from .levels import LevelPlan
 
 _EXPECTED_STRIDES = [4, 8, 16, 32]
@@ -69,21 +69,15 @@ class SRNBackbone(Backbone):
         super().__init__()
         shapes = bottom_up.output_shape()
         missing = [f for f in in_features if f not in shapes]
-        if missing:
-            raise ValueError(
-                f"MODEL.SRN.IN_FEATURES names {missing}, which the bottom-up backbone "
-                f"{type(bottom_up).__name__} does not output (it has {sorted(shapes)})"
-            )
+        require(not missing, "MODEL.SRN.IN_FEATURES", list(in_features),
+                f"names {missing}, which the bottom-up backbone {type(bottom_up).__name__} does not output "
+                f"(it has {sorted(shapes)})")
         strides = [shapes[f].stride for f in in_features]
-        if strides != _EXPECTED_STRIDES:
-            raise ValueError(
-                f"MODEL.SRN.IN_FEATURES {in_features} have strides {strides}; "
-                f"SRN needs {_EXPECTED_STRIDES}"
-            )
-        if upsample_mode not in ("bilinear", "nearest"):
-            raise ValueError(f"MODEL.SRN.FUSE_UPSAMPLE must be bilinear or nearest, got {upsample_mode!r}")
-        if size_divisibility < 0:
-            raise ValueError(f"MODEL.SRN.SIZE_DIVISIBILITY must be >= 0, got {size_divisibility}")
+        require(strides == _EXPECTED_STRIDES, "MODEL.SRN.IN_FEATURES", list(in_features),
+                f"have strides {strides}; SRN needs {_EXPECTED_STRIDES}")
+        require(upsample_mode in ("bilinear", "nearest"), "MODEL.SRN.FUSE_UPSAMPLE", upsample_mode,
+                'must be "bilinear" or "nearest"')
+        require(size_divisibility >= 0, "MODEL.SRN.SIZE_DIVISIBILITY", size_divisibility, "must be >= 0")
         self.bottom_up = bottom_up
         self._size_divisibility = size_divisibility
         self.in_features = list(in_features)
@@ -115,18 +109,15 @@ class SRNBackbone(Backbone):
     @classmethod
     def from_config(cls, cfg, input_shape: ShapeSpec):
         name = cfg.MODEL.SRN.BOTTOM_UP
-        if name not in BACKBONE_REGISTRY:
-            raise KeyError(
-                f"MODEL.SRN.BOTTOM_UP = {name!r} is not in BACKBONE_REGISTRY; "
-                "register the bottom-up builder before building the model"
-            )
+        require(name in BACKBONE_REGISTRY, "MODEL.SRN.BOTTOM_UP", name,
+                "is not in BACKBONE_REGISTRY; register the bottom-up builder before building the model")
         return {
             "bottom_up": BACKBONE_REGISTRY.get(name)(cfg, input_shape),
             "in_features": cfg.MODEL.SRN.IN_FEATURES,
             "out_channels": cfg.MODEL.SRN.OUT_CHANNELS,
             "c6_channels": cfg.MODEL.SRN.C6_CHANNELS,
             "c7_channels": cfg.MODEL.SRN.C7_CHANNELS,
-            "norm": check_norm(cfg.MODEL.SRN.NECK_NORM, "MODEL.SRN.NECK_NORM"),
+            "norm": require_norm(cfg.MODEL.SRN.NECK_NORM, "MODEL.SRN.NECK_NORM"),
             "upsample_mode": cfg.MODEL.SRN.FUSE_UPSAMPLE,
             "align_corners": cfg.MODEL.SRN.FUSE_ALIGN_CORNERS,
             "size_divisibility": cfg.MODEL.SRN.SIZE_DIVISIBILITY,

@@ -14,7 +14,7 @@ from detectron2.utils.registry import Registry
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..config import check_norm, require
+from ..errors import require, require_norm
 from .rfe import RFE
 
 SRN_HEAD_REGISTRY = Registry("SRN_HEAD")
@@ -127,7 +127,7 @@ class RFEHead(SharedTowerHead):
         return {
             **cls.common_args(cfg, input_shape, num_anchors),
             "branch_channels": cfg.MODEL.SRN.RFE_BRANCH_CHANNELS,
-            "norm": check_norm(cfg.MODEL.SRN.HEAD_NORM, "MODEL.SRN.HEAD_NORM"),
+            "norm": require_norm(cfg.MODEL.SRN.HEAD_NORM, "MODEL.SRN.HEAD_NORM"),
             "recompute_rfe": cfg.MODEL.SRN.HEAD_ACTIVATION_CHECKPOINT == "rfe",
         }
 
@@ -148,7 +148,7 @@ class RetinaNetStyleHead(SharedTowerHead):
         return {
             **cls.common_args(cfg, input_shape, num_anchors),
             "num_convs": cfg.MODEL.SRN.NUM_CONVS,
-            "norm": check_norm(cfg.MODEL.SRN.HEAD_NORM, "MODEL.SRN.HEAD_NORM"),
+            "norm": require_norm(cfg.MODEL.SRN.HEAD_NORM, "MODEL.SRN.HEAD_NORM"),
         }
 
 

@@ -5,7 +5,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 
-from ..config import require
+from ..errors import require
 
 # Levels, finest first (strides 4 .. 128), as the MODEL.SRN.*_LEVELS keys spell them.
 SRN_LEVELS = ("p2", "p3", "p4", "p5", "p6", "p7")
@@ -70,3 +70,8 @@ def split_levels(tensor: torch.Tensor, sizes: Dict[str, int], dim: int = 1) -> D
 def cat_levels(per_level: Dict[str, torch.Tensor], levels: Sequence[str], dim: int = 1) -> torch.Tensor:
     """The tensors of ``levels``, concatenated along ``dim`` in pyramid order."""
     return torch.cat([per_level[level] for level in levels], dim=dim)
+
+
+def cat_levels_per_image(per_level: Dict[str, torch.Tensor], levels: Sequence[str], num_images: int) -> torch.Tensor:
+    """(N, R, 4): the (R_l, 4) or (N, R_l, 4) boxes of ``levels``, each image's row, concatenated."""
+    return torch.cat([per_level[level].expand(num_images, -1, -1) for level in levels], dim=1)

@@ -15,6 +15,8 @@ import torch
 from detectron2.modeling.matcher import Matcher
 from detectron2.structures import Boxes, pairwise_iou
 
+from ..utils.box_iou import aligned_iou
+
 __all__ = ["AnchorLevel", "SparseGridMatcher"]
 
 # Relative slack of the enumeration bounds: float32 IoUs differ from the exact
@@ -43,15 +45,6 @@ class AnchorLevel:
     boxes: torch.Tensor
     grid: Optional[Tuple[int, int, int]] = None
     stride: float = 0.0
-
-
-def _iou_of_pairs(faces: torch.Tensor, face_areas, anchors: torch.Tensor, anchor_areas) -> torch.Tensor:
-    """IoU of aligned (face, anchor) pairs with :func:`pairwise_iou`'s arithmetic, so that
-    each value equals the dense matrix's bit for bit."""
-    width_height = torch.min(faces[:, 2:], anchors[:, 2:]) - torch.max(faces[:, :2], anchors[:, :2])
-    width_height.clamp_(min=0)
-    inter = width_height.prod(dim=1)
-    return torch.where(inter > 0, inter / (face_areas + anchor_areas - inter), torch.zeros(1, dtype=inter.dtype, device=inter.device))
 
 
 class SparseGridMatcher:
@@ -87,15 +80,13 @@ class SparseGridMatcher:
             max_pairs: at most this many (face, anchor) pairs or IoUs are held at once.
         """
         self.matcher = Matcher(thresholds, labels, allow_low_quality_matches=allow_low_quality_matches)
+        # The thresholds alone: the dense path adds the low-quality rule itself, chunk by chunk.
+        self._threshold_matcher = Matcher(thresholds, labels, allow_low_quality_matches=False)
         self.max_pairs = int(max_pairs)
 
     @property
     def allow_low_quality_matches(self) -> bool:
         return self.matcher.allow_low_quality_matches
-
-    @allow_low_quality_matches.setter
-    def allow_low_quality_matches(self, value: bool) -> None:
-        self.matcher.allow_low_quality_matches = value
 
     @torch.no_grad()
     def __call__(self, gt_boxes: Boxes, levels: Sequence[AnchorLevel]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -115,13 +106,14 @@ class SparseGridMatcher:
         placed = list(zip(levels, self._offsets(levels)))
         grid = [(level, offset) for level, offset in placed if level.grid is not None]
         free = [(level, offset) for level, offset in placed if level.grid is None]
-        best_possible = self._best_grid_iou(faces, grid)
+        shapes = self._shapes(grid) if grid else None
+        best_possible = self._best_grid_iou(faces, shapes)
         free_best = self._free_best_per_face(faces, free)
         if free_best is not None:
             best_possible = torch.maximum(best_possible, free_best.double())
         if bool((best_possible < _TINY_BEST_IOU).any()):
             return self._dense(faces, anchors)
-        return self._sparse(faces, anchors, grid, free, best_possible, free_best)
+        return self._sparse(faces, anchors, shapes, free, best_possible, free_best)
 
     @staticmethod
     def _offsets(levels: Sequence[AnchorLevel]) -> List[int]:
@@ -164,16 +156,15 @@ class SparseGridMatcher:
         index = torch.round((center - start) / stride)
         return torch.minimum(torch.clamp(index, min=0), (size - 1).double())
 
-    def _best_grid_iou(self, faces: torch.Tensor, grid) -> torch.Tensor:
+    def _best_grid_iou(self, faces: torch.Tensor, s: Optional[dict]) -> torch.Tensor:
         """(M,) each face's highest IoU with any grid anchor, in float64.
 
         Along each axis a face's overlap with an anchor of fixed size only falls
         as the anchor's center moves away from the face's: the best anchor of
         each shape sits at the grid position nearest the face's center.
         """
-        if not grid:
+        if s is None:
             return faces.new_zeros(len(faces), dtype=torch.float64)
-        s = self._shapes(grid)
         f = faces.double()[:, None, :]  # (M, 1, 4) against (T,) shapes
         fcx, fcy = (f[..., 0] + f[..., 2]) / 2, (f[..., 1] + f[..., 3]) / 2
         cx = s["cx0"] + self._nearest(fcx, s["cx0"], s["stride"], s["width"]) * s["stride"]
@@ -185,7 +176,7 @@ class SparseGridMatcher:
         iou = torch.where(inter > 0, inter / union, torch.zeros_like(inter))
         return iou.max(dim=1).values
 
-    def _candidate_pairs(self, faces: torch.Tensor, grid, min_iou: float):
+    def _candidate_pairs(self, faces: torch.Tensor, s: dict, min_iou: float):
         """(face, anchor) pairs of the grid levels that may reach IoU ``min_iou``, in chunks
         of at most ``max_pairs``: a generator of (face index, anchor index) int64 tensors.
 
@@ -195,7 +186,6 @@ class SparseGridMatcher:
         (w_a + w_f) / 2 minus that overlap; likewise along y. The positions within
         both distances form a rectangle per face and shape.
         """
-        s = self._shapes(grid)
         f = faces.double()[:, None, :]
         fw, fh = f[..., 2] - f[..., 0], f[..., 3] - f[..., 1]
         fcx, fcy = (f[..., 0] + f[..., 2]) / 2, (f[..., 1] + f[..., 3]) / 2
@@ -254,15 +244,15 @@ class SparseGridMatcher:
 
     # ----------------------------------------------------------------- the matching
 
-    def _sparse(self, faces, anchors, grid, free, best_possible, free_best):
+    def _sparse(self, faces, anchors, shapes, free, best_possible, free_best):
         num_faces, num_anchors = len(faces), len(anchors)
         face_areas, anchor_areas = Boxes(faces).area(), Boxes(anchors).area()
         first_threshold = self.matcher.thresholds[1]
         # Every pair that matters has an IoU of at least this (see the class docstring).
         min_iou = min(first_threshold, float(best_possible.min())) * (1 - _SLACK)
         pair_faces, pair_anchors, pair_ious = [], [], []
-        for face, anchor in (self._candidate_pairs(faces, grid, min_iou) if grid else []):
-            iou = _iou_of_pairs(faces[face], face_areas[face], anchors[anchor], anchor_areas[anchor])
+        for face, anchor in (self._candidate_pairs(faces, shapes, min_iou) if shapes is not None else []):
+            iou = aligned_iou(faces[face], anchors[anchor], area_a=face_areas[face], area_b=anchor_areas[anchor])
             keep = iou >= min_iou
             pair_faces.append(face[keep])
             pair_anchors.append(anchor[keep])
@@ -317,17 +307,12 @@ class SparseGridMatcher:
         gt = Boxes(faces)
         best_per_face = torch.stack([pairwise_iou(gt, Boxes(anchors[s:e])).max(dim=1).values for s, e in chunks])
         best_per_face = best_per_face.max(dim=0).values
-        low_quality = self.matcher.allow_low_quality_matches
-        self.matcher.allow_low_quality_matches = False
-        try:
-            matches, labels = [], []
-            for start, end in chunks:
-                iou = pairwise_iou(gt, Boxes(anchors[start:end]))
-                chunk_matches, chunk_labels = self.matcher(iou)
-                if low_quality:
-                    chunk_labels[(iou == best_per_face[:, None]).any(dim=0)] = 1
-                matches.append(chunk_matches)
-                labels.append(chunk_labels)
-        finally:
-            self.matcher.allow_low_quality_matches = low_quality
+        matches, labels = [], []
+        for start, end in chunks:
+            iou = pairwise_iou(gt, Boxes(anchors[start:end]))
+            chunk_matches, chunk_labels = self._threshold_matcher(iou)
+            if self.allow_low_quality_matches:
+                chunk_labels[(iou == best_per_face[:, None]).any(dim=0)] = 1
+            matches.append(chunk_matches)
+            labels.append(chunk_labels)
         return torch.cat(matches), torch.cat(labels)

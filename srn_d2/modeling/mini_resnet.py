@@ -9,7 +9,7 @@ from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.fpn import FPN
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, ResNet
 
-from ..config import check_norm
+from ..errors import require, require_norm
 from .retinanet_fpn import retinanet_fpn
 
 
@@ -17,12 +17,10 @@ from .retinanet_fpn import retinanet_fpn
 def build_mini_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     """ResNet of BasicBlocks with MODEL.MINI_RESNET widths; outputs res2..res5 (strides 4..32)."""
     mini = cfg.MODEL.MINI_RESNET
-    if len(mini.WIDTHS) != 4 or len(mini.BLOCKS_PER_STAGE) != 4:
-        raise ValueError(
-            "MODEL.MINI_RESNET.WIDTHS and BLOCKS_PER_STAGE need four entries (res2..res5), "
-            f"got {mini.WIDTHS} and {mini.BLOCKS_PER_STAGE}"
-        )
-    check_norm(mini.NORM, "MODEL.MINI_RESNET.NORM")
+    require(len(mini.WIDTHS) == 4, "MODEL.MINI_RESNET.WIDTHS", mini.WIDTHS, "needs four entries (res2..res5)")
+    require(len(mini.BLOCKS_PER_STAGE) == 4, "MODEL.MINI_RESNET.BLOCKS_PER_STAGE", mini.BLOCKS_PER_STAGE,
+            "needs four entries (res2..res5)")
+    require_norm(mini.NORM, "MODEL.MINI_RESNET.NORM")
     stem = BasicStem(input_shape.channels, mini.STEM_CHANNELS, norm=mini.NORM)
     stages, in_channels = [], mini.STEM_CHANNELS
     for index, (width, blocks) in enumerate(zip(mini.WIDTHS, mini.BLOCKS_PER_STAGE)):

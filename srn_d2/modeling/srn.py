@@ -1,11 +1,11 @@
 """The SRN meta-architecture: RetinaNet-style dense detection in two selective steps.
 
-* STC (Selective Two-step Classification) on the low levels: step 1 scores
-  anchors from the C-features; anchors it is confident are background are
-  dropped from step 2 in training and inference.
-* STR (Selective Two-step Regression) on the high levels: step 1 regresses
-  the anchors from the C-features, and step 2 matches, regresses and decodes
-  against those refined anchors.
+SRN is the composition of its parts: a backbone with two feature pyramids
+(``backbone.py``), a shared head with RFE (``heads.py``, ``rfe.py``) run on
+both pyramids (``two_step_head.py``), Selective Two-step Classification
+(``selective_classification.py``) and Regression (``selective_regression.py``),
+and a matcher per step (``matcher.py``). This module labels anchors, computes
+the four losses and decodes detections.
 
 Tensors are kept per level, in dicts keyed by level name ("p2".."p7"); which
 level takes which step is the :class:`LevelPlan` shared with the backbone and
@@ -28,10 +28,12 @@ from detectron2.utils.events import get_event_storage
 from detectron2.utils.logger import log_every_n_seconds
 from fvcore.nn import sigmoid_focal_loss, smooth_l1_loss
 
-from ..config import check_iou_thresholds, require
+from ..errors import require, require_iou_thresholds
 from .heads import build_srn_head
-from .levels import LevelPlan, cat_levels, split_levels
+from .levels import LevelPlan, cat_levels, cat_levels_per_image, split_levels
 from .matcher import AnchorLevel, SparseGridMatcher
+from .selective_classification import SelectiveTwoStepClassification
+from .selective_regression import SelectiveTwoStepRegression
 from .two_step_head import SelectiveTwoStepHead, TwoStepPredictions
 
 logger = logging.getLogger(__name__)
@@ -42,12 +44,11 @@ __all__ = ["SRN"]
 def _check_srn_keys(cfg) -> None:
     """Values of MODEL.SRN / TEST keys that would otherwise fail late or silently."""
     srn = cfg.MODEL.SRN
-    require(0.0 <= srn.STC_NEG_THRESH <= 1.0, "MODEL.SRN.STC_NEG_THRESH", srn.STC_NEG_THRESH,
-            "is a confidence and must lie in [0, 1] (1 keeps every anchor)")
+    require(0.0 <= srn.STC_MIN_FACE_PROB <= 1.0, "MODEL.SRN.STC_MIN_FACE_PROB", srn.STC_MIN_FACE_PROB,
+            "is a probability and must lie in [0, 1] (0 keeps every anchor)")
     require(len(srn.IOU_LABELS) == 3 and set(srn.IOU_LABELS) <= {-1, 0, 1}, "MODEL.SRN.IOU_LABELS",
             srn.IOU_LABELS, "needs three labels from -1 (ignore), 0 (background), 1 (face)")
-    require(srn.MATCHER_MAX_ELEMENTS > 0, "MODEL.SRN.MATCHER_MAX_ELEMENTS", srn.MATCHER_MAX_ELEMENTS,
-            "must be positive")
+    require(srn.MATCHER_MAX_PAIRS > 0, "MODEL.SRN.MATCHER_MAX_PAIRS", srn.MATCHER_MAX_PAIRS, "must be positive")
     require(0.0 <= srn.SCORE_THRESH_TEST <= 1.0, "MODEL.SRN.SCORE_THRESH_TEST", srn.SCORE_THRESH_TEST,
             "must lie in [0, 1]")
     require(0.0 <= srn.NMS_THRESH_TEST <= 1.0, "MODEL.SRN.NMS_THRESH_TEST", srn.NMS_THRESH_TEST,
@@ -74,7 +75,7 @@ class SRN(DenseDetector):
         step2_matcher: SparseGridMatcher,
         num_classes: int,
         plan: LevelPlan,
-        stc_neg_thresh: float = 0.99,
+        stc_min_face_prob: float = 0.01,
         focal_loss_alpha: float = 0.25,
         focal_loss_gamma: float = 2.0,
         smooth_l1_beta: float = 0.1,
@@ -83,8 +84,8 @@ class SRN(DenseDetector):
         test_topk_candidates: int = 2000,
         test_nms_thresh: float = 0.5,
         max_detections_per_image: int = 750,
-        no_score_floor_below_cells: int = 0,
-        legacy_plus_one: bool = False,
+        test_score_thresh_min_cells: int = 0,
+        nms_area_plus_one: bool = False,
         pixel_mean,
         pixel_std,
     ):
@@ -98,8 +99,8 @@ class SRN(DenseDetector):
             step1_matcher, step2_matcher: anchor labelling of each step.
             num_classes: number of foreground classes (1 for faces).
             plan: which levels take two-step classification / regression.
-            stc_neg_thresh: anchors whose step-1 background confidence exceeds
-                this leave step 2.
+            stc_min_face_prob: anchors of STC levels whose step-1 face probability
+                is below this leave step 2.
             focal_loss_alpha, focal_loss_gamma, smooth_l1_beta: loss parameters.
             loss_normalizer_momentum: EMA momentum of the positive counts that
                 normalize each loss; 0 uses the batch's counts.
@@ -107,17 +108,15 @@ class SRN(DenseDetector):
                 (score above the threshold, then the best ``test_topk_candidates``
                 of each level).
             test_nms_thresh, max_detections_per_image: final NMS and cap.
-            no_score_floor_below_cells: levels with fewer cells than this skip
-                ``test_score_thresh`` (the released model's behaviour).
-            legacy_plus_one: NMS with (x2 - x1 + 1) areas, as the released model.
+            test_score_thresh_min_cells: ``test_score_thresh`` applies to levels
+                with at least this many cells (the released model: 120).
+            nms_area_plus_one: NMS with (x2 - x1 + 1) areas, as the released model.
             pixel_mean, pixel_std: see :class:`DenseDetector`.
         """
         absent = [f for f in plan.head_in_features if f not in backbone.output_shape()]
-        if absent:
-            raise ValueError(
-                f"MODEL.SRN.STC_LEVELS / STR_LEVELS need features {absent}, which the backbone "
-                f"{type(backbone).__name__} does not output (it has {sorted(backbone.output_shape())})"
-            )
+        require(not absent, "MODEL.SRN.STC_LEVELS / STR_LEVELS", [plan.stc_levels, plan.str_levels],
+                f"need features {absent}, which the backbone {type(backbone).__name__} does not output "
+                f"(it has {sorted(backbone.output_shape())})")
         super().__init__(
             backbone,
             SelectiveTwoStepHead(head, plan),
@@ -127,21 +126,26 @@ class SRN(DenseDetector):
         )
         self.plan = plan
         self.num_classes = num_classes
+        # Anchors and their labels.
         self.anchor_generator = anchor_generator
         self.box2box_transform = box2box_transform
         self.step1_matcher = step1_matcher
         self.step2_matcher = step2_matcher
-        self.stc_neg_thresh = stc_neg_thresh
+        # SRN's two ideas.
+        self.stc = SelectiveTwoStepClassification(plan.stc_levels, stc_min_face_prob)
+        self.str = SelectiveTwoStepRegression(plan.str_levels, box2box_transform)
+        # Loss parameters:
         self.focal_loss_alpha = focal_loss_alpha
         self.focal_loss_gamma = focal_loss_gamma
         self.smooth_l1_beta = smooth_l1_beta
         self.loss_normalizer_momentum = loss_normalizer_momentum
+        # Inference parameters:
         self.test_score_thresh = test_score_thresh
+        self.test_score_thresh_min_cells = test_score_thresh_min_cells
         self.test_topk_candidates = test_topk_candidates
         self.test_nms_thresh = test_nms_thresh
+        self.nms_area_plus_one = nms_area_plus_one
         self.max_detections_per_image = max_detections_per_image
-        self.no_score_floor_below_cells = no_score_floor_below_cells
-        self.legacy_plus_one = legacy_plus_one
 
     @classmethod
     def from_config(cls, cfg):
@@ -153,18 +157,15 @@ class SRN(DenseDetector):
         level_shapes = [shapes[level] for level in plan.levels if level in shapes]
         anchor_generator = build_anchor_generator(cfg, level_shapes)
         num_anchors = set(anchor_generator.num_cell_anchors)
-        if len(num_anchors) != 1:
-            raise ValueError(
-                "SRN's shared head needs the same number of anchors on every level; "
-                f"MODEL.ANCHOR_GENERATOR gives {anchor_generator.num_cell_anchors}"
-            )
+        require(len(num_anchors) == 1, "MODEL.ANCHOR_GENERATOR", anchor_generator.num_cell_anchors,
+                "SRN's shared head needs the same number of anchors on every level")
 
         def matcher(thresholds, key):
             return SparseGridMatcher(
-                check_iou_thresholds(thresholds, key),
+                require_iou_thresholds(thresholds, key),
                 srn.IOU_LABELS,
                 allow_low_quality_matches=srn.ALLOW_LOW_QUALITY_MATCHES,
-                max_pairs=srn.MATCHER_MAX_ELEMENTS,
+                max_pairs=srn.MATCHER_MAX_PAIRS,
             )
 
         return {
@@ -178,7 +179,7 @@ class SRN(DenseDetector):
             "step2_matcher": matcher(srn.STEP2_IOU_THRESHOLDS, "MODEL.SRN.STEP2_IOU_THRESHOLDS"),
             "num_classes": srn.NUM_CLASSES,
             "plan": plan,
-            "stc_neg_thresh": srn.STC_NEG_THRESH,
+            "stc_min_face_prob": srn.STC_MIN_FACE_PROB,
             "focal_loss_alpha": srn.FOCAL_LOSS_ALPHA,
             "focal_loss_gamma": srn.FOCAL_LOSS_GAMMA,
             "smooth_l1_beta": srn.SMOOTH_L1_LOSS_BETA,
@@ -187,8 +188,8 @@ class SRN(DenseDetector):
             "test_topk_candidates": srn.TOPK_CANDIDATES_TEST,
             "test_nms_thresh": srn.NMS_THRESH_TEST,
             "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
-            "no_score_floor_below_cells": srn.NO_SCORE_FLOOR_BELOW_CELLS,
-            "legacy_plus_one": srn.LEGACY_PLUS_ONE,
+            "test_score_thresh_min_cells": srn.SCORE_THRESH_TEST_MIN_CELLS,
+            "nms_area_plus_one": srn.NMS_AREA_PLUS_ONE,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
         }
@@ -217,43 +218,6 @@ class SRN(DenseDetector):
         levels = self.plan.levels
         return dict(zip(levels, self.anchor_generator([features[level] for level in levels])))
 
-    def stc_keep(self, step1_logits: torch.Tensor) -> torch.Tensor:
-        """STC: anchors that survive step 1, those whose background confidence is <= stc_neg_thresh.
-
-        Args:
-            step1_logits: (..., K) step-1 logits.
-        Returns:
-            bool tensor of shape (...).
-        """
-        face_prob = step1_logits.sigmoid().max(dim=-1).values
-        return face_prob >= 1.0 - self.stc_neg_thresh
-
-    def refine(self, step1_deltas: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
-        """STR: step-2 anchors = anchors moved by the step-1 deltas.
-
-        Args:
-            step1_deltas: (..., R, 4); anchors: (R, 4) or (..., R, 4).
-        Returns:
-            (..., R, 4) refined anchors.
-        """
-        anchors = anchors.expand_as(step1_deltas)
-        refined = self.box2box_transform.apply_deltas(step1_deltas.reshape(-1, 4), anchors.reshape(-1, 4))
-        return refined.view(step1_deltas.shape)
-
-    def step2_anchors(
-        self, anchors: Dict[str, Boxes], step1_deltas: Dict[str, torch.Tensor]
-    ) -> Dict[str, torch.Tensor]:
-        """The anchors step 2 classifies and regresses from: refined on STR levels.
-
-        Args:
-            anchors: level -> Boxes (R_l, 4).
-            step1_deltas: STR level -> (..., R_l, 4) step-1 deltas.
-        Returns:
-            level -> (R_l, 4) anchors, or (..., R_l, 4) on STR levels.
-        """
-        refined = {level: self.refine(step1_deltas[level], anchors[level].tensor) for level in self.plan.str_levels}
-        return {level: refined.get(level, anchors[level].tensor) for level in self.plan.levels}
-
     # ------------------------------------------------------------------ training
 
     def forward_training(self, images, features, predictions: TwoStepPredictions, gt_instances):
@@ -270,23 +234,23 @@ class SRN(DenseDetector):
         """
         predictions = self._flatten(predictions)
         anchors = self._anchors(features)
-        grids = self._grids(features)
+        layouts = self._grid_layouts(features)
         gt_instances = self._faces_in_image(gt_instances)
         step1_labels, step1_gt_boxes = self.label_anchors(
-            {level: a.tensor for level, a in anchors.items()}, gt_instances, self.step1_matcher, grids
+            {level: a.tensor for level, a in anchors.items()}, gt_instances, self.step1_matcher, layouts
         )
         step1_deltas = {level: d.detach() for level, d in predictions.step1_deltas.items()}
-        step2_anchors = self.step2_anchors(anchors, step1_deltas)
-        step2_labels, step2_gt_boxes = self.label_anchors(step2_anchors, gt_instances, self.step2_matcher, grids)
-        step2_labels = self.drop_stc_rejected(step2_labels, predictions.step1_logits)
+        step2_anchors = self.str.step2_anchors(anchors, step1_deltas)
+        step2_labels, step2_gt_boxes = self.label_anchors(step2_anchors, gt_instances, self.step2_matcher, layouts)
+        step2_labels = self.stc.ignore_rejected(step2_labels, predictions.step1_logits)
         return self.losses(
             anchors, step2_anchors, predictions, step1_labels, step1_gt_boxes, step2_labels, step2_gt_boxes
         )
 
-    def _grids(self, features: Dict[str, torch.Tensor]) -> Dict[str, AnchorLevel]:
-        """Each level's anchor grid: (H, W, A) and stride, for the sparse matcher."""
+    def _grid_layouts(self, features: Dict[str, torch.Tensor]) -> Dict[str, Tuple[Tuple[int, int, int], int]]:
+        """Each level's grid anchor layout for the sparse matcher: ((H, W, A), stride)."""
         return {
-            level: AnchorLevel(torch.empty(0), (*features[level].shape[-2:], num_cell), self.plan.stride(level))
+            level: ((*features[level].shape[-2:], num_cell), self.plan.stride(level))
             for level, num_cell in zip(self.plan.levels, self.anchor_generator.num_cell_anchors)
         }
 
@@ -312,7 +276,7 @@ class SRN(DenseDetector):
         anchors: Dict[str, torch.Tensor],
         gt_instances: List[Instances],
         matcher: SparseGridMatcher,
-        grids: Dict[str, AnchorLevel],
+        layouts: Dict[str, Tuple[Tuple[int, int, int], int]],
     ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
         """
         Args:
@@ -320,7 +284,7 @@ class SRN(DenseDetector):
                 images, or (N, R_l, 4) per image (refined anchors, matched densely).
             gt_instances: per image, Instances with ``gt_boxes`` and ``gt_classes``.
             matcher: the step's matcher.
-            grids: level -> the layout of its grid anchors (:meth:`_grids`).
+            layouts: level -> the layout of its grid anchors (:meth:`_grid_layouts`).
 
         Returns:
             labels: level -> (N, R_l): class index of positives, ``num_classes``
@@ -332,7 +296,7 @@ class SRN(DenseDetector):
         labels, matched_boxes = [], []
         for i, gt_i in enumerate(gt_instances):
             levels = [
-                AnchorLevel(a, grids[level].grid, grids[level].stride) if a.dim() == 2 else AnchorLevel(a[i])
+                AnchorLevel(a, *layouts[level]) if a.dim() == 2 else AnchorLevel(a[i])
                 for level, a in anchors.items()
             ]
             matches, match_labels = matcher(gt_i.gt_boxes, levels)
@@ -347,20 +311,6 @@ class SRN(DenseDetector):
             labels.append(labels_i)
             matched_boxes.append(boxes_i)
         return split_levels(torch.stack(labels), sizes), split_levels(torch.stack(matched_boxes), sizes)
-
-    def drop_stc_rejected(
-        self, labels: Dict[str, torch.Tensor], step1_logits: Dict[str, torch.Tensor]
-    ) -> Dict[str, torch.Tensor]:
-        """STC in training: step 2 ignores (label -1) the anchors step 1 rejects.
-
-        Args:
-            labels: level -> (N, R_l) step-2 labels.
-            step1_logits: STC level -> (N, R_l, K).
-        """
-        keep = {level: self.stc_keep(logits.detach()) for level, logits in step1_logits.items()}
-        kept_fraction = cat_levels(keep, self.plan.stc_levels).float().mean().item() if keep else 1.0
-        get_event_storage().put_scalar("stc_kept_fraction", kept_fraction)
-        return {level: x.masked_fill(~keep[level], -1) if level in keep else x for level, x in labels.items()}
 
     def losses(
         self,
@@ -380,15 +330,13 @@ class SRN(DenseDetector):
 
         Args:
             anchors: level -> Boxes (R_l, 4) grid anchors.
-            step2_anchors: level -> (R_l, 4) or (N, R_l, 4), see :meth:`step2_anchors`.
+            step2_anchors: level -> (R_l, 4) or (N, R_l, 4), see
+                :meth:`SelectiveTwoStepRegression.step2_anchors`.
             predictions: flattened, (N, R_l, K) logits and (N, R_l, 4) deltas per level.
             step1_labels, step2_labels: level -> (N, R_l), see :meth:`label_anchors`.
             step1_gt_boxes, step2_gt_boxes: level -> (N, R_l, 4).
         """
         plan, num_images = self.plan, len(next(iter(step1_labels.values())))
-
-        def per_image(boxes: Dict[str, torch.Tensor], levels) -> torch.Tensor:
-            return torch.cat([boxes[level].expand(num_images, -1, -1) for level in levels], dim=1)
 
         zero = predictions.step2_logits[plan.levels[0]].new_zeros(())
         losses = {"loss_cls_step1": zero, "loss_box_step1": zero}
@@ -401,7 +349,8 @@ class SRN(DenseDetector):
         if plan.str_levels:
             losses["loss_box_step1"] = self._box_loss(
                 cat_levels(predictions.step1_deltas, plan.str_levels),
-                per_image({level: anchors[level].tensor for level in plan.str_levels}, plan.str_levels),
+                cat_levels_per_image({level: anchors[level].tensor for level in plan.str_levels}, plan.str_levels,
+                                     num_images),
                 cat_levels(step1_gt_boxes, plan.str_levels),
                 cat_levels(step1_labels, plan.str_levels),
                 "step1",
@@ -412,7 +361,7 @@ class SRN(DenseDetector):
         )
         losses["loss_box_step2"] = self._box_loss(
             cat_levels(predictions.step2_deltas, plan.levels),
-            per_image(step2_anchors, plan.levels),
+            cat_levels_per_image(step2_anchors, plan.levels, num_images),
             cat_levels(step2_gt_boxes, plan.levels),
             step2_labels_all,
             "step2",
@@ -505,8 +454,8 @@ class SRN(DenseDetector):
         Returns:
             Instances with ``pred_boxes`` (unclipped), ``scores``, ``pred_classes``.
         """
-        scores = self.step2_scores(predictions.step2_logits, predictions.step1_logits)
-        step2_anchors = self.step2_anchors(anchors, predictions.step1_deltas)
+        scores = self.stc.scores(predictions.step2_logits, predictions.step1_logits)
+        step2_anchors = self.str.step2_anchors(anchors, predictions.step1_deltas)
         per_level = [
             self._decode_per_level_predictions(
                 Boxes(step2_anchors[level]),
@@ -520,31 +469,18 @@ class SRN(DenseDetector):
         ]
         pred = Instances.cat(per_level)
         boxes = pred.pred_boxes.tensor
-        if self.legacy_plus_one:
+        if self.nms_area_plus_one:
             # IoU with (x2 - x1 + 1) areas equals plain IoU of boxes grown by one pixel.
             boxes = boxes + boxes.new_tensor([0.0, 0.0, 1.0, 1.0])
         keep = batched_nms(boxes, pred.scores, pred.pred_classes, self.test_nms_thresh)
         return pred[keep[: self.max_detections_per_image]]
 
-    def step2_scores(
-        self, step2_logits: Dict[str, torch.Tensor], step1_logits: Dict[str, torch.Tensor]
-    ) -> Dict[str, torch.Tensor]:
-        """STC in inference: step-2 probabilities, 0 where step 1 rejects the anchor.
-
-        Args:
-            step2_logits: level -> (R_l, K); step1_logits: STC level -> (R_l, K).
-        """
-        scores = {level: logits.sigmoid() for level, logits in step2_logits.items()}
-        for level, logits in step1_logits.items():
-            scores[level] = scores[level] * self.stc_keep(logits)[:, None]
-        return scores
-
     def _score_thresh(self, num_cells):
-        """The level's score threshold: 0 on maps with fewer cells than no_score_floor_below_cells.
+        """The level's score threshold: 0 on maps with fewer cells than test_score_thresh_min_cells.
 
         Scores are > 0 after a sigmoid; STC's rejected anchors are exactly 0 and stay out.
         """
-        below_floor = num_cells < self.no_score_floor_below_cells
+        below_floor = num_cells < self.test_score_thresh_min_cells
         if isinstance(below_floor, torch.Tensor):
             # Traced for export, sizes are tensors: the choice stays in the graph for every input size.
             return torch.where(below_floor, 0.0, self.test_score_thresh)

@@ -33,7 +33,9 @@ from detectron2.structures import Boxes, Instances
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..data.image_io import read_image
+from ..data.image_io import image_to_tensor, read_image
+from ..errors import require
+from ..utils.box_iou import aligned_iou, box_areas
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +48,8 @@ _OVER_BUDGET_SHRINK = 0.75
 
 
 def _check_scales(shrink: float, enlarge_base: float) -> None:
-    if enlarge_base <= 1.0:
-        raise ValueError(f"TEST.AUG.SRN.ENLARGE_BASE must exceed 1, got {enlarge_base}")
-    if not 0.0 < shrink < 1.0:
-        raise ValueError(f"TEST.AUG.SRN.SHRINK must lie in (0, 1), got {shrink}")
+    require(enlarge_base > 1.0, "TEST.AUG.SRN.ENLARGE_BASE", enlarge_base, "must exceed 1")
+    require(0.0 < shrink < 1.0, "TEST.AUG.SRN.SHRINK", shrink, "must lie in (0, 1)")
 
 
 @dataclass(frozen=True)
@@ -154,13 +154,11 @@ def _single_thread():
 def _vote(boxes: torch.Tensor, scores: torch.Tensor, iou_thresh: float, max_dets: int):
     order = torch.sort(scores, descending=True, stable=True).indices
     boxes, scores = boxes[order], scores[order]
-    areas = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+    areas = box_areas(boxes, plus_one=True)
     merged_boxes, merged_scores = [], []
     while len(boxes) > 0 and len(merged_boxes) < max_dets:
-        top_left = torch.maximum(boxes[:, :2], boxes[0, :2])
-        bottom_right = torch.minimum(boxes[:, 2:], boxes[0, 2:])
-        inter = (bottom_right - top_left + 1).clamp(min=0).prod(dim=1)
-        group = inter / (areas[0] + areas - inter) >= iou_thresh
+        iou = aligned_iou(boxes[:1], boxes, area_a=areas[:1], area_b=areas, plus_one=True)
+        group = iou >= iou_thresh
         # A degenerate top box can miss its own group; it must leave anyway.
         group[0] = True
         if int(group.sum()) > 1:
@@ -237,7 +235,7 @@ class SRNWithTTA(nn.Module):
         self.input_format = cfg.INPUT.FORMAT
         # Legacy boxes are inclusive pixel indices: a box spans x2 - x1 + 1 pixels,
         # a flip maps x to W - 1 - x, and resizing maps pixel centers.
-        self.offset = 1.0 if cfg.MODEL.SRN.LEGACY_PLUS_ONE else 0.0
+        self.offset = 1.0 if aug.INCLUSIVE_PIXEL_BOXES else 0.0
         _check_scales(self.shrink, self.enlarge_base)
 
     def forward(self, batched_inputs: List[Dict]) -> List[Dict[str, Instances]]:
@@ -249,7 +247,7 @@ class SRNWithTTA(nn.Module):
             return dataset_dict
         result = copy.copy(dataset_dict)
         image = read_image(result.pop("file_name"), self.input_format)
-        result["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        result["image"] = image_to_tensor(image)
         return result
 
     def passes(self, height: int, width: int) -> List[TTAPass]:

@@ -22,7 +22,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import nn
 
-from ..config import require
+from ..errors import require
 from .retinanet_fpn import retinanet_fpn
 
 STRIDES = (4, 8, 16, 32)
@@ -64,11 +64,9 @@ class TimmBackbone(Backbone):
         self.body = timm.create_model(model_name, pretrained=pretrained, features_only=True, in_chans=in_channels)
         reductions = list(self.body.feature_info.reduction())
         missing = [s for s in STRIDES if s not in reductions]
-        if missing:
-            raise ValueError(
-                f"MODEL.TIMM.NAME {model_name!r} has features at strides {reductions}; SRN and the "
-                f"FPN need strides {list(STRIDES)} (missing {missing})"
-            )
+        require(not missing, "MODEL.TIMM.NAME", model_name,
+                f"has features at strides {reductions}; SRN and the FPN need strides {list(STRIDES)} "
+                f"(missing {missing})")
         self.indices = [reductions.index(s) for s in STRIDES]
         channels = self.body.feature_info.channels()
         self._out_features = [f"res{i}" for i in range(2, 6)]

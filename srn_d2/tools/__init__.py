@@ -1,19 +1,23 @@
 """Command-line entry points, each ``python -m srn_d2.tools.<name>`` (see the README's table).
 
-Nothing is imported here, so that the numpy-only tools (evaluate_widerface)
-start without torch or Detectron2.
+Each tool parses its arguments and makes one call into the library, through
+:func:`run_command`. Nothing heavy is imported here, so that the numpy-only
+tools (evaluate_widerface) start without torch or Detectron2.
 """
 import sys
 
+from ..errors import REPORTED_ERRORS
 
-def report_bad_input(command, argv) -> int:
-    """Exit status of ``command(argv)``; bad input (ValueError, OSError) is printed, status 2.
 
-    The message already names the file, line or option at fault, so a traceback
+def run_command(command, argv) -> int:
+    """Exit status of ``command(argv)``; bad input (:data:`srn_d2.errors.REPORTED_ERRORS`)
+    is printed as one ``error:`` line on stderr, exit status 2.
+
+    The message already names the file, line or key at fault, so a traceback
     would only bury it.
     """
     try:
         return command(argv)
-    except (ValueError, OSError) as error:
+    except REPORTED_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -4,201 +4,26 @@
     python train_net.py --config-file configs/SRN_R_50_official.yaml --eval-only \\
         MODEL.WEIGHTS srn_r50_released.pth
 
-The released file (github.com/ChiCheng123/SRN, ``srn/model/resnet_srn.py``) is
-a state dict of a torchvision-style ResNet-50 (``conv1``, ``bn1``,
-``layer1``-``layer4``) with C6 / C7 as ``layer5`` / ``layer6``, the neck convs
-(``c*_conv``, ``c*_lateral``, ``p*_conv``), and the head: ``cls_subnet`` /
-``box_subnet`` = Sequential(conv3x3, ReLU, RFE, conv3x3, ReLU), whose RFE holds
-``branch0``-``branch3`` (1x5, 5x1, 1x3, 3x1, each Sequential(conv1x1, ReLU,
-conv, ReLU, conv1x1, ReLU)) and ``cated_conv`` = Sequential(conv1x1, ReLU), and
-the 1x1 predictors ``cls_subnet_pred`` / ``box_subnet_pred``. It may sit under
-a ``state_dict`` entry with a ``module.`` prefix (a DataParallel save).
-
-The output is keyed by the parameter names of the model that
-``configs/SRN_R_50_official.yaml`` builds; every key and shape is checked
-against that model before anything is written. It is a ``.pth`` file of
-tensors, which loads with ``torch.load(weights_only=True)``: no code runs when
-anyone loads it (a ``.pkl`` would be unpickled by Detectron2, which can).
+Every key and shape is checked against the model of ``--config-file`` before
+anything is written; the output is a ``.pth`` of tensors, which loads without
+running code. The released layout and the name mapping: ``srn_d2.released_checkpoint``.
 """
-from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import argparse
 import logging
 import os
-import pickle
-import re
-import zipfile
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
-import torch
-from detectron2.modeling import build_model
-from torch import nn
-
-from .. import model_zoo
-from ..engine import setup_cfg
+from . import run_command
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CONFIG = model_zoo.get_config_file("SRN_R_50_official.yaml")
-AUTHOR = "ChiCheng123/SRN released model, converted by srn_d2.tools.convert_released"
 
-_BN_FIELD = r"(weight|bias|running_mean|running_var)"
-_TOWERS = {"cls": "cls_subnet", "box": "bbox_subnet"}
-
-# (released name pattern, Detectron2 name), tried in order with re.fullmatch.
-_RULES: List[Tuple[str, Callable[[re.Match], str]]] = [
-    (r"conv1\.weight", lambda m: "backbone.bottom_up.stem.conv1.weight"),
-    (rf"bn1\.{_BN_FIELD}", lambda m: f"backbone.bottom_up.stem.conv1.norm.{m[1]}"),
-    (
-        r"layer([1-4])\.(\d+)\.conv([1-3])\.weight",
-        lambda m: f"backbone.bottom_up.res{int(m[1]) + 1}.{m[2]}.conv{m[3]}.weight",
-    ),
-    (
-        rf"layer([1-4])\.(\d+)\.bn([1-3])\.{_BN_FIELD}",
-        lambda m: f"backbone.bottom_up.res{int(m[1]) + 1}.{m[2]}.conv{m[3]}.norm.{m[4]}",
-    ),
-    (
-        r"layer([1-4])\.(\d+)\.downsample\.0\.weight",
-        lambda m: f"backbone.bottom_up.res{int(m[1]) + 1}.{m[2]}.shortcut.weight",
-    ),
-    (
-        rf"layer([1-4])\.(\d+)\.downsample\.1\.{_BN_FIELD}",
-        lambda m: f"backbone.bottom_up.res{int(m[1]) + 1}.{m[2]}.shortcut.norm.{m[3]}",
-    ),
-    (r"layer5\.(weight|bias)", lambda m: f"backbone.c6.{m[1]}"),
-    (r"layer6\.(weight|bias)", lambda m: f"backbone.c7.{m[1]}"),
-    (r"(c[2-7]_conv|c[2-5]_lateral|p[2-7]_conv)\.(weight|bias)", lambda m: f"backbone.{m[1]}.{m[2]}"),
-    (r"(cls|box)_subnet\.(\d+)\.(weight|bias)", lambda m: f"head.shared.{_TOWERS[m[1]]}.{m[2]}.{m[3]}"),
-    # Released RFE branches 0-3 are 1x5, 5x1, 1x3, 3x1: the order of srn_d2's RFE.branches.
-    (
-        r"(cls|box)_subnet\.(\d+)\.branch(\d)\.(\d+)\.(weight|bias)",
-        lambda m: f"head.shared.{_TOWERS[m[1]]}.{m[2]}.branches.{m[3]}.{m[4]}.{m[5]}",
-    ),
-    (
-        r"(cls|box)_subnet\.(\d+)\.cated_conv\.(\d+)\.(weight|bias)",
-        lambda m: f"head.shared.{_TOWERS[m[1]]}.{m[2]}.fuse.{m[3]}.{m[4]}",
-    ),
-    (r"cls_subnet_pred\.(weight|bias)", lambda m: f"head.shared.cls_score.{m[1]}"),
-    (r"box_subnet_pred\.(weight|bias)", lambda m: f"head.shared.bbox_pred.{m[1]}"),
-]
-_COMPILED = [(re.compile(pattern), rename) for pattern, rename in _RULES]
-# torchvision >= 0.4 BatchNorm counters; FrozenBatchNorm2d keeps none.
-_IGNORED = re.compile(r"(.*\.)?num_batches_tracked")
+def main(argv=None) -> int:
+    return run_command(_convert, argv)
 
 
-class ConversionError(ValueError):
-    """The checkpoint does not fit the released layout or the target model."""
+def _convert(argv) -> int:
+    from ..released_checkpoint import DEFAULT_CONFIG, build_target_model, convert
 
-
-def released_to_d2_name(name: str) -> Optional[str]:
-    """The Detectron2 name of released parameter ``name``, or None when no rule applies."""
-    for pattern, rename in _COMPILED:
-        match = pattern.fullmatch(name)
-        if match:
-            return rename(match)
-    return None
-
-
-def load_released(path: str, trust_pickle: bool = False) -> Dict[str, torch.Tensor]:
-    """The released state dict of ``path``, without a ``state_dict`` wrapper or ``module.`` prefix."""
-    if not os.path.isfile(path):
-        raise ConversionError(f"{path}: no such file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
-    except pickle.UnpicklingError as e:
-        raise ConversionError(
-            f"{path}: not loadable as plain tensors ({e}); if the file is trusted, pass --trust-pickle"
-        ) from e
-    except (EOFError, IndexError, RuntimeError, ValueError, zipfile.BadZipFile) as e:
-        raise ConversionError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {e})") from e
-    if isinstance(checkpoint, Mapping) and "state_dict" in checkpoint:
-        checkpoint = checkpoint["state_dict"]
-    if not isinstance(checkpoint, Mapping):
-        raise ConversionError(f"{path}: expected a state dict, found {type(checkpoint).__name__}")
-    state_dict = {}
-    for key, value in checkpoint.items():
-        if not torch.is_tensor(value):
-            raise ConversionError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
-        state_dict[key[len("module.") :] if key.startswith("module.") else key] = value
-    return state_dict
-
-
-def convert_state_dict(released: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
-    """Rename the released parameters.
-
-    Returns:
-        the renamed state dict, and for each new name the released name it came from.
-    Raises:
-        ConversionError naming every released key that no rule covers.
-    """
-    converted, source = {}, {}
-    unknown = []
-    for name, value in released.items():
-        if _IGNORED.fullmatch(name):
-            continue
-        new_name = released_to_d2_name(name)
-        if new_name is None:
-            unknown.append(name)
-            continue
-        converted[new_name] = value
-        source[new_name] = name
-    if unknown:
-        raise ConversionError(f"released keys not in the SRN layout: {sorted(unknown)}")
-    return converted, source
-
-
-def check_against_model(converted: Mapping[str, torch.Tensor], source: Mapping[str, str], model: nn.Module) -> None:
-    """Raise ConversionError unless ``converted`` has exactly ``model``'s keys and shapes."""
-    expected = model.state_dict()
-    problems = []
-    missing = sorted(set(expected) - set(converted))
-    if missing:
-        problems.append(f"missing from the checkpoint (model keys): {missing}")
-    unexpected = sorted(set(converted) - set(expected))
-    if unexpected:
-        problems.append("not in the model: " + ", ".join(f"{source[k]} -> {k}" for k in unexpected))
-    for key in sorted(set(converted) & set(expected)):
-        if converted[key].shape != expected[key].shape:
-            problems.append(
-                f"shape of {source[key]} {tuple(converted[key].shape)} != "
-                f"{key} {tuple(expected[key].shape)}"
-            )
-    if problems:
-        raise ConversionError("; ".join(problems))
-
-
-def build_target_model(config_file: str) -> nn.Module:
-    """The model of ``config_file`` on the CPU, to check the converted keys against."""
-    return build_model(setup_cfg(config_file, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""]))
-
-
-def _check_output_path(path: str) -> None:
-    if not path.endswith(".pth"):
-        raise ConversionError(
-            f"{path}: the output must end in .pth (Detectron2 unpickles .pkl files, which can run code)"
-        )
-
-
-def save_checkpoint(state_dict: Mapping[str, torch.Tensor], path: str) -> None:
-    """Write a Detectron2 checkpoint of tensors (.pth), loadable with ``weights_only=True``."""
-    _check_output_path(path)
-    model = {k: v.detach().cpu() for k, v in state_dict.items()}
-    torch.save({"model": model, "__author__": AUTHOR, "matching_heuristics": False}, path)
-
-
-def convert(in_path: str, out_path: str, model: nn.Module, trust_pickle: bool = False) -> Dict[str, torch.Tensor]:
-    """Convert ``in_path`` to ``out_path``, checked against ``model``; returns the converted state dict."""
-    _check_output_path(out_path)
-    released = load_released(in_path, trust_pickle)
-    converted, source = convert_state_dict(released)
-    try:
-        check_against_model(converted, source, model)
-    except ConversionError as e:
-        raise ConversionError(f"{in_path}: {e}") from None
-    save_checkpoint(converted, out_path)
-    return converted
-
-
-def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("input", help="the released checkpoint (.pth)")
     parser.add_argument("output", help="the Detectron2 checkpoint to write (.pth)")
@@ -216,12 +41,10 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO)
     if not os.path.isfile(args.config_file):
         parser.error(f"config file {args.config_file} not found; pass --config-file")
-    try:
-        converted = convert(args.input, args.output, build_target_model(args.config_file), args.trust_pickle)
-    except ConversionError as error:
-        parser.exit(2, f"error: {error}\n")
+    converted = convert(args.input, args.output, build_target_model(args.config_file), args.trust_pickle)
     logger.info(f"wrote {len(converted)} tensors to {args.output}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

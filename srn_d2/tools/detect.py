@@ -9,259 +9,30 @@
 (``demo.py`` is ``python -m srn_d2.tools.detect``; ``--onnx`` runs a model exported by
 ``srn_d2.tools.export`` on onnxruntime instead of a config.) For an image ``<stem>.<ext>``
 it writes to ``--output``: ``<stem>.<ext>`` with the detections drawn,
-``<stem>.txt`` in the WIDER FACE submission format (name, count, ``x y w h score``
-lines, as TEST.WIDERFACE_SUBMISSION_FORMAT says) and ``<stem>.json``, a list of
-``{"bbox": [x, y, w, h], "score": s}``. For a video: ``<stem>.mp4`` drawn, and
-``<stem>.json``, a list of ``{"frame": i, "detections": [...]}``.
+``<stem>.txt`` in the WIDER FACE submission format and ``<stem>.json``; for a
+video, ``<stem>.mp4`` drawn and ``<stem>.json`` (``srn_d2.engine.face_demo``).
 
 Images are resized as at test time (INPUT.MIN_SIZE_TEST, 0 = original size);
 TEST.AUG.ENABLED runs the SRN multi-scale test. Detections below
 ``--confidence-threshold`` are not output. An image that cannot be decoded is
 an error when named directly; inside a folder it is logged and skipped.
 """
-from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import argparse
-import json
 import logging
-import os
-from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
-import cv2
-import numpy as np
-import torch
-import tqdm
-from detectron2.data import MetadataCatalog
-from detectron2.data.catalog import Metadata
-from detectron2.engine import DefaultPredictor
-from detectron2.structures import Boxes, Instances
-from detectron2.utils.visualizer import Visualizer
-
-from ..checkpoint import RandomWeightsError, UnreadableCheckpointError, UnsafeCheckpointError, load_inference_weights
-from ..data.image_io import read_image
-from ..engine import setup_cfg
-from ..evaluation.prediction_files import write_widerface_predictions
-from ..evaluation.widerface_evaluator import instances_to_xywhs
-from ..modeling import SRNWithTTA
-
-logger = logging.getLogger("srn_d2.detect")
-
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
+from . import run_command
 
 
-class FacePredictor(DefaultPredictor):
-    """Detectron2's DefaultPredictor (a BGR image in, ``{"instances": ...}`` out), with
-    weights loaded by :func:`load_inference_weights` and, when TEST.AUG.ENABLED,
-    SRN's multi-scale test."""
-
-    def __init__(self, cfg, allow_random_weights: bool = False):
-        # DefaultPredictor would load MODEL.WEIGHTS with Detectron2's checkpointer,
-        # which unpickles code; it builds the model alone here.
-        without_weights = cfg.clone()
-        without_weights.defrost()
-        without_weights.MODEL.WEIGHTS = ""
-        super().__init__(without_weights)
-        self.cfg = cfg.clone()
-        load_inference_weights(self.model, cfg.MODEL.WEIGHTS, allow_random=allow_random_weights)
-        if cfg.TEST.AUG.ENABLED:
-            self.model = SRNWithTTA(cfg, self.model)
+def main(argv=None) -> int:
+    return run_command(_detect, argv)
 
 
-def _metadata(cfg) -> Metadata:
-    names = [n for n in cfg.DATASETS.TEST if n in MetadataCatalog.list()]
-    if names and MetadataCatalog.get(names[0]).get("thing_classes"):
-        return MetadataCatalog.get(names[0])
-    return Metadata(thing_classes=["face"])
+def _detect(argv) -> int:
+    from detectron2.data.catalog import Metadata
 
+    from ..engine import setup_cfg
+    from ..engine.face_demo import FaceDemo, onnx_predictor, run_demo
 
-def detections_json(xywhs: np.ndarray) -> List[Dict]:
-    return [{"bbox": [round(float(v), 2) for v in row[:4]], "score": round(float(row[4]), 6)} for row in xywhs]
-
-
-@dataclass
-class DemoSummary:
-    images: int = 0
-    videos: int = 0
-    skipped: List[str] = field(default_factory=list)
-
-
-def onnx_predictor(path: str) -> Callable[[np.ndarray], Instances]:
-    """A BGR image -> Instances, from a file exported by srn_d2.tools.export."""
-    from ..deploy.onnx_runtime import ONNXFaceDetector
-
-    detector = ONNXFaceDetector(path)
-
-    def predict(bgr: np.ndarray) -> Instances:
-        boxes, scores = detector(bgr)
-        instances = Instances(bgr.shape[:2])
-        instances.pred_boxes = Boxes(torch.from_numpy(boxes))
-        instances.scores = torch.from_numpy(scores)
-        instances.pred_classes = torch.zeros(len(scores), dtype=torch.int64)
-        return instances
-
-    return predict
-
-
-class FaceDemo:
-    """Detects, draws and writes the outputs of each input."""
-
-    def __init__(
-        self,
-        predict: Callable[[np.ndarray], Instances],
-        output_dir: str,
-        confidence_threshold: float,
-        metadata: Metadata,
-        submission_format: str = "precise",
-    ):
-        """
-        Args:
-            predict: a BGR image -> its detections (Instances on the CPU).
-            metadata: what to name the boxes' classes.
-            submission_format: of the WIDER FACE files (TEST.WIDERFACE_SUBMISSION_FORMAT).
-        """
-        self.predict = predict
-        self.metadata = metadata
-        self.submission_format = submission_format
-        self.output_dir = output_dir
-        self.confidence_threshold = confidence_threshold
-        os.makedirs(output_dir, exist_ok=True)
-
-    @classmethod
-    def from_config(cls, cfg, output_dir: str, confidence_threshold: float, allow_random_weights: bool = False):
-        predictor = FacePredictor(cfg, allow_random_weights)
-        return cls(
-            lambda bgr: predictor(bgr)["instances"].to("cpu"),
-            output_dir,
-            confidence_threshold,
-            _metadata(cfg),
-            cfg.TEST.WIDERFACE_SUBMISSION_FORMAT,
-        )
-
-    def detect(self, bgr: np.ndarray) -> Instances:
-        instances = self.predict(bgr)
-        return instances[instances.scores >= self.confidence_threshold]
-
-    def draw(self, bgr: np.ndarray, instances: Instances) -> np.ndarray:
-        """The detections drawn on a BGR image, as BGR for OpenCV."""
-        drawn = Visualizer(bgr[:, :, ::-1], self.metadata).draw_instance_predictions(instances).get_image()
-        return drawn[:, :, ::-1]
-
-    def run_image(self, path: str) -> None:
-        image = read_image(path, "BGR")
-        instances = self.detect(image)
-        name = os.path.basename(path)
-        stem = os.path.splitext(name)[0]
-        drawn_path = os.path.join(self.output_dir, name)
-        if os.path.abspath(drawn_path) == os.path.abspath(path):
-            raise ValueError(f"--output {self.output_dir} holds the input {path}: the drawing would overwrite it")
-        cv2.imwrite(drawn_path, self.draw(image, instances))
-        xywhs = instances_to_xywhs(instances)
-        write_widerface_predictions(self.output_dir, {stem: xywhs}, self.submission_format)
-        with open(os.path.join(self.output_dir, stem + ".json"), "w") as f:
-            json.dump(detections_json(xywhs), f)
-
-    def run_video(self, path: str) -> None:
-        capture = cv2.VideoCapture(path)
-        if not capture.isOpened():
-            raise OSError(f"cannot open video {path}")
-        fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-        num_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-        stem = os.path.splitext(os.path.basename(path))[0]
-        writer: Optional[cv2.VideoWriter] = None
-        frames = []
-        try:
-            for index, frame in enumerate(tqdm.tqdm(_frames(capture), total=num_frames, desc=stem)):
-                instances = self.detect(frame)
-                drawn = self.draw(frame, instances)
-                if writer is None:
-                    writer = cv2.VideoWriter(
-                        os.path.join(self.output_dir, stem + ".mp4"),
-                        cv2.VideoWriter_fourcc(*"mp4v"),
-                        fps,
-                        (drawn.shape[1], drawn.shape[0]),
-                    )
-                writer.write(np.ascontiguousarray(drawn))
-                frames.append({"frame": index, "detections": detections_json(instances_to_xywhs(instances))})
-        finally:
-            capture.release()
-            if writer is not None:
-                writer.release()
-        with open(os.path.join(self.output_dir, stem + ".json"), "w") as f:
-            json.dump(frames, f)
-
-
-
-def _frames(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            return
-        yield frame
-
-
-def _folder_images(folder: str) -> List[str]:
-    return sorted(
-        os.path.join(folder, name)
-        for name in os.listdir(folder)
-        if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-    )
-
-
-def _output_names(path: str, is_video: bool) -> List[str]:
-    stem, extension = os.path.splitext(os.path.basename(path))
-    return [stem + ".mp4", stem + ".json"] if is_video else [stem + extension, stem + ".txt", stem + ".json"]
-
-
-def plan_inputs(inputs: List[str]) -> List[Tuple[str, bool, bool]]:
-    """(path, is_video, named directly) per input file, folders expanded to their images.
-
-    Raises FileNotFoundError for a missing input, and ValueError when two
-    inputs would write the same output file (``x.jpg`` and ``x.png`` both write ``x.txt``).
-    """
-    plan = []
-    for path in inputs:
-        if os.path.isdir(path):
-            plan += [(image, False, False) for image in _folder_images(path)]
-        elif not os.path.exists(path):
-            raise FileNotFoundError(f"input {path} does not exist")
-        else:
-            plan.append((path, os.path.splitext(path)[1].lower() in VIDEO_EXTENSIONS, True))
-    writers: Dict[str, str] = {}
-    for path, is_video, _ in plan:
-        for name in _output_names(path, is_video):
-            if name in writers and writers[name] != path:
-                raise ValueError(f"{writers[name]} and {path} would both write {name}; run them into different --output folders")
-            writers[name] = path
-    return plan
-
-
-def run(make_demo: Callable[[], FaceDemo], inputs: List[str]) -> DemoSummary:
-    """Detect on every input; the demo is made once the inputs are known to be valid."""
-    plan = plan_inputs(inputs)
-    demo = make_demo()
-    summary = DemoSummary()
-    for path, is_video, named_directly in tqdm.tqdm(plan, desc="inputs", disable=len(plan) < 2):
-        if is_video:
-            demo.run_video(path)
-            summary.videos += 1
-            continue
-        try:
-            demo.run_image(path)
-            summary.images += 1
-        except OSError as error:
-            # An image named on the command line must work; one among a folder's may be skipped.
-            if named_directly:
-                raise
-            logger.warning(f"skipped: {error}")
-            summary.skipped.append(path)
-    if summary.skipped:
-        logger.warning(f"skipped {len(summary.skipped)} unreadable files: {summary.skipped}")
-    logger.info(f"wrote the results of {summary.images} images and {summary.videos} videos to {demo.output_dir}")
-    return summary
-
-
-def main(argv=None) -> DemoSummary:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--config-file", metavar="FILE", help="a config, with MODEL.WEIGHTS in --opts")
@@ -289,11 +60,9 @@ def main(argv=None) -> DemoSummary:
         def make_demo():
             return FaceDemo.from_config(cfg, args.output, args.confidence_threshold, args.allow_random_weights)
 
-    try:
-        return run(make_demo, args.input)
-    except (RandomWeightsError, UnreadableCheckpointError, UnsafeCheckpointError, ValueError, OSError) as error:
-        parser.exit(2, f"error: {error}\n")
+    run_demo(make_demo, args.input)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

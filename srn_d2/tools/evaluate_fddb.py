@@ -17,12 +17,12 @@ import sys
 from ..data.fddb import load_fddb
 from ..evaluation.fddb_evaluator import MAX_FALSE_POSITIVES, fddb_gt_from_dicts
 from ..evaluation.fddb_protocol import evaluate_fddb
-from . import report_bad_input
+from . import run_command
 from ..evaluation.prediction_files import read_fddb_detections
 
 
 def main(argv=None) -> int:
-    return report_bad_input(_evaluate, argv)
+    return run_command(_evaluate, argv)
 
 
 def _evaluate(argv) -> int:

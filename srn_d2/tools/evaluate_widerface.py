@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from . import report_bad_input
+from . import run_command
 from ..evaluation.prediction_files import list_prediction_ids, read_widerface_predictions
 from ..evaluation.widerface_gt import SETTINGS, load_widerface_gt_mat
 from ..evaluation.widerface_plot import plot_pr_curves
@@ -20,7 +20,7 @@ from ..evaluation.widerface_protocol import WiderFaceMatches, warn_unmatched_ids
 
 
 def main(argv=None) -> int:
-    return report_bad_input(_evaluate, argv)
+    return run_command(_evaluate, argv)
 
 
 def _evaluate(argv) -> int:

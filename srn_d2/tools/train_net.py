@@ -6,22 +6,16 @@
 (``train_net.py`` is ``python -m srn_d2.tools.train_net``.)
 """
 from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
-import sys
-
 from detectron2.engine import default_argument_parser, hooks, launch
 from detectron2.evaluation import verify_results
 
-from ..checkpoint import (
-    RandomWeightsError,
-    SafeCheckpointer,
-    UnreadableCheckpointError,
-    UnsafeCheckpointError,
-    load_inference_weights,
-)
+from ..checkpoint import SafeCheckpointer, load_inference_weights
 from ..engine import SRNTrainer, setup_cfg
+from . import run_command
 
 
 def main(args):
+    """One process's work (Detectron2's ``launch`` runs it in each)."""
     cfg = setup_cfg(args.config_file, args.opts, args)
     if args.eval_only:
         model = SRNTrainer.build_model(cfg)
@@ -55,21 +49,23 @@ def argument_parser():
     return parser
 
 
-def run(argv=None) -> None:
+def run(argv=None) -> int:
+    return run_command(_launch, argv)
+
+
+def _launch(argv) -> int:
     args = argument_parser().parse_args(argv)
     print("Command Line Args:", args)
-    try:
-        launch(
-            main,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-        )
-    except (RandomWeightsError, UnreadableCheckpointError, UnsafeCheckpointError) as error:
-        sys.exit(f"error: {error}")
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+    return 0
 
 
 if __name__ == "__main__":
-    run()
+    raise SystemExit(run())

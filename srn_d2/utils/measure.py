@@ -1,17 +1,19 @@
 """Time and peak-memory measurement and the ratio table shared by the benchmark tools."""
 import ctypes
 import ctypes.util
+import gc
 import math
 import os
 import statistics
 import threading
 import time
-from typing import Callable, Dict
+from typing import Callable, Dict, List, Sequence
 
 import torch
 from tabulate import tabulate
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+MIB = float(1 << 20)
 
 
 def _find_malloc_trim():
@@ -98,6 +100,30 @@ def median_time(fn: Callable[[], object], device: str, iters: int, warmup: int) 
         synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def interleaved_median_ms(
+    runs: Sequence[Callable[[], object]], iters: int, warmup: int, device: str = "cpu"
+) -> List[float]:
+    """Median milliseconds of each of ``runs``, timed in turns (A, B, A, B, ...) after
+    ``warmup`` runs of each, so that a machine that slows down or speeds up during
+    the measurement moves every run alike."""
+    for run in runs:
+        for _ in range(warmup):
+            run()
+    times = [[] for _ in runs]
+    for _ in range(iters):
+        for index, run in enumerate(runs):
+            times[index].append(1000 * median_time(run, device, iters=1, warmup=0))
+    return [statistics.median(t) for t in times]
+
+
+def peak_mib(run: Callable[[], object], device: str) -> float:
+    """Peak memory of one ``run()`` in MiB, above the level before it (see :class:`PeakMemory`)."""
+    gc.collect()
+    with PeakMemory(device) as peak:
+        run()
+    return peak.peak_bytes / MIB
 
 
 def format_table(rows, columns, baseline: Dict[str, float] = None) -> str:

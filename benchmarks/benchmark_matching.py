@@ -1,6 +1,6 @@
 """Anchor matching: SparseGridMatcher against Detectron2's dense Matcher, side by side.
 
-    python -m srn_d2.tools.benchmark_matching [--faces 200 2000] [--size 1024] [--device cuda]
+    python benchmarks/benchmark_matching.py [--faces 200 2000] [--size 1024] [--device cuda]
 
 For each number of faces (random face-like boxes, 6 px to a third of the
 image) and each of SRN's two steps, both matchers label SRN's anchors of a
@@ -9,7 +9,6 @@ after a random refinement, as in training. Prints the median time and the
 peak memory of each, the ratios, and whether the labels (and the matches the
 sparse matcher promises) are Detectron2's.
 """
-from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import argparse
 import gc
 import math
@@ -20,13 +19,11 @@ from detectron2.modeling import build_anchor_generator
 from detectron2.modeling.matcher import Matcher
 from detectron2.structures import Boxes, pairwise_iou
 
-from .. import model_zoo
-from ..engine import setup_cfg
-from ..modeling import AnchorLevel, LevelPlan, SparseGridMatcher
-from ..utils.measure import PeakMemory, format_table, median_time
-from .benchmark import random_faces
-
-MIB = float(1 << 20)
+from srn_d2 import model_zoo
+from srn_d2.engine import setup_cfg
+from srn_d2.engine.benchmark import random_faces
+from srn_d2.modeling import AnchorLevel, LevelPlan, SparseGridMatcher
+from srn_d2.utils.measure import MIB, PeakMemory, format_table, median_time
 
 
 def srn_anchor_levels(size: int, device: str, refine_str_levels: bool):
@@ -64,7 +61,7 @@ def compare(num_faces: int, size: int, device: str, step: str):
     faces = Boxes(random_faces(num_faces, size, torch.Generator().manual_seed(0)).to(device))
     anchors = Boxes(torch.cat([level.boxes for level in levels]))
     dense = Matcher(thresholds, labels, allow_low_quality_matches=True)
-    sparse = SparseGridMatcher(thresholds, labels, True, max_pairs=cfg.MODEL.SRN.MATCHER_MAX_ELEMENTS)
+    sparse = SparseGridMatcher(thresholds, labels, True, max_pairs=cfg.MODEL.SRN.MATCHER_MAX_PAIRS)
 
     def run_dense():
         iou = pairwise_iou(faces, anchors)

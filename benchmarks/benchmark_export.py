@@ -1,36 +1,38 @@
 """Latency of SRN for deployment, side by side: the authors' network, srn_d2 in PyTorch,
 and srn_d2 exported to ONNX on onnxruntime.
 
-    python -m srn_d2.tools.benchmark_export [--sizes 640 1024] [--iters 5]
+    python benchmarks/benchmark_export.py [--sizes 640 1024] [--iters 5]
 
 Three rows per image size, timed in turns in this one process on the CPU, with
 ratios to the first:
 
-* the authors' released network (``srn_d2.utils.released_network``): its
+* the authors' released network (``tests/released_network.py``): its
   forward alone, as the release runs it (both towers on all twelve feature
   maps), without its decoding, which ran in numpy and on a GPU NMS;
 * srn_d2's SRN R-50 (configs/SRN_R_50_official.yaml) in PyTorch: the whole
   inference, decoding and NMS included;
-* the same, exported by ``srn_d2.tools.export`` and run by onnxruntime.
+* the same, exported by ``srn_d2.deploy.export`` and run by onnxruntime.
 
-The weights are random (timing does not depend on them).
+The weights are random (timing does not depend on them). The authors' network
+is a test reference, not part of srn_d2: it lives beside the parity tests that
+check srn_d2 against it, and this script, a developer's benchmark like them,
+reads it from there.
 """
-from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import argparse
 import os
-import statistics
+import sys
 import tempfile
-import time
 
-import numpy as np
 import torch
 from detectron2.modeling import build_model
 
-from .. import model_zoo
-from ..engine import setup_cfg
-from ..utils.measure import format_table
-from ..utils.released_network import ReleasedSRN
-from .export import export_onnx
+from srn_d2 import model_zoo
+from srn_d2.deploy.export import export_onnx
+from srn_d2.engine import setup_cfg
+from srn_d2.utils.measure import format_table, interleaved_median_ms
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from released_network import ReleasedSRN  # noqa: E402  (the test reference, found on the path above)
 
 
 def main(argv=None):
@@ -66,16 +68,9 @@ def main(argv=None):
                 None, {"image": image.numpy()}
             ),
         }
-        times = {name: [] for name in runs}
         with torch.no_grad():
-            for run in runs.values():
-                run()
-            for _ in range(args.iters):
-                for name, run in runs.items():
-                    start = time.perf_counter()
-                    run()
-                    times[name].append(1000 * (time.perf_counter() - start))
-        rows = [{"model": name, "size": size, "ms": statistics.median(t)} for name, t in times.items()]
+            times = interleaved_median_ms(list(runs.values()), args.iters, warmup=1)
+        rows = [{"model": name, "size": size, "ms": ms} for name, ms in zip(runs, times)]
         print(format_table(rows, ["model", "size", "ms"], baseline=rows[0]))
         print()
 

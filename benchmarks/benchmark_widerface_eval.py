@@ -1,6 +1,6 @@
 """Timing of the WIDER FACE evaluation on a full-size synthetic prediction set.
 
-    python -m srn_d2.tools.benchmark_widerface_eval --gt-dir DIR [--per-image 750] [--tmp DIR]
+    python benchmarks/benchmark_widerface_eval.py --gt-dir DIR [--per-image 750] [--tmp DIR]
 
 Synthesizes ``--per-image`` predictions for every ground-truth image (each
 face jittered, then random boxes), writes them as submission files, reads
@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 
-from ..evaluation.prediction_files import read_widerface_predictions, write_widerface_predictions
-from ..evaluation.widerface_gt import SETTINGS, WiderFaceGroundTruth, load_widerface_gt_mat
-from ..evaluation.widerface_protocol import WiderFaceMatches, widerface_metrics
+from srn_d2.evaluation.prediction_files import read_widerface_predictions, write_widerface_predictions
+from srn_d2.evaluation.widerface_gt import SETTINGS, WiderFaceGroundTruth, load_widerface_gt_mat
+from srn_d2.evaluation.widerface_protocol import WiderFaceMatches, widerface_metrics
 
 
 def synthesize_predictions(gt: WiderFaceGroundTruth, per_image: int, seed: int = 0):

@@ -1,0 +1,77 @@
+"""srn_d2's error types and the one way code checks a config value.
+
+Every check of a config value or command-line option goes through
+:func:`require` (or the two helpers built on it), so that every such message
+has the same shape: ``KEY = VALUE: what it must be``. The command-line tools
+report :data:`REPORTED_ERRORS` as one ``error:`` line and exit status 2
+(``srn_d2.tools.run_command``): the message already names the file, line or
+key at fault, and a traceback would only bury it.
+
+This module imports neither torch nor Detectron2, so that the numpy-only
+tools can use it.
+"""
+import pickle
+
+__all__ = [
+    "ConfigValueError",
+    "UnsafeCheckpointError",
+    "UnreadableCheckpointError",
+    "RandomWeightsError",
+    "ExportError",
+    "REPORTED_ERRORS",
+    "require",
+    "require_norm",
+    "require_iou_thresholds",
+]
+
+
+class ConfigValueError(ValueError):
+    """A config key or command-line option holds a value that cannot be used."""
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint names a Python object that unpickling would call: it could run code."""
+
+
+class UnreadableCheckpointError(OSError):
+    """A checkpoint file is missing, truncated or not a checkpoint."""
+
+
+class RandomWeightsError(ValueError):
+    """Inference was asked of a model whose weights are (partly) random."""
+
+
+class ExportError(RuntimeError):
+    """An exported model does not give the PyTorch model's detections."""
+
+
+# Bad input (files, values, weights) as opposed to bugs: reported without a traceback.
+REPORTED_ERRORS = (ValueError, OSError, UnsafeCheckpointError, ExportError)
+
+
+def require(ok: bool, key: str, value, requirement: str) -> None:
+    """ConfigValueError ``"KEY = VALUE: requirement"`` unless ``ok``."""
+    if not ok:
+        raise ConfigValueError(f"{key} = {value!r}: {requirement}")
+
+
+def require_norm(norm: str, key: str) -> str:
+    """``norm`` if detectron2.layers.get_norm knows it; else ConfigValueError naming ``key``."""
+    from detectron2.layers import get_norm
+
+    try:
+        get_norm(norm, 32)
+        known = True
+    except KeyError:
+        known = False
+    require(known, key, norm,
+            'not a normalization detectron2.layers.get_norm knows (e.g. "", "BN", "SyncBN", "FrozenBN", "GN", "LN")')
+    return norm
+
+
+def require_iou_thresholds(thresholds, key: str) -> list:
+    """[negative below, positive from] IoUs: two sorted values in (0, 1]."""
+    values = list(thresholds)
+    require(len(values) == 2 and 0 < values[0] <= values[1] <= 1, key, thresholds,
+            "needs two IoUs [negative below, positive from] with 0 < first <= second <= 1")
+    return values

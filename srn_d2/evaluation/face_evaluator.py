@@ -1,0 +1,51 @@
+"""What the face evaluators share: each image's detections as ``x, y, w, h, score``
+rows, collected from every process as Detectron2's evaluators do."""
+import logging
+from typing import Dict, Optional
+
+import numpy as np
+from detectron2.evaluation import DatasetEvaluator
+from detectron2.utils import comm
+
+__all__ = ["FaceDetectionEvaluator", "instances_to_xywhs"]
+
+
+def instances_to_xywhs(instances) -> np.ndarray:
+    """(n, 5) float64 ``x, y, w, h, score`` of Detectron2 Instances (XYXY pred_boxes)."""
+    boxes = instances.pred_boxes.tensor.detach().cpu().double().numpy().reshape(-1, 4)
+    scores = instances.scores.detach().cpu().double().numpy().reshape(-1, 1)
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2], scores], axis=1)
+
+
+class FaceDetectionEvaluator(DatasetEvaluator):
+    """Keeps ``{image_id: (n, 5) x, y, w, h, score}``; subclasses score them in :meth:`evaluate`."""
+
+    def __init__(self, dataset_name: str, output_dir: Optional[str] = None, distributed: bool = True):
+        """
+        Args:
+            dataset_name: a registered dataset whose dicts have an ``image_id``.
+            output_dir: where the evaluator writes its detection files, if set.
+            distributed: gather the predictions of all processes and evaluate on the main one.
+        """
+        self._dataset_name = dataset_name
+        self._output_dir = output_dir
+        self._distributed = distributed
+        self._logger = logging.getLogger(type(self).__module__)
+        self.reset()
+
+    def reset(self):
+        self._predictions: Dict[str, np.ndarray] = {}
+
+    def process(self, inputs, outputs):
+        for inp, out in zip(inputs, outputs):
+            self._predictions[str(inp["image_id"])] = instances_to_xywhs(out["instances"].to("cpu"))
+
+    def _gathered_predictions(self) -> Optional[Dict[str, np.ndarray]]:
+        """All processes' predictions merged on the main process; None on the others."""
+        if not self._distributed:
+            return self._predictions
+        comm.synchronize()
+        gathered = comm.gather(self._predictions, dst=0)
+        if not comm.is_main_process():
+            return None
+        return {k: v for part in gathered for k, v in part.items()}
