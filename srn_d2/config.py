@@ -107,6 +107,10 @@ def _add_model_config(cfg):
     _C.MODEL.SRN.NUM_CLASSES = 1
     # Initial face probability of every anchor (sets the logit bias), as RetinaNet's.
     _C.MODEL.SRN.PRIOR_PROB = 0.01
+    # Initial weights of every conv of the head (towers, RFE, predictors), biases 0:
+    # "normal", N(0, 0.01) as RetinaNet's head; or "xavier", the paper's words for all
+    # new layers ("initialized by the xavier method"), Caffe2's XavierFill as the neck's.
+    _C.MODEL.SRN.HEAD_INIT = "normal"
 
     # Levels with Selective Two-step Classification and Regression.
     _C.MODEL.SRN.STC_LEVELS = ["p2", "p3", "p4"]
@@ -121,7 +125,8 @@ def _add_model_config(cfg):
     _C.MODEL.SRN.STEP2_IOU_THRESHOLDS = [0.4, 0.5]
     # Labels of the three IoU bands (Detectron2's Matcher): background, ignored, face.
     _C.MODEL.SRN.IOU_LABELS = [0, -1, 1]
-    # Make each face's best anchor positive even below the positive IoU: only
+    # Make each face's best anchor positive even below the positive IoU, in both steps
+    # (Detectron2's allow_low_quality_matches). The paper does not mention the rule; only
     # ~26% of WIDER faces reach IoU 0.7 with an SRN anchor (docs/DESIGN.md, "Matching").
     _C.MODEL.SRN.ALLOW_LOW_QUALITY_MATCHES = True
     # Most (face, anchor) pairs or IoUs the matcher holds at once (srn_d2.modeling.SparseGridMatcher):
@@ -141,6 +146,13 @@ def _add_model_config(cfg):
     # Momentum of the running positive-anchor counts that normalize the losses
     # (Detectron2's RetinaNet uses 0.9); 0.0 = this batch's counts alone.
     _C.MODEL.SRN.LOSS_NORMALIZER_MOMENTUM = 0.9
+    # What each loss sum is divided by. "per_step", the paper's: both step-1 losses by
+    # N_s1 and both step-2 losses by N_s2, "the numbers of positive anchors in the first
+    # and second steps" (N_s1 counts step 1's positives on every level a step-1 loss
+    # trains, STC and STR levels together). "per_loss": each loss by its own positives,
+    # as RetinaNet does for its two losses; the step-1 box loss then has few positives
+    # (the STR levels' alone), and each of them weighs several times a step-2 positive.
+    _C.MODEL.SRN.LOSS_NORMALIZATION = "per_step"
 
     # Inference. Candidates of each level: step-2 score above SCORE_THRESH_TEST,
     # then that level's best TOPK_CANDIDATES_TEST; NMS over all levels; at most

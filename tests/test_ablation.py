@@ -21,14 +21,17 @@ from srn_d2.engine.study import (
     MISSED,
     TRUE_POSITIVE,
     detection_panel,
+    directions_table,
     format_cell,
+    parse_model,
     record_with_most_faces,
     study_table,
 )
 
 
 @pytest.mark.parametrize("srn_config, retinanet_config", [
-    *[(detector.config_file, "RetinaNet_mini.yaml") for name, detector in DETECTORS.items() if name != "RetinaNet"],
+    *[(config_file, "RetinaNet_mini.yaml")
+      for config_file in sorted({d.config_file for name, d in DETECTORS.items() if name != "RetinaNet"})],
     ("SRN_R_50_FPN_widerface.yaml", "RetinaNet_R_50_FPN_widerface.yaml"),
 ])
 def test_srn_and_its_retinanet_baseline_share_data_schedule_and_anchors(srn_config, retinanet_config):
@@ -43,6 +46,63 @@ def test_srn_and_its_retinanet_baseline_share_data_schedule_and_anchors(srn_conf
         assert srn.MODEL.RESNETS == retinanet.MODEL.RESNETS
         assert srn.MODEL.MINI_RESNET == retinanet.MODEL.MINI_RESNET
         assert srn.MODEL.SRN.OUT_CHANNELS == retinanet.MODEL.FPN.OUT_CHANNELS
+
+
+def _flat(node, prefix=""):
+    flat = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _differing_keys(a, b):
+    a, b = (_flat(setup_cfg(model_zoo.get_config_file(name))) for name in (a, b))
+    return sorted(key for key in set(a) | set(b) if a.get(key) != b.get(key) and key != "OUTPUT_DIR")
+
+
+@pytest.mark.parametrize("scale, srn", [("mini", "SRN_mini.yaml"), ("R_50_FPN_widerface", "SRN_R_50_FPN_widerface.yaml")])
+def test_the_paper_rows_differ_from_the_row_before_in_exactly_their_module(scale, srn):
+    base = f"RetinaNet_paper_{scale}"
+    assert _differing_keys(srn, base + ".yaml") == [
+        "MODEL.SRN.HEAD_NAME", "MODEL.SRN.STC_LEVELS", "MODEL.SRN.STR_LEVELS"]
+    assert _differing_keys(base + ".yaml", base + "_STC.yaml") == ["MODEL.SRN.STC_LEVELS"]
+    assert _differing_keys(base + ".yaml", base + "_STR.yaml") == ["MODEL.SRN.STR_LEVELS"]
+    assert _differing_keys(base + "_STC.yaml", base + "_STC_STR.yaml") == ["MODEL.SRN.STR_LEVELS"]
+    assert _differing_keys(base + "_STC_STR.yaml", srn) == ["MODEL.SRN.HEAD_NAME"]
+
+
+def test_model_entries_carry_their_own_overrides():
+    label, detector, opts = parse_model("STC_p3:MODEL.SRN.LOSS_NORMALIZATION=per_loss")
+    assert label == "STC_p3:MODEL.SRN.LOSS_NORMALIZATION=per_loss"
+    assert detector.config_file == "RetinaNet_paper_mini.yaml"
+    assert opts == ("MODEL.SRN.STC_LEVELS", "['p3']", "MODEL.SRN.LOSS_NORMALIZATION", "per_loss")
+    with pytest.raises(ValueError, match="--models = 'SRNN': names no model"):
+        parse_model("SRNN")
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_model("SRN:MODEL.SRN.HEAD_INIT")
+
+
+def test_directions_compare_means_by_their_standard_error():
+    def rows(model, key, values):
+        return [{"model": model, "seed": seed, key: value} for seed, value in enumerate(values, 1)]
+
+    # SRN - paper_RetinaNet on hard AP: means 91 and 88, sample variances 1 and 1, n = 3:
+    # difference +3.0, standard error sqrt(1/3 + 1/3) = 0.816; 3.0 > 2 * 0.816: reproduced.
+    table = directions_table(rows("SRN", "AP_hard", [90, 91, 92]) + rows("paper_RetinaNet", "AP_hard", [87, 88, 89]))
+    line = next(line for line in table.splitlines() if "SRN beats the paper's RetinaNet" in line)
+    assert "+3.0 ± 0.8" in line and "reproduced" in line
+    # The same gap with a spread three times as large is within two standard errors.
+    table = directions_table(rows("SRN", "AP_hard", [88, 91, 94]) + rows("paper_RetinaNet", "AP_hard", [85, 88, 91]))
+    assert "within 2 SE" in table and "+3.0 ± 2.4" in table
+    # STC with more false positives than its baseline, by far: the paper's direction reversed.
+    table = directions_table(rows("paper_STC", "FP_at_recall90", [900, 1000, 1100])
+                             + rows("paper_RetinaNet", "FP_at_recall90", [500, 510, 520]))
+    assert "reversed" in table and "+490.0 ± 58.0" in table
+    # One seed per model gives no spread: nothing is claimed.
+    assert directions_table(rows("SRN", "AP_hard", [90]) + rows("paper_RetinaNet", "AP_hard", [88])) == ""
 
 
 def test_cells_are_one_value_or_mean_and_sample_deviation():

@@ -11,9 +11,10 @@ import json
 import logging
 import math
 import os
+import re
 import statistics
 import time
-from typing import Dict, List, NamedTuple, Sequence
+from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -40,27 +41,68 @@ logger = logging.getLogger(__name__)
 class Detector(NamedTuple):
     config_file: str
     components: str  # SRN's parts it has, as the paper's ablation names them
+    opts: Tuple[str, ...] = ()
 
+
+_LEVELS = ("p2", "p3", "p4", "p5", "p6", "p7")
 
 DETECTORS = {
+    # The paper's ablation: its RetinaNet (SRN's network without STC, STR, RFE), one part added at a time.
+    "paper_RetinaNet": Detector("RetinaNet_paper_mini.yaml", "-"),
+    "paper_STC": Detector("RetinaNet_paper_mini_STC.yaml", "STC"),
+    "paper_STR": Detector("RetinaNet_paper_mini_STR.yaml", "STR"),
+    "paper_STC_STR": Detector("RetinaNet_paper_mini_STC_STR.yaml", "STC STR"),
     "SRN": Detector("SRN_mini.yaml", "STC STR RFE"),
+    # Detectron2's RetinaNet on the same data and anchors: what users benchmark against.
+    "RetinaNet": Detector("RetinaNet_mini.yaml", "Detectron2"),
+    # SRN with one part left out.
     "noSTC": Detector("SRN_mini_noSTC.yaml", "STR RFE"),
     "noSTR": Detector("SRN_mini_noSTR.yaml", "STC RFE"),
     "noRFE": Detector("SRN_mini_noRFE.yaml", "STC STR"),
-    "RetinaNet": Detector("RetinaNet_mini.yaml", "-"),
     "SRN_MobileNetV3": Detector("SRN_MobileNetV3_mini.yaml", "STC STR RFE"),
+    # The paper's per-level experiments: two-step classification, or regression, on one level of its RetinaNet.
+    **{f"STC_{level}": Detector("RetinaNet_paper_mini.yaml", f"STC {level}", ("MODEL.SRN.STC_LEVELS", f"['{level}']"))
+       for level in _LEVELS},
+    **{f"STR_{level}": Detector("RetinaNet_paper_mini.yaml", f"STR {level}", ("MODEL.SRN.STR_LEVELS", f"['{level}']"))
+       for level in _LEVELS},
 }
-DEMO_MODELS = ("SRN", "RetinaNet")
+STUDIES = {
+    "demo": ("SRN", "RetinaNet"),
+    "paper": ("paper_RetinaNet", "paper_STC", "paper_STR", "paper_STC_STR", "SRN", "RetinaNet"),
+    "leave_one_out": ("SRN", "noSTC", "noSTR", "noRFE", "RetinaNet"),
+    "levels": ("paper_RetinaNet", *(f"STC_{level}" for level in _LEVELS), *(f"STR_{level}" for level in _LEVELS)),
+}
+DEMO_MODELS = STUDIES["demo"]
+
+
+def parse_model(entry: str) -> Tuple[str, Detector, Tuple[str, ...]]:
+    """``"NAME[:KEY=VALUE,...]"`` -> (row label, its detector, its own overrides)."""
+    name, _, overrides = entry.partition(":")
+    require(name in DETECTORS, "--models", entry, f"names no model; known: {sorted(DETECTORS)}")
+    opts = [part for pair in overrides.split(",") if pair for part in pair.split("=", 1)]
+    require(len(opts) % 2 == 0, "--models", entry, "overrides come as KEY=VALUE pairs after the model name")
+    return entry, DETECTORS[name], (*DETECTORS[name].opts, *opts)
+
 
 # The paper's ablation on WIDER FACE val (ResNet-50, AP easy / medium / hard in %),
-# as its text states it. "+ STR" is the baseline plus the stated gains of 0.8 / 0.9 / 0.8;
-# the text leaves out the hard AP of "+ STC".
+# as its text states it, by the study's model that builds each row. "+ STR" is the
+# baseline plus the stated gains of 0.8 / 0.9 / 0.8; the text leaves out the hard AP of "+ STC".
 PAPER_ABLATION = (
-    ("RetinaNet", "-", (95.1, 93.9, 88.0)),
-    ("+ STC", "STC", (95.3, 94.4, None)),
-    ("+ STR", "STR", (95.9, 94.8, 88.8)),
-    ("+ STC + STR", "STC STR", (96.1, 95.0, 90.1)),
-    ("SRN", "STC STR RFE", (96.4, 95.3, 90.2)),
+    ("RetinaNet", "paper_RetinaNet", (95.1, 93.9, 88.0)),
+    ("+ STC", "paper_STC", (95.3, 94.4, None)),
+    ("+ STR", "paper_STR", (95.9, 94.8, 88.8)),
+    ("+ STC + STR", "paper_STC_STR", (96.1, 95.0, 90.1)),
+    ("SRN", "SRN", (96.4, 95.3, 90.2)),
+)
+
+# The directions the paper reports on its own rows: (claim, metric, model, against, sign of model - against).
+PAPER_DIRECTIONS = (
+    ("STC cuts false positives at 90% recall", "FP_at_recall90", "paper_STC", "paper_RetinaNet", -1),
+    ("STC cuts false positives at 80% recall", "FP_at_recall80", "paper_STC", "paper_RetinaNet", -1),
+    ("STR raises hard AP at IoU 0.7", "AP_hard_IoU70", "paper_STR", "paper_RetinaNet", 1),
+    ("STR raises hard AP at IoU 0.8", "AP_hard_IoU80", "paper_STR", "paper_RetinaNet", 1),
+    ("SRN beats the paper's RetinaNet on hard AP", "AP_hard", "SRN", "paper_RetinaNet", 1),
+    ("SRN beats Detectron2's RetinaNet on hard AP", "AP_hard", "SRN", "RetinaNet", 1),
 )
 
 # (results key, header, digits). APs in %, at IoU 0.5 unless the header says otherwise.
@@ -108,9 +150,12 @@ class Run(NamedTuple):
     cfg: object
 
 
-def train_and_evaluate(name: str, seed: int, output_dir: str, opts: Sequence[str]) -> Run:
-    config_file = model_zoo.get_config_file(DETECTORS[name].config_file)
-    opts = [*opts, "SEED", str(seed), "OUTPUT_DIR", os.path.join(output_dir, f"{name}_seed{seed}")]
+def train_and_evaluate(entry: str, seed: int, output_dir: str, opts: Sequence[str]) -> Run:
+    """Train the model ``entry`` names (:func:`parse_model`) with ``seed`` and evaluate it."""
+    name, detector, own_opts = parse_model(entry)
+    config_file = model_zoo.get_config_file(detector.config_file)
+    folder = re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)
+    opts = [*own_opts, *opts, "SEED", str(seed), "OUTPUT_DIR", os.path.join(output_dir, f"{folder}_seed{seed}")]
     cfg = setup_cfg(config_file, opts)
     # default_setup would seed, but it also reconfigures logging; every model of a seed starts from it.
     seed_all_rng(cfg.SEED)
@@ -158,25 +203,82 @@ def format_cell(values: Sequence[float], digits: int) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def _runs_by_model(rows: List[Dict[str, float]]) -> Dict[str, List[Dict[str, float]]]:
+    """Each model's rows, models in order of first appearance."""
+    runs: Dict[str, List[Dict[str, float]]] = {}
+    for row in rows:
+        runs.setdefault(row["model"], []).append(row)
+    return runs
+
+
 def study_table(rows: List[Dict[str, float]]) -> str:
     """One line per model (in order of first appearance), its cells over all its seeds."""
-    models = list(dict.fromkeys(row["model"] for row in rows))
     lines = []
-    for name in models:
-        runs = [row for row in rows if row["model"] == name]
-        cells = [format_cell([row[key] for row in runs], digits) for key, _, digits in METRICS]
-        lines.append([name, DETECTORS[name].components, len(runs), *cells])
+    for name, runs in _runs_by_model(rows).items():
+        cells = [format_cell([row[key] for row in runs if key in row], digits) for key, _, digits in METRICS]
+        lines.append([name, parse_model(name)[1].components, len(runs), *cells])
     headers = ["model", "parts", "seeds", *(header for _, header, _ in METRICS)]
     return tabulate(lines, headers, tablefmt="github", disable_numparse=True)
 
 
 def paper_table() -> str:
     lines = [
-        [name, parts, *("-" if ap is None else f"{ap:.1f}" for ap in aps)]
-        for name, parts, aps in PAPER_ABLATION
+        [name, DETECTORS[model].components, model, *("-" if ap is None else f"{ap:.1f}" for ap in aps)]
+        for name, model, aps in PAPER_ABLATION
     ]
-    return tabulate(lines, ["paper", "parts", "AP easy", "AP medium", "AP hard"], tablefmt="github",
+    return tabulate(lines, ["paper", "parts", "study's model", "AP easy", "AP medium", "AP hard"],
+                    tablefmt="github", disable_numparse=True)
+
+
+def difference(values: Sequence[float], others: Sequence[float]) -> Tuple[float, float]:
+    """Difference of the means and its standard error, sqrt(s_a^2 / n_a + s_b^2 / n_b)."""
+    error = math.sqrt(statistics.variance(values) / len(values) + statistics.variance(others) / len(others))
+    return statistics.mean(values) - statistics.mean(others), error
+
+
+def directions_table(rows: List[Dict[str, float]]) -> str:
+    """The paper's directions (:data:`PAPER_DIRECTIONS`) measured on the study's models with
+    at least two seeds each: the difference of the means, its standard error, and whether it
+    goes the paper's way by more than two standard errors ("reproduced"), the other way by
+    more than two ("reversed"), or neither ("within 2 SE"). "" when no claim can be measured."""
+    runs = _runs_by_model(rows)
+    lines = []
+    for claim, key, model, against, sign in PAPER_DIRECTIONS:
+        if len(runs.get(model, [])) < 2 or len(runs.get(against, [])) < 2:
+            continue
+        values = [row.get(key, math.nan) for row in runs[model]]
+        others = [row.get(key, math.nan) for row in runs[against]]
+        if not all(math.isfinite(v) for v in values + others):
+            continue
+        diff, error = difference(values, others)
+        if sign * diff > 2 * error:
+            verdict = "reproduced"
+        elif sign * diff < -2 * error:
+            verdict = "reversed"
+        else:
+            verdict = "within 2 SE"
+        lines.append([claim, f"{model} - {against}", f"{diff:+.1f} ± {error:.1f}", verdict])
+    if not lines:
+        return ""
+    return tabulate(lines, ["the paper's direction", "difference", "mean ± SE", "measured"], tablefmt="github",
                     disable_numparse=True)
+
+
+def study_report(rows: List[Dict[str, float]], dataset: str, num_images: int) -> str:
+    """The study table, the paper's directions measured, and the paper's ablation."""
+    seeds = sorted({row["seed"] for row in rows})
+    spread = (f"one sample: seed {seeds[0]} only" if len(seeds) == 1
+              else f"mean ± standard deviation over seeds {seeds[0]}..{seeds[-1]}")
+    parts = [
+        f"{dataset} ({num_images} images), WIDER FACE protocol, AP in % at IoU 0.5 unless stated; {spread}:",
+        study_table(rows),
+    ]
+    directions = directions_table(rows)
+    if directions:
+        parts += ["", "The paper's directions on its own rows, measured here (difference of means ± standard error):",
+                  directions]
+    parts += ["", "The paper's ablation on WIDER FACE val (ResNet-50, full training; AP in %):", paper_table()]
+    return "\n".join(parts)
 
 
 def record_with_most_faces(records):
@@ -263,19 +365,22 @@ def plot_comparison(curves_by_model, path: str) -> None:
 
 
 def run_study(models: Sequence[str], seeds: int, output: str, opts: Sequence[str] = (),
-              score_threshold: float = 0.5) -> str:
-    """Train and evaluate each of ``models`` with seeds 1..``seeds``; write the PR curves,
-    the picture of detections, table.md and results.json to ``output``; return the report."""
+              score_threshold: float = 0.5, first_seed: int = 1) -> str:
+    """Train and evaluate each of ``models`` (:func:`parse_model` entries) with seeds
+    ``first_seed`` .. ``first_seed + seeds - 1``; write the PR curves, the picture of
+    detections, table.md and results.json to ``output``; return the report."""
     require(seeds >= 1, "--seeds", seeds, "must be at least 1")
+    for entry in models:
+        parse_model(entry)
     os.makedirs(output, exist_ok=True)
     started = time.perf_counter()
     print(f"mini_faces data: {ensure_mini_faces(datasets_root())}")
     rows, first_runs = [], {}
-    for seed in range(1, seeds + 1):
+    for seed in range(first_seed, first_seed + seeds):
         for name in models:
             run = train_and_evaluate(name, seed, output, opts)
             rows.append(run.row)
-            if seed == 1:
+            if seed == first_seed:
                 first_runs[name] = run
             # Written after every run, so that an interrupted study keeps what it finished.
             with open(os.path.join(output, "results.json"), "w") as f:
@@ -284,15 +389,7 @@ def run_study(models: Sequence[str], seeds: int, output: str, opts: Sequence[str
     dataset = next(iter(first_runs.values())).cfg.DATASETS.TEST[0]
     plot_comparison({name: run.curves for name, run in first_runs.items()}, os.path.join(output, "pr_curves.png"))
     draw_detections(first_runs, dataset, os.path.join(output, "detections.jpg"), score_threshold)
-    num_images = len(DatasetCatalog.get(dataset))
-    spread = "one sample: seed 1 only" if seeds == 1 else f"mean ± standard deviation over seeds 1..{seeds}"
-    report = "\n".join([
-        f"{dataset} ({num_images} images), WIDER FACE protocol, AP in % at IoU 0.5 unless stated; {spread}:",
-        study_table(rows),
-        "",
-        "The paper's ablation on WIDER FACE val (ResNet-50, full training; AP in %):",
-        paper_table(),
-    ])
+    report = study_report(rows, dataset, len(DatasetCatalog.get(dataset)))
     with open(os.path.join(output, "table.md"), "w") as f:
         f.write(report + "\n")
     print()
@@ -301,3 +398,14 @@ def run_study(models: Sequence[str], seeds: int, output: str, opts: Sequence[str
           f"{output}/ (total {(time.perf_counter() - started) / 60:.1f} min)")
 
     return report
+
+
+def report_from_results(paths: Sequence[str], dataset: str = "mini_faces_val") -> str:
+    """The report of the rows of one or more results.json files, e.g. of studies run apart."""
+    rows = []
+    for path in paths:
+        with open(path) as f:
+            rows += json.load(f)
+    require(bool(rows), "--report", list(paths), "holds no results")
+    ensure_mini_faces(datasets_root())
+    return study_report(rows, dataset, len(DatasetCatalog.get(dataset)))

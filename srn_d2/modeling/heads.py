@@ -11,11 +11,14 @@ import torch
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, get_norm
 from detectron2.utils.registry import Registry
+from fvcore.nn import weight_init
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import require, require_norm
 from .rfe import RFE
+
+HEAD_INITS = ("normal", "xavier")
 
 SRN_HEAD_REGISTRY = Registry("SRN_HEAD")
 SRN_HEAD_REGISTRY.__doc__ = """
@@ -48,6 +51,7 @@ class SharedTowerHead(nn.Module):
         prior_prob: float,
         predictor_kernel_size: int,
         recompute_towers: bool = False,
+        init: str = "normal",
     ):
         """
         Args:
@@ -59,6 +63,7 @@ class SharedTowerHead(nn.Module):
             predictor_kernel_size: kernel of the two predictor convs.
             recompute_towers: in training, keep only each tower's input for
                 backward and recompute the tower there (MODEL.SRN.HEAD_ACTIVATION_CHECKPOINT "towers").
+            init: the convs' initial weights: "normal" N(0, 0.01) or "xavier" (MODEL.SRN.HEAD_INIT).
         """
         super().__init__()
         self.num_classes = num_classes
@@ -70,8 +75,11 @@ class SharedTowerHead(nn.Module):
         self.bbox_pred = nn.Conv2d(channels, num_anchors * 4, predictor_kernel_size, padding=pad)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
-                nn.init.normal_(module.weight, mean=0, std=0.01)
-                nn.init.constant_(module.bias, 0)
+                if init == "xavier":
+                    weight_init.c2_xavier_fill(module)
+                else:
+                    nn.init.normal_(module.weight, mean=0, std=0.01)
+                    nn.init.constant_(module.bias, 0)
         # Start every anchor at face probability prior_prob so the focal loss
         # is not swamped by the easy negatives in the first iterations.
         nn.init.constant_(self.cls_score.bias, -math.log((1 - prior_prob) / prior_prob))
@@ -95,10 +103,12 @@ class SharedTowerHead(nn.Module):
         srn = cfg.MODEL.SRN
         require(srn.NUM_CLASSES >= 1, "MODEL.SRN.NUM_CLASSES", srn.NUM_CLASSES, "needs at least one class")
         require(0 < srn.PRIOR_PROB < 1, "MODEL.SRN.PRIOR_PROB", srn.PRIOR_PROB, "must lie in (0, 1)")
+        require(srn.HEAD_INIT in HEAD_INITS, "MODEL.SRN.HEAD_INIT", srn.HEAD_INIT, f"must be one of {HEAD_INITS}")
         require(srn.HEAD_ACTIVATION_CHECKPOINT in ("", "rfe", "towers"), "MODEL.SRN.HEAD_ACTIVATION_CHECKPOINT",
                 srn.HEAD_ACTIVATION_CHECKPOINT, 'must be "", "rfe" or "towers"')
         return {
             "recompute_towers": srn.HEAD_ACTIVATION_CHECKPOINT == "towers",
+            "init": srn.HEAD_INIT,
             "channels": input_shape.channels,
             "num_anchors": num_anchors,
             "num_classes": cfg.MODEL.SRN.NUM_CLASSES,

@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["SRN"]
 
+LOSS_NORMALIZATIONS = ("per_step", "per_loss")
+
 
 def _check_srn_keys(cfg) -> None:
     """Values of MODEL.SRN / TEST keys that would otherwise fail late or silently."""
@@ -48,6 +50,8 @@ def _check_srn_keys(cfg) -> None:
             "is a probability and must lie in [0, 1] (0 keeps every anchor)")
     require(len(srn.IOU_LABELS) == 3 and set(srn.IOU_LABELS) <= {-1, 0, 1}, "MODEL.SRN.IOU_LABELS",
             srn.IOU_LABELS, "needs three labels from -1 (ignore), 0 (background), 1 (face)")
+    require(srn.LOSS_NORMALIZATION in LOSS_NORMALIZATIONS, "MODEL.SRN.LOSS_NORMALIZATION", srn.LOSS_NORMALIZATION,
+            f"must be one of {LOSS_NORMALIZATIONS}")
     require(srn.MATCHER_MAX_PAIRS > 0, "MODEL.SRN.MATCHER_MAX_PAIRS", srn.MATCHER_MAX_PAIRS, "must be positive")
     require(0.0 <= srn.SCORE_THRESH_TEST <= 1.0, "MODEL.SRN.SCORE_THRESH_TEST", srn.SCORE_THRESH_TEST,
             "must lie in [0, 1]")
@@ -80,6 +84,7 @@ class SRN(DenseDetector):
         focal_loss_gamma: float = 2.0,
         smooth_l1_beta: float = 0.1,
         loss_normalizer_momentum: float = 0.9,
+        loss_normalization: str = "per_step",
         test_score_thresh: float = 0.05,
         test_topk_candidates: int = 2000,
         test_nms_thresh: float = 0.5,
@@ -104,6 +109,9 @@ class SRN(DenseDetector):
             focal_loss_alpha, focal_loss_gamma, smooth_l1_beta: loss parameters.
             loss_normalizer_momentum: EMA momentum of the positive counts that
                 normalize each loss; 0 uses the batch's counts.
+            loss_normalization: "per_step": both step-1 losses by N_s1 (step 1's
+                positives on the levels it trains), both step-2 losses by N_s2 (the
+                paper); "per_loss": each loss by its own positives.
             test_score_thresh, test_topk_candidates: per-level candidate filter
                 (score above the threshold, then the best ``test_topk_candidates``
                 of each level).
@@ -139,6 +147,7 @@ class SRN(DenseDetector):
         self.focal_loss_gamma = focal_loss_gamma
         self.smooth_l1_beta = smooth_l1_beta
         self.loss_normalizer_momentum = loss_normalizer_momentum
+        self.loss_normalization = loss_normalization
         # Inference parameters:
         self.test_score_thresh = test_score_thresh
         self.test_score_thresh_min_cells = test_score_thresh_min_cells
@@ -184,6 +193,7 @@ class SRN(DenseDetector):
             "focal_loss_gamma": srn.FOCAL_LOSS_GAMMA,
             "smooth_l1_beta": srn.SMOOTH_L1_LOSS_BETA,
             "loss_normalizer_momentum": srn.LOSS_NORMALIZER_MOMENTUM,
+            "loss_normalization": srn.LOSS_NORMALIZATION,
             "test_score_thresh": srn.SCORE_THRESH_TEST,
             "test_topk_candidates": srn.TOPK_CANDIDATES_TEST,
             "test_nms_thresh": srn.NMS_THRESH_TEST,
@@ -326,7 +336,8 @@ class SRN(DenseDetector):
 
         Step 1 is trained on the STC levels (classification) and the STR levels
         (regression) against the grid anchors; step 2 on every level against its
-        step-2 anchors. Each loss is normalized by its running number of positives.
+        step-2 anchors. Each sum is divided by a running count of positives:
+        per step (N_s1, N_s2, the paper's) or per loss (``loss_normalization``).
 
         Args:
             anchors: level -> Boxes (R_l, 4) grid anchors.
@@ -337,36 +348,60 @@ class SRN(DenseDetector):
             step1_gt_boxes, step2_gt_boxes: level -> (N, R_l, 4).
         """
         plan, num_images = self.plan, len(next(iter(step1_labels.values())))
-
-        zero = predictions.step2_logits[plan.levels[0]].new_zeros(())
-        losses = {"loss_cls_step1": zero, "loss_box_step1": zero}
+        sums, positives = {}, {}
         if plan.stc_levels:
-            losses["loss_cls_step1"] = self._classification_loss(
+            sums["cls_step1"], positives["cls_step1"] = self._classification_loss(
                 cat_levels(predictions.step1_logits, plan.stc_levels),
                 cat_levels(step1_labels, plan.stc_levels),
                 "step1",
             )
         if plan.str_levels:
-            losses["loss_box_step1"] = self._box_loss(
+            sums["box_step1"], positives["box_step1"] = self._box_loss(
                 cat_levels(predictions.step1_deltas, plan.str_levels),
                 cat_levels_per_image({level: anchors[level].tensor for level in plan.str_levels}, plan.str_levels,
                                      num_images),
                 cat_levels(step1_gt_boxes, plan.str_levels),
                 cat_levels(step1_labels, plan.str_levels),
-                "step1",
             )
         step2_labels_all = cat_levels(step2_labels, plan.levels)
-        losses["loss_cls_step2"] = self._classification_loss(
+        sums["cls_step2"], positives["cls_step2"] = self._classification_loss(
             cat_levels(predictions.step2_logits, plan.levels), step2_labels_all, "step2"
         )
-        losses["loss_box_step2"] = self._box_loss(
+        sums["box_step2"], positives["box_step2"] = self._box_loss(
             cat_levels(predictions.step2_deltas, plan.levels),
             cat_levels_per_image(step2_anchors, plan.levels, num_images),
             cat_levels(step2_gt_boxes, plan.levels),
             step2_labels_all,
-            "step2",
         )
-        return losses
+        normalizers = self._loss_normalizers(positives, step1_labels)
+        zero = predictions.step2_logits[plan.levels[0]].new_zeros(())
+        return {
+            f"loss_{name}": sums[name] / normalizers[name] if name in sums else zero
+            for name in ("cls_step1", "box_step1", "cls_step2", "box_step2")
+        }
+
+    def _is_positive(self, labels: torch.Tensor) -> torch.Tensor:
+        return (labels >= 0) & (labels != self.num_classes)
+
+    def _loss_normalizers(
+        self, positives: Dict[str, int], step1_labels: Dict[str, torch.Tensor]
+    ) -> Dict[str, float]:
+        """The running positive count each loss is divided by (see ``loss_normalization``).
+
+        Args:
+            positives: loss name -> its positive anchors in this batch.
+            step1_labels: level -> (N, R_l) step-1 labels.
+        """
+        if self.loss_normalization == "per_loss":
+            return {name: self._normalizer(name, count) for name, count in positives.items()}
+        normalizers = {}
+        if self.plan.step1_levels:
+            # N_s1: step 1's positive anchors on every level a step-1 loss reads, each counted once.
+            num_step1 = int(self._is_positive(cat_levels(step1_labels, self.plan.step1_levels)).sum())
+            normalizers["step1"] = self._normalizer("step1", num_step1)
+        # N_s2: step 2's positives; its two losses count the same anchors.
+        normalizers["step2"] = self._normalizer("step2", positives["cls_step2"])
+        return {name: normalizers[name.rsplit("_", 1)[1]] for name in positives}
 
     def _normalizer(self, name: str, num_positives: int) -> float:
         value = max(num_positives, 1)
@@ -374,15 +409,14 @@ class SRN(DenseDetector):
             f"loss_normalizer_{name}", value, initial_value=value, momentum=self.loss_normalizer_momentum
         )
 
-    def _classification_loss(self, logits, labels, step: str) -> torch.Tensor:
-        """Sigmoid focal loss over the non-ignored anchors, per positive anchor.
+    def _classification_loss(self, logits, labels, step: str) -> Tuple[torch.Tensor, int]:
+        """Sigmoid focal loss summed over the non-ignored anchors, and the number of positives.
 
         Args:
             logits: (N, R, K); labels: (N, R).
         """
         valid = labels >= 0
-        positive = valid & (labels != self.num_classes)
-        num_pos = positive.sum().item()
+        num_pos = int(self._is_positive(labels).sum())
         get_event_storage().put_scalar(f"num_pos_cls_{step}", num_pos / labels.shape[0])
         target = F.one_hot(labels[valid], num_classes=self.num_classes + 1)[:, :-1]
         # In float32 under mixed precision: the loss sums ~10^5 anchors' terms.
@@ -393,18 +427,18 @@ class SRN(DenseDetector):
             gamma=self.focal_loss_gamma,
             reduction="sum",
         )
-        return loss / self._normalizer(f"cls_{step}", num_pos)
+        return loss, num_pos
 
-    def _box_loss(self, deltas, anchors, gt_boxes, labels, step: str) -> torch.Tensor:
-        """Smooth L1 on the positive anchors' deltas, per positive anchor.
+    def _box_loss(self, deltas, anchors, gt_boxes, labels) -> Tuple[torch.Tensor, int]:
+        """Smooth L1 summed over the positive anchors' deltas, and the number of positives.
 
         Args:
             deltas, anchors, gt_boxes: (N, R, 4); labels: (N, R).
         """
-        positive = (labels >= 0) & (labels != self.num_classes)
+        positive = self._is_positive(labels)
         target = self.box2box_transform.get_deltas(anchors[positive], gt_boxes[positive])
         loss = smooth_l1_loss(deltas[positive].float(), target, beta=self.smooth_l1_beta, reduction="sum")
-        return loss / self._normalizer(f"box_{step}", positive.sum().item())
+        return loss, int(positive.sum())
 
     # ------------------------------------------------------------------ inference
 
