@@ -82,7 +82,7 @@ def test_overrides_come_in_pairs_and_name_unknown_keys():
     config = model_zoo.get_config_file("SRN_mini.yaml")
     with pytest.raises(ConfigValueError, match="'SEED' has no value"):
         setup_cfg(config, ["SOLVER.MAX_ITER", "5", "SEED"])
-    with pytest.raises(ConfigValueError, match="config override: Non-existent config key: MODEL.NOPE"):
+    with pytest.raises(ConfigValueError, match="config override: Non-existent key: MODEL.NOPE"):
         setup_cfg(config, ["MODEL.NOPE", "1"])
     assert setup_cfg(config, ["SOLVER.MAX_ITER", "5"]).SOLVER.MAX_ITER == 5
 

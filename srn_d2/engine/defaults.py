@@ -34,7 +34,8 @@ def setup_cfg(config_file: str, opts: Sequence[str] = (), args=None):
         raise ConfigValueError(f"config overrides come as KEY VALUE pairs; {opts[-1]!r} has no value")
     try:
         cfg.merge_from_list(opts)
-    except (KeyError, ValueError) as error:
+    # yacs reports an unknown key as an AssertionError, a bad value as ValueError or KeyError.
+    except (AssertionError, KeyError, ValueError) as error:
         raise ConfigValueError(f"config override: {error.args[0] if error.args else error}") from None
     if not torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda"):
         logger.warning("CUDA is not available: running on the CPU")
