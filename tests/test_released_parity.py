@@ -133,11 +133,31 @@ def test_multi_scale_detections_are_the_released_ones(converted_weights, release
 def test_submission_files_are_written_as_the_release_writes_them(converted_weights, released_net, tmp_path):
     cfg, model = _official(converted_weights, "TEST.AUG.SRN.MAX_SIZE", "150")
     bgr = _image(97, 131, seed=5)
-    expected_lines = released_srn.submission_lines(released_srn.multi_scale(released_net, bgr, 150))
+    released_dets = released_srn.multi_scale(released_net, bgr, 150)
+    expected_lines = released_srn.submission_lines(released_dets)
     ours = SRNWithTTA(cfg, model)([{"image": _rgb_tensor(bgr)}])[0]["instances"]
     write_widerface_predictions(
         str(tmp_path), {"0--Parade/0_Parade_1": instances_to_xywhs(ours)}, cfg.TEST.WIDERFACE_SUBMISSION_FORMAT
     )
     lines = (tmp_path / "0--Parade" / "0_Parade_1.txt").read_text().splitlines()
     assert lines[:2] == ["0_Parade_1", str(len(expected_lines))]
-    assert sorted(lines[2:]) == sorted(expected_lines)
+    # The two computations agree to ~2e-6 in score, not to the last bit (their float operations
+    # differ, and which kernels run depends on the CPU): a score within 1e-5 of a rounding
+    # boundary (x.xxx5) may be written either way. Every other character must be the release's.
+    near_boundary = np.abs((released_dets[:, 4] * 1000) % 1 - 0.5) < 1e-2
+
+    def accepted(i):
+        options = {expected_lines[i]}
+        if near_boundary[i]:
+            for delta in (-1e-5, 1e-5):
+                shifted = released_dets[i : i + 1].copy()
+                shifted[0, 4] += delta
+                options.add(released_srn.submission_lines(shifted)[0])
+        return options
+
+    by_box = lambda line: line.rsplit(" ", 1)  # noqa: E731
+    ours_sorted = sorted(lines[2:], key=by_box)
+    expected_sorted = sorted(range(len(expected_lines)), key=lambda i: by_box(expected_lines[i]))
+    assert [by_box(line)[0] for line in ours_sorted] == [by_box(expected_lines[i])[0] for i in expected_sorted]
+    assert all(line in accepted(i) for line, i in zip(ours_sorted, expected_sorted))
+    assert sum(line != expected_lines[i] for line, i in zip(ours_sorted, expected_sorted)) <= max(1, len(lines) // 100)

@@ -44,7 +44,7 @@ def test_config_trains_a_step_and_detects(name):
 def test_a_model_without_stride_4_features_is_named():
     cfg = srn_cfg("SRN_MobileNetV3_widerface.yaml")
     cfg.MODEL.TIMM.NAME = "vit_small_patch16_224"
-    with pytest.raises(ValueError, match=r"'vit_small_patch16_224' has features at strides \[16, 16, 16\].*missing \[4, 8, 32\]"):
+    with pytest.raises(ValueError, match=r"MODEL.TIMM.NAME = 'vit_small_patch16_224': has features at strides \[16, 16, 16\].*missing \[4, 8, 32\]"):
         build_model(cfg)
 
 
