@@ -8,7 +8,7 @@ network itself, under the release's parameter names, is
 ``released_network.py`` beside it (also independent of ``srn_d2.modeling``).
 """
 import math
-from typing import List, Tuple
+from typing import List
 
 import cv2
 import numpy as np

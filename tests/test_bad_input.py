@@ -4,7 +4,6 @@ weights, nothing decoded, trained on or scored silently wrong.
 Each test names the failure it guards against; all of them failed before the
 guards existed.
 """
-import json
 import logging
 import os
 import pathlib
@@ -31,10 +30,9 @@ from srn_d2.data import load_fddb, load_wider_face, load_wider_face_test_list
 from srn_d2.data.image_io import read_image
 from srn_d2.evaluation import WiderFaceEvaluator, load_widerface_gt_mat, write_widerface_predictions
 from srn_d2.tools.evaluate_fddb import main as fddb_cli
-from srn_d2.evaluation.prediction_files import write_fddb_detections
 from srn_d2.modeling import SRNWithTTA
 from srn_d2.tools.detect import main as demo_main
-from srn_testing import build_tiny_srn, face_instances, random_image, srn_cfg, tiny_srn_cfg
+from srn_testing import build_tiny_srn, random_image, srn_cfg, tiny_srn_cfg
 
 FACE = "1 2 3 4 0 0 0 0 0 0\n"
 

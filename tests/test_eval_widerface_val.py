@@ -6,7 +6,6 @@ The ground truth is looked up in $SRN_WIDERFACE_GT_DIR, then shared/widerface_va
 next to or above the checkout, then datasets/widerface/eval_tools/ground_truth.
 """
 import math
-import os
 
 import numpy as np
 import pytest

@@ -2,7 +2,6 @@
 import gc
 import itertools
 
-import pytest
 import torch
 
 from srn_d2.utils.measure import PeakMemory, format_table, median_time

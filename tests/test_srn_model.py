@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, ImageList
+from detectron2.structures import ImageList
 from detectron2.utils.events import EventStorage
 
 from srn_d2 import model_zoo
