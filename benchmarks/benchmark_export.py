@@ -18,6 +18,7 @@ is a test reference, not part of srn_d2: it lives beside the parity tests that
 check srn_d2 against it, and this script, a developer's benchmark like them,
 reads it from there.
 """
+from srn_d2.utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import argparse
 import os
 import sys

@@ -9,6 +9,7 @@ after a random refinement, as in training. Prints the median time and the
 peak memory of each, the ratios, and whether the labels (and the matches the
 sparse matcher promises) are Detectron2's.
 """
+from srn_d2.utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import argparse
 import gc
 import math
