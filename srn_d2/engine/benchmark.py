@@ -24,7 +24,7 @@ from detectron2.utils.events import EventStorage
 from .. import model_zoo
 from ..data.image_io import bgr_to_model_input
 from ..utils.measure import interleaved_median_ms, peak_mib
-from .defaults import setup_cfg
+from .defaults import setup_cfg, split_overrides
 
 __all__ = ["Candidate", "benchmark", "parse_size", "random_faces", "resolve_config"]
 
@@ -53,9 +53,9 @@ def _training_batch(size: int, batch: int, faces: int, device: str):
 
 def resolve_config(entry: str) -> Tuple[str, str, List[str]]:
     """``"NAME_OR_PATH[:KEY=VALUE,...]"`` -> (label, config file, overrides)."""
-    name, _, overrides = entry.partition(":")
+    name, opts = split_overrides(entry, "--configs")
     path = name if os.path.isfile(name) else model_zoo.get_config_file(name)
-    opts = [part for pair in overrides.split(",") if pair for part in pair.split("=", 1)]
+    overrides = entry.partition(":")[2]
     label = os.path.basename(name) + (f" {overrides}" if overrides else "")
     return label, path, opts
 

@@ -1,7 +1,7 @@
 """The one way srn_d2's tools turn a config file and overrides into a config, and the
 predictor they run: Detectron2's ``engine/defaults.py`` for srn_d2."""
 import logging
-from typing import Sequence
+from typing import List, Sequence, Tuple
 
 import torch
 from detectron2.engine import DefaultPredictor, default_setup
@@ -10,11 +10,11 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import load_inference_weights
 from ..config import get_srn_cfg
-from ..errors import ConfigValueError
+from ..errors import ConfigValueError, require
 from ..modeling import SRNWithTTA
 from .config_files import merge_config_file
 
-__all__ = ["setup_cfg", "FacePredictor"]
+__all__ = ["setup_cfg", "split_overrides", "FacePredictor"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,15 @@ def setup_cfg(config_file: str, opts: Sequence[str] = (), args=None):
         default_setup(cfg, args)
         setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="srn_d2").setLevel(logging.INFO)
     return cfg
+
+
+def split_overrides(entry: str, key: str) -> Tuple[str, List[str]]:
+    """A command-line ``"NAME[:KEY=VALUE,...]"`` entry -> (NAME, [KEY, VALUE, ...]) for :func:`setup_cfg`;
+    an override without "=" is a ConfigValueError naming the option ``key``."""
+    name, _, overrides = entry.partition(":")
+    opts = [part for pair in overrides.split(",") if pair for part in pair.split("=", 1)]
+    require(len(opts) % 2 == 0, key, entry, "overrides come as KEY=VALUE pairs after the name")
+    return name, opts
 
 
 class FacePredictor(DefaultPredictor):

@@ -32,7 +32,7 @@ from ..errors import require
 from ..evaluation.widerface_evaluator import WiderFaceEvaluator
 from ..evaluation.widerface_protocol import match_image
 from ..utils.measure import median_time
-from .defaults import setup_cfg
+from .defaults import setup_cfg, split_overrides
 from .trainer import SRNTrainer
 
 logger = logging.getLogger(__name__)
@@ -77,10 +77,8 @@ DEMO_MODELS = STUDIES["demo"]
 
 def parse_model(entry: str) -> Tuple[str, Detector, Tuple[str, ...]]:
     """``"NAME[:KEY=VALUE,...]"`` -> (row label, its detector, its own overrides)."""
-    name, _, overrides = entry.partition(":")
+    name, opts = split_overrides(entry, "--models")
     require(name in DETECTORS, "--models", entry, f"names no model; known: {sorted(DETECTORS)}")
-    opts = [part for pair in overrides.split(",") if pair for part in pair.split("=", 1)]
-    require(len(opts) % 2 == 0, "--models", entry, "overrides come as KEY=VALUE pairs after the model name")
     return entry, DETECTORS[name], (*DETECTORS[name].opts, *opts)
 
 
