@@ -18,6 +18,8 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
 from torch import nn
 
+from .errors import UnreadableCheckpointError, UnsafeCheckpointError
+
 logger = logging.getLogger(__name__)
 
 # What a weights pickle (Detectron2's model zoo, Caffe2 / Detectron1, srn_d2's old
@@ -37,14 +39,6 @@ _SAFE_PICKLE_GLOBALS = frozenset(
 )
 # What a damaged or foreign file makes torch.load / pickle raise.
 _UNREADABLE = (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError, ValueError, IndexError, KeyError)
-
-
-class UnsafeCheckpointError(pickle.UnpicklingError):
-    """A checkpoint names a Python object that unpickling would call: it could run code."""
-
-
-class UnreadableCheckpointError(OSError):
-    """A checkpoint file is missing, truncated or not a checkpoint."""
 
 
 class _WeightsUnpickler(pickle.Unpickler):

@@ -152,6 +152,9 @@ def _add_model_config(cfg):
     # trains, STC and STR levels together). "per_loss": each loss by its own positives,
     # as RetinaNet does for its two losses; the step-1 box loss then has few positives
     # (the STR levels' alone), and each of them weighs several times a step-2 positive.
+    # "step2": all four losses by N_s2, so that a step-1 positive weighs as much as a
+    # step-2 one whatever levels step 1 trains (the study's test of why the paper's
+    # "+ STR" row, whose N_s1 counts the STR levels alone, loses localization).
     _C.MODEL.SRN.LOSS_NORMALIZATION = "per_step"
 
     # Inference. Candidates of each level: step-2 score above SCORE_THRESH_TEST,

@@ -67,6 +67,14 @@ def test_per_step_divides_both_step1_losses_by_the_step1_positives_of_all_its_le
     assert losses["loss_box_step2"] == pytest.approx(BOX_STEP2_SUM / STEP2_POS, rel=1e-6)
 
 
+def test_step2_divides_all_four_losses_by_the_step2_positives():
+    losses = _losses("step2")
+    assert losses["loss_cls_step1"] == pytest.approx(CLS_STEP1_SUM / STEP2_POS, rel=1e-6)
+    assert losses["loss_box_step1"] == pytest.approx(BOX_STEP1_SUM / STEP2_POS, rel=1e-6)
+    assert losses["loss_cls_step2"] == pytest.approx(CLS_STEP2_SUM / STEP2_POS, rel=1e-6)
+    assert losses["loss_box_step2"] == pytest.approx(BOX_STEP2_SUM / STEP2_POS, rel=1e-6)
+
+
 def test_an_unknown_normalization_names_its_key():
     cfg = tiny_srn_cfg()
     cfg.MODEL.SRN.LOSS_NORMALIZATION = "per_image"

@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["SRN"]
 
-LOSS_NORMALIZATIONS = ("per_step", "per_loss")
+LOSS_NORMALIZATIONS = ("per_step", "per_loss", "step2")
 
 
 def _check_srn_keys(cfg) -> None:
@@ -111,7 +111,8 @@ class SRN(DenseDetector):
                 normalize each loss; 0 uses the batch's counts.
             loss_normalization: "per_step": both step-1 losses by N_s1 (step 1's
                 positives on the levels it trains), both step-2 losses by N_s2 (the
-                paper); "per_loss": each loss by its own positives.
+                paper); "per_loss": each loss by its own positives; "step2": all four
+                by N_s2.
             test_score_thresh, test_topk_candidates: per-level candidate filter
                 (score above the threshold, then the best ``test_topk_candidates``
                 of each level).
@@ -394,13 +395,14 @@ class SRN(DenseDetector):
         """
         if self.loss_normalization == "per_loss":
             return {name: self._normalizer(name, count) for name, count in positives.items()}
-        normalizers = {}
+        # N_s2: step 2's positives; its two losses count the same anchors.
+        normalizers = {"step2": self._normalizer("step2", positives["cls_step2"])}
+        if self.loss_normalization == "step2":
+            return {name: normalizers["step2"] for name in positives}
         if self.plan.step1_levels:
             # N_s1: step 1's positive anchors on every level a step-1 loss reads, each counted once.
             num_step1 = int(self._is_positive(cat_levels(step1_labels, self.plan.step1_levels)).sum())
             normalizers["step1"] = self._normalizer("step1", num_step1)
-        # N_s2: step 2's positives; its two losses count the same anchors.
-        normalizers["step2"] = self._normalizer("step2", positives["cls_step2"])
         return {name: normalizers[name.rsplit("_", 1)[1]] for name in positives}
 
     def _normalizer(self, name: str, num_positives: int) -> float:
