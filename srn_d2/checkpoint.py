@@ -13,12 +13,14 @@ import pickle
 import zipfile
 from typing import Any, Dict, List, Optional
 
+import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
 from torch import nn
 
-from .errors import UnreadableCheckpointError, UnsafeCheckpointError
+from .errors import RandomWeightsError, UnreadableCheckpointError, UnsafeCheckpointError
+from .utils.file_io import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,23 @@ def load_weights_pickle(path: str) -> Any:
         return _WeightsUnpickler(f, path).load()
 
 
+def _check_finite(weights: Any, filename: str) -> None:
+    """UnreadableCheckpointError naming the first weight (tensor or array) that holds NaN or infinity."""
+    if not isinstance(weights, dict):
+        return
+    for key, value in weights.items():
+        if isinstance(value, torch.Tensor):
+            finite = not value.is_floating_point() or bool(torch.isfinite(value).all())
+        elif isinstance(value, np.ndarray):
+            finite = value.dtype.kind != "f" or bool(np.isfinite(value).all())
+        else:
+            continue
+        if not finite:
+            raise UnreadableCheckpointError(
+                f"checkpoint {filename}: {key} holds NaN or infinity; a model with it would detect nothing"
+            )
+
+
 class SafeCheckpointer(DetectionCheckpointer):
     """DetectionCheckpointer that runs no code from the files it loads.
 
@@ -71,15 +90,25 @@ class SafeCheckpointer(DetectionCheckpointer):
     * A missing, damaged or foreign file raises :class:`UnreadableCheckpointError`
       naming it; :meth:`resume_or_load` then falls back to the newest readable
       checkpoint of ``save_dir`` and says so.
+    * Weights holding NaN or infinity are refused, naming the tensor: such a
+      model silently detects nothing.
+    * Resuming from a checkpoint of another model (keys or shapes differ) is
+      refused, naming the key, before the optimizer state is loaded.
     * After :meth:`load`, :attr:`incompatible` holds the model keys the file
       did not set (see :func:`load_inference_weights`).
+    * :meth:`save` writes each file beside its target and renames it into
+      place (:func:`srn_d2.utils.file_io.atomic_write`): a full disk mid-save
+      leaves the previous checkpoint and ``last_checkpoint`` as they were.
     """
 
     def __init__(self, model: nn.Module, save_dir: str = "", **checkpointables):
         super().__init__(model, save_dir, **checkpointables)
         self.incompatible = None
+        self._resuming = False
 
     def load(self, path: str, *args, **kwargs) -> Dict[str, Any]:
+        if path and "://" not in path and not os.path.isfile(path):
+            raise UnreadableCheckpointError(f"checkpoint {path} not found (MODEL.WEIGHTS or the resumed file)")
         try:
             return super().load(path, *args, **kwargs)
         finally:
@@ -100,7 +129,28 @@ class SafeCheckpointer(DetectionCheckpointer):
             ) from error
 
     def _torch_load(self, f: str) -> Dict[str, Any]:
-        return torch.load(f, map_location=torch.device("cpu"), weights_only=True)
+        checkpoint = torch.load(f, map_location=torch.device("cpu"), weights_only=True)
+        if isinstance(checkpoint, dict):
+            _check_finite(checkpoint.get("model", checkpoint), f)
+        return checkpoint
+
+    def save(self, name: str, **kwargs: Any) -> None:
+        """As :meth:`fvcore.common.checkpoint.Checkpointer.save`, each file written atomically."""
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info(f"Saving checkpoint to {save_file}")
+        with atomic_write(save_file, "wb") as f:
+            torch.save(data, f)
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        with atomic_write(os.path.join(self.save_dir, "last_checkpoint"), "w") as f:
+            f.write(last_filename_basename)
 
     def _model_zoo_layout(self, data: Any, filename: str) -> Dict[str, Any]:
         """A ``.pkl`` content in the layout DetectionCheckpointer gives it."""
@@ -111,11 +161,36 @@ class SafeCheckpointer(DetectionCheckpointer):
             return data
         blobs = data.get("blobs", data)
         model = {k: v for k, v in blobs.items() if not k.endswith("_momentum")}
+        _check_finite(model, filename)
         return {"model": model, "__author__": "Caffe2", "matching_heuristics": True}
 
     def _load_model(self, checkpoint):
+        if self._resuming:
+            self._check_same_model(checkpoint.get("model", {}))
         self.incompatible = super()._load_model(checkpoint)
         return self.incompatible
+
+    def _check_same_model(self, saved: Dict[str, Any]) -> None:
+        """ValueError naming the first key that differs between a resumed checkpoint and the model.
+
+        Detectron2 loads what matches and warns about the rest; resuming then
+        hands the optimizer state of another model to this one, which fails
+        deep inside the optimizer at the first step.
+        """
+        own = self.model.state_dict()
+        for key in sorted(set(own) | set(saved)):
+            if key not in saved or key not in own:
+                where = "the model" if key in own else "the checkpoint"
+                raise ValueError(
+                    f"resuming in {self.save_dir}: its checkpoint was written by another model ({key} is only in "
+                    f"{where}); resume with the config that wrote it, or train into a new OUTPUT_DIR"
+                )
+            if tuple(saved[key].shape) != tuple(own[key].shape):
+                raise ValueError(
+                    f"resuming in {self.save_dir}: its checkpoint was written by another model ({key} is "
+                    f"{tuple(saved[key].shape)} there, {tuple(own[key].shape)} here); resume with the config "
+                    "that wrote it, or train into a new OUTPUT_DIR"
+                )
 
     def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
         if not (resume and self.has_checkpoint()):
@@ -123,15 +198,19 @@ class SafeCheckpointer(DetectionCheckpointer):
         candidates = self._resume_candidates()
         if not candidates:
             raise UnreadableCheckpointError(f"{self.save_dir} holds no checkpoint file to resume from")
-        for candidate, fallback in zip(candidates, candidates[1:] + [None]):
-            try:
-                return self.load(candidate)
-            except UnreadableCheckpointError as error:
-                if fallback is None:
-                    raise UnreadableCheckpointError(
-                        f"no readable checkpoint in {self.save_dir} to resume from (tried {candidates})"
-                    ) from error
-                logger.warning(f"{error}; resuming from the previous checkpoint {fallback} instead")
+        self._resuming = True
+        try:
+            for candidate, fallback in zip(candidates, candidates[1:] + [None]):
+                try:
+                    return self.load(candidate)
+                except UnreadableCheckpointError as error:
+                    if fallback is None:
+                        raise UnreadableCheckpointError(
+                            f"no readable checkpoint in {self.save_dir} to resume from (tried {candidates})"
+                        ) from error
+                    logger.warning(f"{error}; resuming from the previous checkpoint {fallback} instead")
+        finally:
+            self._resuming = False
 
     def _resume_candidates(self) -> List[str]:
         """The last checkpoint, then the others of ``save_dir``, newest first; existing files only."""
@@ -145,10 +224,6 @@ class SafeCheckpointer(DetectionCheckpointer):
             return [last] + others
         logger.warning(f"the last checkpoint {last} does not exist; trying the others of {self.save_dir}")
         return others
-
-
-class RandomWeightsError(ValueError):
-    """Inference was asked of a model whose weights are (partly) random."""
 
 
 def load_inference_weights(model: nn.Module, weights: Optional[str], *, allow_random: bool = False) -> None:

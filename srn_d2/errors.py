@@ -18,6 +18,7 @@ __all__ = [
     "UnreadableCheckpointError",
     "RandomWeightsError",
     "ExportError",
+    "OutputPathError",
     "REPORTED_ERRORS",
     "require",
     "require_norm",
@@ -43,6 +44,10 @@ class RandomWeightsError(ValueError):
 
 class ExportError(RuntimeError):
     """An exported model does not give the PyTorch model's detections."""
+
+
+class OutputPathError(ValueError):
+    """A file srn_d2 was asked to write cannot be written safely (a link, a folder, no write access)."""
 
 
 # Bad input (files, values, weights) as opposed to bugs: reported without a traceback.

@@ -31,6 +31,7 @@ from torch import nn
 
 from . import model_zoo
 from .engine import setup_cfg
+from .utils.file_io import atomic_write, check_output_path
 
 logger = logging.getLogger(__name__)
 
@@ -167,26 +168,39 @@ def build_target_model(config_file: str) -> nn.Module:
     return build_model(setup_cfg(config_file, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""]))
 
 
-def _check_output_path(path: str) -> None:
+def _check_output_path(path: str, in_path: Optional[str] = None) -> None:
     if not path.endswith(".pth"):
         raise ConversionError(
             f"{path}: the output must end in .pth (Detectron2 unpickles .pkl files, which can run code)"
         )
+    if in_path is not None and os.path.exists(path) and os.path.exists(in_path) and os.path.samefile(path, in_path):
+        raise ConversionError(f"{path}: is the input {in_path}; writing it would destroy the released checkpoint")
+    check_output_path(path)
+
+
+def check_finite(state_dict: Mapping[str, torch.Tensor], source: Mapping[str, str]) -> None:
+    """ConversionError naming every tensor that holds NaN or an infinity: such weights make
+    a model that silently detects nothing."""
+    bad = [source.get(k, k) for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ConversionError(f"non-finite values (NaN or infinity) in {bad}")
 
 
 def save_checkpoint(state_dict: Mapping[str, torch.Tensor], path: str) -> None:
     """Write a Detectron2 checkpoint of tensors (.pth), loadable with ``weights_only=True``."""
     _check_output_path(path)
     model = {k: v.detach().cpu() for k, v in state_dict.items()}
-    torch.save({"model": model, "__author__": AUTHOR, "matching_heuristics": False}, path)
+    with atomic_write(path, "wb") as f:
+        torch.save({"model": model, "__author__": AUTHOR, "matching_heuristics": False}, f)
 
 
 def convert(in_path: str, out_path: str, model: nn.Module, trust_pickle: bool = False) -> Dict[str, torch.Tensor]:
     """Convert ``in_path`` to ``out_path``, checked against ``model``; returns the converted state dict."""
-    _check_output_path(out_path)
+    _check_output_path(out_path, in_path)
     released = load_released(in_path, trust_pickle)
     converted, source = convert_state_dict(released)
     try:
+        check_finite(converted, source)
         check_against_model(converted, source, model)
     except ConversionError as e:
         raise ConversionError(f"{in_path}: {e}") from None

@@ -87,6 +87,14 @@ def test_overrides_come_in_pairs_and_name_unknown_keys():
     assert setup_cfg(config, ["SOLVER.MAX_ITER", "5"]).SOLVER.MAX_ITER == 5
 
 
+def test_an_option_after_the_overrides_is_named_not_swallowed():
+    config = model_zoo.get_config_file("SRN_mini.yaml")
+    with pytest.raises(ConfigValueError, match="option --resume comes after the config overrides"):
+        setup_cfg(config, ["SOLVER.MAX_ITER", "5", "--resume"])
+    with pytest.raises(ConfigValueError, match="option --num-gpus comes after"):
+        setup_cfg(config, ["SOLVER.MAX_ITER", "5", "--num-gpus", "2"])
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=200))
 def test_any_bytes_load_as_a_mapping_or_fail_naming_the_file(tmp_path_factory, content):

@@ -28,7 +28,7 @@ def read_image_size(file_name: str) -> Optional[Tuple[int, int]]:
             width, height = image.size
             if image.getexif().get(_EXIF_ORIENTATION_TAG) in _TRANSPOSING_ORIENTATIONS:
                 width, height = height, width
-    except OSError:
+    except (OSError, Image.DecompressionBombError):
         return None
     return height, width
 
@@ -46,8 +46,9 @@ def read_image(file_name: str, image_format: str) -> np.ndarray:
         if mode == "F":
             raise OSError("32-bit floating-point pixels are not supported; save the image with 8 or 16 bits")
         return detection_utils.read_image(file_name, format=image_format)
-    except (OSError, ValueError, SyntaxError) as error:
-        # PIL reports truncated or unknown files as OSError/SyntaxError without the path.
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        # PIL reports truncated or unknown files as OSError/SyntaxError, and images of more
+        # pixels than Image.MAX_IMAGE_PIXELS (decompression bombs) as its own error, all without the path.
         raise OSError(f"cannot read image {file_name}: {error}") from error
 
 

@@ -12,14 +12,21 @@ the test-time resize, if INPUT.MIN_SIZE_TEST asks for one). Its outputs are
 resize) or ``model.ts`` (TorchScript, with the same facts in ``srn_d2.json``).
 Before it returns, the export runs on two image sizes and must give the
 PyTorch model's detections: the same count, boxes within 0.01 px, scores
-within 1e-4; otherwise it raises :class:`ExportError`.
+within 1e-4; otherwise it raises :class:`ExportError`. Sample images may give
+no detection at all (an untrained model, or a face model on noise), which
+would verify nothing about the network: its raw outputs (every head map,
+before any threshold) are also exported and compared with PyTorch's
+(:func:`verify_network`). The file is written beside its target and moved into place
+only once verified: a failed export leaves the previous model untouched.
 """
 from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
+import io
 import json
 import logging
 import os
+import tempfile
 import warnings
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -27,10 +34,12 @@ from detectron2.modeling import build_model
 
 from ..checkpoint import load_inference_weights
 from ..errors import ExportError, require
+from ..modeling import SRN
+from ..utils.file_io import atomic_write, atomic_write_path, check_output_path
 from .onnx_runtime import INPUT_FORMAT, MAX_SIZE_TEST, MIN_SIZE_TEST
 
 __all__ = ["FORMATS", "ExportError", "check_exportable", "deployment_metadata", "export", "export_onnx",
-           "export_torchscript", "exported_runner", "traceable", "verify"]
+           "export_torchscript", "exported_runner", "traceable", "verify", "verify_network"]
 
 logger = logging.getLogger("srn_d2.export")
 
@@ -83,27 +92,30 @@ def export_onnx(model, sample: torch.Tensor, path: str, metadata: Dict[str, str]
     import onnx
 
     dynamic = {"image": {1: "height", 2: "width"}, **{name: {0: "detections"} for name in OUTPUTS}}
+    traced = io.BytesIO()
     with torch.no_grad():
         torch.onnx.export(
             traceable(model),
             (sample,),
-            path,
+            traced,
             opset_version=ONNX_OPSET,
             input_names=["image"],
             output_names=list(OUTPUTS),
             dynamic_axes=dynamic,
             dynamo=False,
         )
-    graph = onnx.load(path)
+    graph = onnx.load_from_string(traced.getvalue())
     for key, value in metadata.items():
         graph.metadata_props.add(key=key, value=value)
-    onnx.save(graph, path)
+    with atomic_write(path, "wb") as f:
+        f.write(graph.SerializeToString())
 
 
 def export_torchscript(model, sample: torch.Tensor, path: str, metadata: Dict[str, str]) -> None:
     with torch.no_grad():
         scripted = torch.jit.trace(traceable(model), (sample,), check_trace=False)
-    torch.jit.save(scripted, path, _extra_files={"srn_d2.json": json.dumps(metadata)})
+    with atomic_write(path, "wb") as f:
+        torch.jit.save(scripted, f, _extra_files={"srn_d2.json": json.dumps(metadata)})
 
 
 def exported_runner(path: str, export_format: str) -> Callable[[np.ndarray], Tuple[np.ndarray, ...]]:
@@ -164,16 +176,73 @@ def export(cfg, export_format: str, output_dir: str, allow_random_weights: bool 
     model = build_model(cfg).eval()
     load_inference_weights(model, cfg.MODEL.WEIGHTS, allow_random=allow_random_weights)
     metadata = deployment_metadata(cfg)
-    os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, "model.onnx" if export_format == "onnx" else "model.ts")
-    traced_on, other = _sample_images(model.device)
-    with warnings.catch_warnings():
-        # Detectron2's Boxes and NMS check shapes in Python while traced; the checks below
-        # compare the export with PyTorch on two sizes instead.
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        (export_onnx if export_format == "onnx" else export_torchscript)(model, traced_on, path, metadata)
-    run_exported = exported_runner(path, export_format)
-    for image in (traced_on, other):
-        logger.info(f"{tuple(image.shape[-2:])} px: {verify(model, run_exported, image)}")
+    path = check_output_path(os.path.join(output_dir, "model.onnx" if export_format == "onnx" else "model.ts"))
+    samples = _sample_images(model.device)
+    with atomic_write_path(path) as temporary:
+        with warnings.catch_warnings():
+            # Detectron2's Boxes and NMS check shapes in Python while traced; the checks
+            # below compare the export with PyTorch on two sizes instead.
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            (export_onnx if export_format == "onnx" else export_torchscript)(model, samples[0], temporary, metadata)
+        run_exported = exported_runner(temporary, export_format)
+        for image in samples:
+            logger.info(f"{tuple(image.shape[-2:])} px: {verify(model, run_exported, image)}")
+        logger.info(f"network outputs: {verify_network(model, export_format, samples)}")
     logger.info(f"wrote {path}")
     return path
+
+
+class _NetworkOutputs(torch.nn.Module):
+    """The network alone: one (3, H, W) image -> every map its head outputs, in a fixed order."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        features = self.model.backbone(self.model.preprocess_image([{"image": image}]).tensor)
+        if isinstance(self.model, SRN):
+            outputs = self.model.head(features)
+        else:  # Detectron2's dense detectors' heads take a list
+            outputs = self.model.head([features[f] for f in self.model.head_in_features])
+        return tuple(_tensors(outputs))
+
+
+def _tensors(value) -> List[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        return [t for key in sorted(value) for t in _tensors(value[key])]
+    return [t for item in value for t in _tensors(item)]
+
+
+def verify_network(model, export_format: str, samples: Tuple[torch.Tensor, ...]) -> Dict[str, float]:
+    """Export the network alone (no threshold, no NMS) and compare its outputs with PyTorch's on
+    each sample: ExportError beyond 1e-3 relative to the largest value. Unlike the detections,
+    these exist whatever the weights and the image, so this check always compares something."""
+    network = _NetworkOutputs(model).eval()
+    with tempfile.TemporaryDirectory(prefix="srn_d2-verify-") as folder, torch.no_grad(), \
+            warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        path = os.path.join(folder, "network")
+        if export_format == "onnx":
+            names = [f"output{i}" for i in range(len(network(samples[0])))]
+            torch.onnx.export(network, (samples[0],), path, opset_version=ONNX_OPSET, input_names=["image"],
+                              output_names=names, dynamic_axes={"image": {1: "height", 2: "width"}}, dynamo=False)
+        else:
+            torch.jit.save(torch.jit.trace(network, (samples[0],), check_trace=False), path)
+        run_exported = exported_runner(path, export_format)
+        largest = 0.0
+        for image in samples:
+            expected = [t.cpu().numpy() for t in network(image)]
+            got = run_exported(image.cpu().numpy())
+            size = tuple(image.shape[-2:])
+            if [e.shape for e in expected] != [g.shape for g in got]:
+                raise ExportError(f"{size} px: the exported network's output shapes differ from PyTorch's")
+            scale = max(1.0, max(float(np.abs(e).max(initial=0.0)) for e in expected))
+            diff = max(float(np.abs(e - g).max(initial=0.0)) for e, g in zip(expected, got)) / scale
+            if not diff <= 1e-3:
+                raise ExportError(f"{size} px: the exported network's outputs differ from PyTorch's by {diff:.2e} "
+                                  "(relative to the largest)")
+            largest = max(largest, diff)
+    return {"outputs": len(expected), "relative_diff": largest}

@@ -12,6 +12,7 @@ from ..checkpoint import load_inference_weights
 from ..config import get_srn_cfg
 from ..errors import ConfigValueError, require
 from ..modeling import SRNWithTTA
+from ..utils.file_io import check_output_folder
 from .config_files import merge_config_file
 
 __all__ = ["setup_cfg", "split_overrides", "FacePredictor"]
@@ -30,6 +31,11 @@ def setup_cfg(config_file: str, opts: Sequence[str] = (), args=None):
     cfg = get_srn_cfg()
     merge_config_file(cfg, config_file)
     opts = list(opts)
+    options = [key for key in opts[::2] if key.startswith("--")]
+    if options:
+        # argparse hands everything after the first KEY VALUE pair to the overrides.
+        raise ConfigValueError(f"option {options[0]} comes after the config overrides (KEY VALUE pairs), where it "
+                               "would be read as a config key; put the options first")
     if len(opts) % 2:
         raise ConfigValueError(f"config overrides come as KEY VALUE pairs; {opts[-1]!r} has no value")
     try:
@@ -42,6 +48,8 @@ def setup_cfg(config_file: str, opts: Sequence[str] = (), args=None):
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     if args is not None:
+        # Checked now, not at the first checkpoint an hour into training.
+        check_output_folder(cfg.OUTPUT_DIR)
         default_setup(cfg, args)
         setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="srn_d2").setLevel(logging.INFO)
     return cfg

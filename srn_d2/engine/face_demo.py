@@ -26,6 +26,7 @@ from detectron2.utils.visualizer import Visualizer
 from ..data.image_io import read_image
 from ..evaluation.face_evaluator import instances_to_xywhs
 from ..evaluation.prediction_files import write_widerface_predictions
+from ..utils.file_io import atomic_write_path, check_output_folder, check_output_path, write_image, write_text
 from .defaults import FacePredictor
 
 __all__ = ["FaceDemo", "DemoSummary", "onnx_predictor", "plan_inputs", "run_demo"]
@@ -93,7 +94,7 @@ class FaceDemo:
         self.submission_format = submission_format
         self.output_dir = output_dir
         self.confidence_threshold = confidence_threshold
-        os.makedirs(output_dir, exist_ok=True)
+        check_output_folder(output_dir)
 
     @classmethod
     def from_config(cls, cfg, output_dir: str, confidence_threshold: float, allow_random_weights: bool = False):
@@ -118,16 +119,21 @@ class FaceDemo:
     def run_image(self, path: str) -> None:
         image = read_image(path, "BGR")
         instances = self.detect(image)
-        name = os.path.basename(path)
-        stem = os.path.splitext(name)[0]
-        drawn_path = os.path.join(self.output_dir, name)
-        if os.path.abspath(drawn_path) == os.path.abspath(path):
-            raise ValueError(f"--output {self.output_dir} holds the input {path}: the drawing would overwrite it")
-        cv2.imwrite(drawn_path, self.draw(image, instances))
+        drawn_path, _, json_path = self._checked_outputs(path, is_video=False)
+        write_image(drawn_path, self.draw(image, instances))
         xywhs = instances_to_xywhs(instances)
+        stem = os.path.splitext(os.path.basename(path))[0]
         write_widerface_predictions(self.output_dir, {stem: xywhs}, self.submission_format)
-        with open(os.path.join(self.output_dir, stem + ".json"), "w") as f:
-            json.dump(detections_json(xywhs), f)
+        write_text(json_path, json.dumps(detections_json(xywhs)))
+
+    def _checked_outputs(self, path: str, is_video: bool) -> List[str]:
+        """The output files of input ``path``, each checked before any is written."""
+        outputs = [os.path.join(self.output_dir, name) for name in _output_names(path, is_video)]
+        for output in outputs:
+            if os.path.lexists(output) and os.path.realpath(output) == os.path.realpath(path):
+                raise ValueError(f"--output {self.output_dir} holds the input {path}: {output} would overwrite it")
+            check_output_path(output)
+        return outputs
 
     def run_video(self, path: str) -> None:
         capture = cv2.VideoCapture(path)
@@ -135,28 +141,30 @@ class FaceDemo:
             raise OSError(f"cannot open video {path}")
         fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
         num_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+        video_path, json_path = self._checked_outputs(path, is_video=True)
         stem = os.path.splitext(os.path.basename(path))[0]
         writer: Optional[cv2.VideoWriter] = None
         frames = []
         try:
-            for index, frame in enumerate(tqdm.tqdm(_frames(capture), total=num_frames, desc=stem)):
-                instances = self.detect(frame)
-                drawn = self.draw(frame, instances)
+            with atomic_write_path(video_path) as temporary:
+                for index, frame in enumerate(tqdm.tqdm(_frames(capture), total=num_frames, desc=stem)):
+                    instances = self.detect(frame)
+                    drawn = self.draw(frame, instances)
+                    if writer is None:
+                        writer = cv2.VideoWriter(
+                            temporary, cv2.VideoWriter_fourcc(*"mp4v"), fps, (drawn.shape[1], drawn.shape[0])
+                        )
+                    writer.write(np.ascontiguousarray(drawn))
+                    frames.append({"frame": index, "detections": detections_json(instances_to_xywhs(instances))})
                 if writer is None:
-                    writer = cv2.VideoWriter(
-                        os.path.join(self.output_dir, stem + ".mp4"),
-                        cv2.VideoWriter_fourcc(*"mp4v"),
-                        fps,
-                        (drawn.shape[1], drawn.shape[0]),
-                    )
-                writer.write(np.ascontiguousarray(drawn))
-                frames.append({"frame": index, "detections": detections_json(instances_to_xywhs(instances))})
+                    raise OSError(f"video {path}: no frame could be decoded")
+                writer.release()
+                writer = None
         finally:
             capture.release()
             if writer is not None:
                 writer.release()
-        with open(os.path.join(self.output_dir, stem + ".json"), "w") as f:
-            json.dump(frames, f)
+        write_text(json_path, json.dumps(frames))
 
 
 def _frames(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:

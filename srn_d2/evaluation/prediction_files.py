@@ -22,7 +22,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 import numpy as np
 
 from ..errors import require
-from ..utils.file_io import join_inside
+from ..utils.file_io import atomic_write, join_inside, write_text
 
 _NUM_FIELDS = 5
 _MAX_FAST_DIGITS = 15
@@ -281,14 +281,12 @@ def write_widerface_predictions(
     require_submission_format(submission_format)
     for image_id, boxes in predictions.items():
         path = join_inside(pred_dir, image_id + ".txt")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
         boxes = np.asarray(boxes).reshape(-1, _NUM_FIELDS)
         if submission_format == "released":
             lines = _format_released(released_submission_rows(boxes))
         else:
             lines = _format_boxes(boxes)
-        with open(path, "w") as f:
-            f.write(f"{os.path.basename(image_id)}\n{len(boxes)}\n{lines}")
+        write_text(path, f"{os.path.basename(image_id)}\n{len(boxes)}\n{lines}")
 
 
 def read_fddb_detections(path: str) -> Dict[str, np.ndarray]:
@@ -318,8 +316,7 @@ def read_fddb_detections(path: str) -> Dict[str, np.ndarray]:
 
 
 def write_fddb_detections(path: str, detections: Mapping[str, np.ndarray]) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
+    with atomic_write(path) as f:
         for name, boxes in detections.items():
             boxes = np.asarray(boxes).reshape(-1, _NUM_FIELDS)
             f.write(f"{name}\n{len(boxes)}\n{_format_boxes(boxes)}")

@@ -1,6 +1,7 @@
 """Precision-recall figure of the three WIDER FACE settings."""
 from typing import Mapping
 
+from ..utils.file_io import save_figure
 from .widerface_protocol import PRCurve
 
 
@@ -18,5 +19,5 @@ def plot_pr_curves(curves: Mapping[str, PRCurve], path: str, title: str = "WIDER
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower left")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)
     plt.close(fig)

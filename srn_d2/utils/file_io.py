@@ -1,5 +1,23 @@
-"""Keeping file names from input data inside the folders they are meant for."""
+"""Where srn_d2 reads and writes files: input paths kept inside their folders, and
+the one way every output file is written (:func:`atomic_write`).
+
+Every writer (export, converter, checkpoints, evaluation and demo outputs,
+generated data) goes through :func:`atomic_write`: the output path is checked
+before anything is written (no link, no folder, a writable folder), the content
+goes to a hidden file beside the target, and only a complete file is renamed
+over it. A crash, a full disk or a failed check afterwards leaves the previous
+file byte-identical and no partial file behind.
+"""
+import contextlib
+import errno
 import os
+import tempfile
+from typing import IO, Iterator
+
+from ..errors import OutputPathError
+
+__all__ = ["check_relative_path", "join_inside", "check_output_path", "check_output_folder", "atomic_write",
+           "atomic_write_path", "write_bytes", "write_text", "write_image", "save_figure"]
 
 
 def check_relative_path(path: str, source: str) -> str:
@@ -25,3 +43,112 @@ def join_inside(folder: str, relative: str) -> str:
     if os.path.commonpath([root, os.path.realpath(path)]) != root:
         raise ValueError(f"refusing to write {relative!r}: it would land outside {folder}")
     return path
+
+
+def check_output_folder(folder: str) -> str:
+    """``folder``, created if missing, if files can be written in it; else OutputPathError naming it."""
+    folder = folder or "."
+    if os.path.lexists(folder) and not os.path.isdir(folder):
+        raise OutputPathError(f"{folder}: exists and is not a folder; outputs need a folder")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise OutputPathError(f"{folder}: cannot create this output folder ({error.strerror})") from error
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{folder}: this output folder is not writable")
+    return folder
+
+
+def check_output_path(path: str) -> str:
+    """``path``, if :func:`atomic_write` may replace it; else OutputPathError naming it.
+
+    Refused: a link (writing through it would change a file elsewhere; replacing
+    it would surprise whoever made it), a folder, a folder that cannot be written.
+    The containing folder is created if missing.
+    """
+    if os.path.islink(path):
+        raise OutputPathError(f"{path}: is a link; refusing to write through it (remove it or choose another path)")
+    if os.path.isdir(path):
+        raise OutputPathError(f"{path}: is a folder; cannot write a file there")
+    check_output_folder(os.path.dirname(path))
+    return path
+
+
+def _mode_for(path: str) -> int:
+    """The permissions the file would get from a plain open(): the old file's, or 0o666 less the umask."""
+    if os.path.exists(path):
+        return os.stat(path).st_mode & 0o7777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def atomic_write_path(path: str) -> Iterator[str]:
+    """A temporary path beside ``path`` to write to, renamed onto ``path`` when the block succeeds.
+
+    For writers that take a file name (``torch.onnx.export``, ``cv2.VideoWriter``);
+    the temporary name keeps the extension, which some of them read the format
+    from. If the block raises, the temporary file is removed and ``path`` is untouched.
+    """
+    check_output_path(path)
+    folder, name = os.path.split(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial" + os.path.splitext(name)[1], dir=folder)
+    os.close(fd)
+    try:
+        yield temporary
+        if not os.path.isfile(temporary) or os.path.islink(temporary):
+            raise OutputPathError(f"{path}: the writer left no file to move into place")
+        with open(temporary, "rb") as f:
+            os.fsync(f.fileno())
+        os.chmod(temporary, _mode_for(path))
+        # Checked again just before the rename: a link made meanwhile is not replaced either.
+        check_output_path(path)
+        os.replace(temporary, path)
+    except BaseException as error:
+        _remove(temporary)
+        if isinstance(error, OSError):
+            reason = "the disk is full" if error.errno == errno.ENOSPC else (error.strerror or str(error))
+            raise OSError(error.errno, f"{path}: not written ({reason}); any previous file is unchanged") from error
+        raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str, mode: str = "w") -> Iterator[IO]:
+    """``open(path, mode)`` that writes beside ``path`` and renames into place (see :func:`atomic_write_path`)."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write writes whole files: mode 'w' or 'wb', not {mode!r}")
+    with atomic_write_path(path) as temporary:
+        with open(temporary, mode) as f:
+            yield f
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+
+
+def write_text(path: str, text: str) -> None:
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+
+
+def write_image(path: str, image, params=()) -> None:
+    """``cv2.imwrite`` through :func:`atomic_write`; the format follows the extension of ``path``."""
+    import cv2
+
+    ok, encoded = cv2.imencode(os.path.splitext(path)[1] or ".png", image, list(params))
+    if not ok:
+        raise OutputPathError(f"{path}: OpenCV cannot encode an image of shape {image.shape} for this extension")
+    write_bytes(path, encoded.tobytes())
+
+
+def save_figure(fig, path: str, dpi: int = 100) -> None:
+    """``fig.savefig(path)`` through :func:`atomic_write`."""
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format=os.path.splitext(path)[1][1:] or "png", dpi=dpi)
