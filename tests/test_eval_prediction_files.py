@@ -25,7 +25,7 @@ def test_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     predictions = {
         "0--Parade/0_Parade_marchingband_1_465": np.column_stack(
-            [rng.uniform(-5, 900, (40, 4)), rng.uniform(0, 1, 40)]
+            [rng.uniform(-5, 900, (40, 2)), rng.uniform(0, 300, (40, 2)), rng.uniform(0, 1, 40)]
         ),
         "1--Handshaking/1_Handshaking_1_2": np.zeros((0, 5)),
     }

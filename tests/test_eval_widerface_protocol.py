@@ -7,6 +7,7 @@ import pytest
 from srn_d2.evaluation.widerface_gt import WiderFaceGroundTruth
 from srn_d2.evaluation.widerface_protocol import (
     WiderFaceMatches,
+    best_overlaps,
     evaluate_widerface,
     match_image,
     normalize_scores,
@@ -197,8 +198,26 @@ def test_non_finite_predictions_are_an_error_naming_the_image(bad_row):
     # Scored, one +inf would normalize every other score to 0 (-inf: to 1) and change every AP.
     gt = make_gt({"a/1": [[0, 0, 10, 10]], "b/2": [[5, 5, 10, 10]]})
     predictions = {"a/1": preds([0, 0, 10, 10, 0.9]), "b/2": preds([50, 50, 10, 10, 0.2], bad_row)}
-    with pytest.raises(ValueError, match=r"predictions of b/2: row 1 is not finite"):
+    with pytest.raises(ValueError, match=r"predictions of b/2: box 2 is not finite"):
         evaluate_widerface(predictions, gt)
+
+
+@pytest.mark.parametrize("bad_row", [[0, 0, -3, 10, 0.5], [0, 0, 10, -0.01, 0.5]])
+def test_negative_sizes_are_an_error_naming_the_image(bad_row):
+    gt = make_gt({"a/1": [[0, 0, 10, 10]]})
+    with pytest.raises(ValueError, match=r"predictions of a/1: box 2 has a negative width or height"):
+        evaluate_widerface({"a/1": preds([0, 0, 10, 10, 0.9], bad_row)}, gt)
+
+
+@pytest.mark.parametrize("chunk_elements", [1, 3, 7, 1 << 20])
+def test_best_overlaps_in_slices_equal_the_whole_matrix(chunk_elements):
+    rng = np.random.default_rng(5)
+    pred = np.column_stack([rng.uniform(0, 100, (53, 2)), rng.uniform(0, 40, (53, 2))])
+    faces = np.column_stack([rng.uniform(0, 100, (7, 2)), rng.uniform(1, 40, (7, 2))])
+    iou = official_iou(pred, faces)
+    best_face, best_iou = best_overlaps(pred, faces, chunk_elements)
+    np.testing.assert_array_equal(best_face, iou.argmax(axis=1))
+    np.testing.assert_array_equal(best_iou, iou.max(axis=1))
 
 
 def test_match_image_on_hand_made_boxes():

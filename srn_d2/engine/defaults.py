@@ -3,6 +3,7 @@ predictor they run: Detectron2's ``engine/defaults.py`` for srn_d2."""
 import logging
 from typing import List, Sequence, Tuple
 
+import numpy as np
 import torch
 from detectron2.engine import DefaultPredictor, default_setup
 from detectron2.utils import comm
@@ -13,6 +14,7 @@ from ..config import get_srn_cfg
 from ..errors import ConfigValueError, require
 from ..modeling import SRNWithTTA
 from ..utils.file_io import check_output_folder
+from ..utils.image_checks import check_bgr_image
 from .config_files import merge_config_file
 
 __all__ = ["setup_cfg", "split_overrides", "FacePredictor"]
@@ -80,3 +82,7 @@ class FacePredictor(DefaultPredictor):
         load_inference_weights(self.model, cfg.MODEL.WEIGHTS, allow_random=allow_random_weights)
         if cfg.TEST.AUG.ENABLED:
             self.model = SRNWithTTA(cfg, self.model)
+
+    def __call__(self, original_image: np.ndarray):
+        """As :meth:`DefaultPredictor.__call__`, with the image checked as the ONNX runtime checks it."""
+        return super().__call__(check_bgr_image(original_image))

@@ -32,7 +32,7 @@ from typing import Mapping, Optional, Tuple
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from .prediction_files import require_finite_rows
+from .prediction_files import require_valid_rows
 
 MATCH_OVERLAP = 0.5
 
@@ -190,7 +190,7 @@ def evaluate_fddb(
         ellipses = np.asarray(ellipses, dtype=np.float64).reshape(-1, 5)
         num_faces += len(ellipses)
         dets = np.asarray(detections.get(name, np.zeros((0, 5))), dtype=np.float64).reshape(-1, 5)
-        require_finite_rows(dets, f"detections of {name}")
+        require_valid_rows(dets, f"detections of {name}")
         if len(dets) == 0:
             continue
         all_scores.append(dets[:, 4])

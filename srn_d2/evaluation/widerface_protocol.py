@@ -41,7 +41,7 @@ from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .prediction_files import require_finite_rows
+from .prediction_files import require_valid_rows
 from .widerface_gt import SETTINGS, WiderFaceGroundTruth
 
 NUM_THRESHOLDS = 1000
@@ -89,6 +89,30 @@ def official_iou(pred_xywh: np.ndarray, gt_xywh: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=inter > 0)
 
 
+# IoU matrix elements computed at once (about 8 MB per float64 array): an image with
+# 300,000 predictions and 400 faces is matched in slices, not in a 1 GB matrix.
+MATCH_CHUNK_ELEMENTS = 1 << 20
+
+
+def best_overlaps(pred_xywh: np.ndarray, gt_xywh: np.ndarray, chunk_elements: Optional[int] = None):
+    """Each detection's face of highest official IoU, and that IoU, computed by slices of detections.
+
+    Args:
+        pred_xywh: (n, 4); gt_xywh: (m, 4), m > 0.
+    Returns:
+        best_face: (n,) int index into ``gt_xywh`` (the first of equal IoUs); best_iou: (n,).
+    """
+    rows = max(1, (chunk_elements or MATCH_CHUNK_ELEMENTS) // max(len(gt_xywh), 1))
+    best_face = np.empty(len(pred_xywh), dtype=np.int64)
+    best_iou = np.empty(len(pred_xywh), dtype=np.float64)
+    for start in range(0, len(pred_xywh), rows):
+        iou = official_iou(pred_xywh[start : start + rows], gt_xywh)
+        best = iou.argmax(axis=1)
+        best_face[start : start + rows] = best
+        best_iou[start : start + rows] = iou[np.arange(len(best)), best]
+    return best_face, best_iou
+
+
 def match_image(
     pred_xywh: np.ndarray, scores: np.ndarray, gt_xywh: np.ndarray, iou_threshold: float = 0.5
 ):
@@ -112,10 +136,9 @@ def match_image(
     found = np.zeros(len(gt_xywh), dtype=bool)
     if len(pred_xywh) == 0 or len(gt_xywh) == 0:
         return true_positive, found
-    iou = official_iou(pred_xywh, gt_xywh)
-    best_face = iou.argmax(axis=1)
+    best_face, best_iou = best_overlaps(pred_xywh, gt_xywh)
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
-    hits = order[iou[order, best_face[order]] >= iou_threshold]
+    hits = order[best_iou[order] >= iou_threshold]
     # np.unique's first occurrence in score order is each face's highest-scoring hit.
     faces, first = np.unique(best_face[hits], return_index=True)
     true_positive[hits[first]] = True
@@ -201,9 +224,8 @@ class WiderFaceMatches:
             stop = start + len(preds)
             face_start, face_stop = gt.offsets[index], gt.offsets[index + 1]
             if len(preds) and face_stop > face_start:
-                iou = official_iou(preds[:, :4], gt.boxes[face_start:face_stop])
-                best = iou.argmax(axis=1)
-                best_iou.append(np.take_along_axis(iou, best[:, None], axis=1)[:, 0])
+                best, iou = best_overlaps(preds[:, :4], gt.boxes[face_start:face_stop])
+                best_iou.append(iou)
                 best_face.append(best + face_start)
                 scores.append(normalized[start:stop])
             start = stop
@@ -227,7 +249,7 @@ class WiderFaceMatches:
             raise ValueError(
                 f"predictions of {image_id}: expected (n, 5) x, y, w, h, score; got {preds.shape}"
             )
-        return require_finite_rows(preds, f"predictions of {image_id}")
+        return require_valid_rows(preds, f"predictions of {image_id}")
 
     def pr_curve(self, setting: str = "hard", iou_threshold: float = 0.5) -> PRCurve:
         listed = self.gt.listed[setting]

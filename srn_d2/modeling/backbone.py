@@ -11,11 +11,12 @@ import fvcore.nn.weight_init as weight_init
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
-from detectron2.layers import Conv2d, ShapeSpec, get_norm
+from detectron2.layers import Conv2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 
 from ..errors import require, require_norm
 from .levels import LevelPlan
+from .norm import get_norm
 
 _EXPECTED_STRIDES = [4, 8, 16, 32]
 

@@ -9,13 +9,14 @@ from typing import List
 
 import torch
 from detectron2.config import configurable
-from detectron2.layers import ShapeSpec, get_norm
+from detectron2.layers import ShapeSpec
 from detectron2.utils.registry import Registry
 from fvcore.nn import weight_init
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import require, require_norm
+from .norm import get_norm
 from .rfe import RFE
 
 HEAD_INITS = ("normal", "xavier")

@@ -10,6 +10,7 @@ from detectron2.modeling.backbone.fpn import FPN
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, ResNet
 
 from ..errors import require, require_norm
+from .norm import get_norm
 from .retinanet_fpn import retinanet_fpn
 
 
@@ -21,7 +22,10 @@ def build_mini_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     require(len(mini.BLOCKS_PER_STAGE) == 4, "MODEL.MINI_RESNET.BLOCKS_PER_STAGE", mini.BLOCKS_PER_STAGE,
             "needs four entries (res2..res5)")
     require_norm(mini.NORM, "MODEL.MINI_RESNET.NORM")
-    stem = BasicStem(input_shape.channels, mini.STEM_CHANNELS, norm=mini.NORM)
+    def norm(channels):
+        return get_norm(mini.NORM, channels)
+
+    stem = BasicStem(input_shape.channels, mini.STEM_CHANNELS, norm=norm)
     stages, in_channels = [], mini.STEM_CHANNELS
     for index, (width, blocks) in enumerate(zip(mini.WIDTHS, mini.BLOCKS_PER_STAGE)):
         first_stride = 1 if index == 0 else 2
@@ -32,7 +36,7 @@ def build_mini_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
                 in_channels=in_channels,
                 out_channels=width,
                 stride_per_block=[first_stride] + [1] * (blocks - 1),
-                norm=mini.NORM,
+                norm=norm,
             )
         )
         in_channels = width

@@ -23,6 +23,7 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import nn
 
 from ..errors import require
+from .norm import GroupNorm
 from .retinanet_fpn import retinanet_fpn
 
 STRIDES = (4, 8, 16, 32)
@@ -128,7 +129,7 @@ def _batch_norm_to_group_norm(module: nn.Module) -> None:
             replacement.act, replacement.drop = child.act, child.drop
             setattr(module, name, replacement)
         elif isinstance(child, nn.BatchNorm2d):
-            setattr(module, name, nn.GroupNorm(math.gcd(32, child.num_features), child.num_features, eps=child.eps))
+            setattr(module, name, GroupNorm(math.gcd(32, child.num_features), child.num_features, eps=child.eps))
         else:
             _batch_norm_to_group_norm(child)
 

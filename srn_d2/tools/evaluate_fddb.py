@@ -19,6 +19,7 @@ from ..evaluation.fddb_evaluator import MAX_FALSE_POSITIVES, fddb_gt_from_dicts
 from ..evaluation.fddb_protocol import evaluate_fddb
 from . import run_command
 from ..evaluation.prediction_files import read_fddb_detections
+from ..utils.file_io import write_text
 
 
 def main(argv=None) -> int:
@@ -56,8 +57,7 @@ def _evaluate(argv) -> int:
     print(f"{len(ground_truth)} images, {roc.num_faces} faces, {num_detections} detections")
     print(f"TPR at {MAX_FALSE_POSITIVES} false positives (discrete score): {tpr:.4f}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"TPR_at_1000FP": tpr}, f, indent=2)
+        write_text(args.json, json.dumps({"TPR_at_1000FP": tpr}, indent=2))
     return 0
 
 

@@ -17,6 +17,7 @@ from ..evaluation.prediction_files import list_prediction_ids, read_widerface_pr
 from ..evaluation.widerface_gt import SETTINGS, load_widerface_gt_mat
 from ..evaluation.widerface_plot import plot_pr_curves
 from ..evaluation.widerface_protocol import WiderFaceMatches, warn_unmatched_ids, widerface_metrics
+from ..utils.file_io import write_text
 
 
 def main(argv=None) -> int:
@@ -63,8 +64,7 @@ def _evaluate(argv) -> int:
     print(f"read {len(predictions)} files in {read_s:.2f} s, evaluated in {eval_s:.2f} s")
 
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({setting: curve.ap for setting, curve in curves.items()}, f, indent=2)
+        write_text(args.json, json.dumps({setting: curve.ap for setting, curve in curves.items()}, indent=2))
     if args.plot:
         plot_pr_curves(curves, args.plot, title=f"WIDER FACE val (IoU {args.iou:g})")
     return 0
