@@ -131,7 +131,7 @@ def test_folder_from_other_settings_is_generated_again(tmp_path, monkeypatch):
 
 def test_incomplete_folder_is_an_error(tmp_path):
     (tmp_path / "mini_faces").mkdir()
-    with pytest.raises(RuntimeError, match="incomplete"):
+    with pytest.raises(OSError, match="incomplete"):
         ensure_mini_faces(str(tmp_path))
 
 

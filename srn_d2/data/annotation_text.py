@@ -4,7 +4,7 @@ WIDER FACE (``wider_face_*_bbx_gt.txt``) and FDDB (``FDDB-fold-NN-ellipseList.tx
 
 import itertools
 from dataclasses import dataclass
-from typing import List
+from typing import List, Sequence
 
 import numpy as np
 
@@ -48,6 +48,8 @@ def read_counted_records(
             since it would otherwise be read as the next image's path or lost.
     """
     lines = read_text_lines(path)
+    if not any(line.strip() for line in lines):
+        raise ValueError(f"{path}: lists no image (the file is empty or blank)")
     names, counts, starts = [], [], []
     try:
         _index_images(path, lines, num_fields, zero_count_placeholder, names, counts, starts)
@@ -61,7 +63,22 @@ def read_counted_records(
     record_text, record_lines = _record_lines(lines, counts, starts)
     records = _parse_records(path, record_text, record_lines, num_fields)
     name_lines = [start - 1 for start in starts]
+    require_unique_images(names, [f"{path}:{line}" for line in name_lines])
     return CountedRecords(names, name_lines, np.asarray(counts, dtype=np.int64), records, record_lines)
+
+
+def require_unique_images(names: Sequence[str], places: Sequence[str]) -> None:
+    """ValueError naming both places (``file:line``) of the first image listed twice.
+
+    An image listed twice would be evaluated twice (its faces counted twice,
+    halving its detections' recall) or have one list of faces overwrite the other.
+    """
+    first_place = {}
+    for name, place in zip(names, places):
+        if name in first_place:
+            raise ValueError(f"{place}: image {name} is listed again (first at {first_place[name]}); "
+                             "each image may be listed once")
+        first_place[name] = place
 
 
 def read_text_lines(path: str) -> List[str]:

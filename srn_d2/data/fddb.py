@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from detectron2.structures import BoxMode
 
-from .annotation_text import read_counted_records
+from .annotation_text import read_counted_records, require_unique_images
 from .image_io import read_image_size
 from ..utils.file_io import check_relative_path
 
@@ -16,6 +16,11 @@ logger = logging.getLogger(__name__)
 # major_axis_radius minor_axis_radius angle center_x center_y detection_flag
 _NUM_FIELDS = 6
 NUM_FOLDS = 10
+
+
+# Radii and centres beyond this are errors in the file: squared, they overflow, and
+# rasterizing such an ellipse for the evaluation would take any amount of memory.
+MAX_ELLIPSE_PX = 1e5
 
 
 def fold_file_name(fold: int) -> str:
@@ -51,15 +56,23 @@ def load_fddb(fold_files: Sequence[str], image_root: str, *, read_sizes: bool = 
     bounding box of its ellipse (clipped to the image when its size is known);
     the ellipse itself is kept as ``"ellipse": [ra, rb, theta, cx, cy]``.
     """
-    dataset_dicts = []
+    dataset_dicts, places = [], []
     for fold_file in fold_files:
-        dataset_dicts.extend(_load_fold(fold_file, image_root, read_sizes))
+        fold = _load_fold(fold_file, image_root, read_sizes)
+        dataset_dicts.extend(fold)
+        places += [fold_file] * len(fold)
+    require_unique_images([record["image_id"] for record in dataset_dicts], places)
     return dataset_dicts
 
 
 def _load_fold(fold_file: str, image_root: str, read_sizes: bool) -> List[Dict]:
     parsed = read_counted_records(fold_file, _NUM_FIELDS, zero_count_placeholder=False)
     ellipses = parsed.records[:, :5]
+    implausible = (np.abs(ellipses[:, [0, 1, 3, 4]]) > MAX_ELLIPSE_PX).any(axis=1)
+    if implausible.any():
+        line = int(parsed.record_lines[implausible][0])
+        raise ValueError(f"{fold_file}:{line}: an ellipse radius or centre beyond {MAX_ELLIPSE_PX:g} px "
+                         f"({ellipses[implausible][0].tolist()}); no photo is that large")
     num_dropped = 0
     dataset_dicts = []
     for name, line, start, count in zip(

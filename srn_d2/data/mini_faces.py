@@ -146,17 +146,20 @@ def ensure_mini_faces(root: str) -> str:
     settings (another number of images) is moved aside and generated again.
     """
     final_dir = os.path.join(root, MINI_FACES_DIR)
+    if os.path.isdir(root):
+        _remove_abandoned_copies(root)
     marker = _read_marker(final_dir)
     if marker == MARKER_TEXT:
         return final_dir
     if marker is None and os.path.exists(final_dir):
-        raise RuntimeError(
+        raise OSError(
             f"{final_dir} exists but is incomplete (no {COMPLETE_MARKER} file): delete it "
             "and it will be generated again"
         )
     os.makedirs(root, exist_ok=True)
     start = time.perf_counter()
-    tmp_dir = tempfile.mkdtemp(prefix=f".{MINI_FACES_DIR}-", dir=root)
+    # The process id in the name tells later runs whether the copy is still being written.
+    tmp_dir = tempfile.mkdtemp(prefix=f".{MINI_FACES_DIR}-{os.getpid()}-", dir=root)
     stale_dir = None
     try:
         generate_mini_faces(tmp_dir)
@@ -166,7 +169,7 @@ def ensure_mini_faces(root: str) -> str:
         os.chmod(tmp_dir, 0o755)
         if marker is not None:
             logger.warning(f"{final_dir} was generated with other settings ({marker.strip()}); generating it again")
-            stale_dir = tempfile.mkdtemp(prefix=f".{MINI_FACES_DIR}-stale-", dir=root)
+            stale_dir = tempfile.mkdtemp(prefix=f".{MINI_FACES_DIR}-{os.getpid()}-stale-", dir=root)
             _rename_if_present(final_dir, stale_dir)
         try:
             os.rename(tmp_dir, final_dir)
@@ -179,6 +182,27 @@ def ensure_mini_faces(root: str) -> str:
             shutil.rmtree(stale_dir, ignore_errors=True)
     logger.info(f"Generated {final_dir} in {time.perf_counter() - start:.1f} s")
     return final_dir
+
+
+def _remove_abandoned_copies(root: str) -> None:
+    """Delete the temporary copies of processes that died while generating (killed, out of disk)."""
+    prefix = f".{MINI_FACES_DIR}-"
+    for name in os.listdir(root):
+        owner = name[len(prefix):].split("-", 1)[0]
+        if not name.startswith(prefix) or not owner.isdigit() or _process_alive(int(owner)):
+            continue
+        logger.warning(f"removing {os.path.join(root, name)}, left by an interrupted generation (process {owner})")
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _read_marker(folder: str):

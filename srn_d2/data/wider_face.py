@@ -13,7 +13,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from ..utils.file_io import check_relative_path
-from .annotation_text import read_counted_records, read_text_lines
+from .annotation_text import read_counted_records, read_text_lines, require_unique_images
 from .image_io import read_image_size
 
 logger = logging.getLogger(__name__)
@@ -89,11 +89,12 @@ def load_wider_face(gt_file: str, image_root: str, *, read_sizes: bool = True) -
 
 def load_wider_face_test_list(file_list: str, image_root: str, *, read_sizes: bool = True):
     """Dataset dicts (no annotations) of ``wider_face_test_filelist.txt``: one relative image path a line."""
-    return [
-        _image_record(check_relative_path(name.strip(), f"{file_list}:{number}"), image_root, read_sizes)
-        for number, name in enumerate(read_text_lines(file_list), start=1)
-        if name.strip()
-    ]
+    listed = [(name.strip(), f"{file_list}:{number}")
+              for number, name in enumerate(read_text_lines(file_list), start=1) if name.strip()]
+    if not listed:
+        raise ValueError(f"{file_list}: lists no image (the file is empty or blank)")
+    require_unique_images([name for name, _ in listed], [place for _, place in listed])
+    return [_image_record(check_relative_path(name, place), image_root, read_sizes) for name, place in listed]
 
 
 def register_wider_face_format(name: str, image_root: str, gt_file: str, **metadata) -> None:

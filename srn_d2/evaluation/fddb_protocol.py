@@ -164,10 +164,15 @@ class FDDBRoc:
 
     @property
     def true_positive_rate(self) -> np.ndarray:
-        return self.true_positives / max(self.num_faces, 1)
+        """Per point; NaN (undefined, not 0) when the ground truth holds no face."""
+        if self.num_faces == 0:
+            return np.full(len(self.true_positives), np.nan)
+        return self.true_positives / self.num_faces
 
     def tpr_at_false_positives(self, max_false_positives: int = 1000) -> float:
-        """Highest true positive rate among the points with <= max_false_positives."""
+        """Highest true positive rate among the points with <= max_false_positives; NaN without faces."""
+        if self.num_faces == 0:
+            return float("nan")
         allowed = self.false_positives <= max_false_positives
         return float(self.true_positive_rate[allowed].max()) if allowed.any() else 0.0
 

@@ -330,10 +330,16 @@ def read_fddb_detections(path: str) -> Dict[str, np.ndarray]:
     detections = {}
     i = 0
     while i < len(lines):
-        name = lines[i].strip().decode()
+        try:
+            name = lines[i].strip().decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}, line {i + 1}: not UTF-8 text") from None
         if not name:
             i += 1
             continue
+        if _looks_like_box(name):
+            raise ValueError(f"{path}, line {i + 1}: a box line {name!r} where an image path belongs: "
+                             "the count of the image before says fewer boxes than it has")
         if i + 1 >= len(lines):
             raise ValueError(f"{path}, line {i + 2}: missing the number of boxes of {name}")
         count = _parse_count(lines[i + 1], path, i + 2)
@@ -347,6 +353,17 @@ def read_fddb_detections(path: str) -> Dict[str, np.ndarray]:
         detections[name] = parse_box_lines(b"\n".join(body_lines), count, path, i + 3)
         i += 2 + count
     return detections
+
+
+def _looks_like_box(text: str) -> bool:
+    fields = text.split()
+    if len(fields) != _NUM_FIELDS:
+        return False
+    try:
+        [float(f) for f in fields]
+    except ValueError:
+        return False
+    return True
 
 
 def write_fddb_detections(path: str, detections: Mapping[str, np.ndarray]) -> None:

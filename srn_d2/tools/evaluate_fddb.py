@@ -11,6 +11,7 @@ from ..utils import quiet_import  # noqa: F401  (first: before anything imports 
 import argparse
 import glob
 import json
+import math
 import os
 import sys
 
@@ -55,9 +56,13 @@ def _evaluate(argv) -> int:
     tpr = roc.tpr_at_false_positives(MAX_FALSE_POSITIVES)
     num_detections = sum(len(d) for d in detections.values())
     print(f"{len(ground_truth)} images, {roc.num_faces} faces, {num_detections} detections")
-    print(f"TPR at {MAX_FALSE_POSITIVES} false positives (discrete score): {tpr:.4f}")
+    if math.isnan(tpr):
+        print(f"TPR at {MAX_FALSE_POSITIVES} false positives: undefined (the folds hold no face)")
+    else:
+        print(f"TPR at {MAX_FALSE_POSITIVES} false positives (discrete score): {tpr:.4f}")
     if args.json:
-        write_text(args.json, json.dumps({"TPR_at_1000FP": tpr}, indent=2))
+        # null, not NaN: JSON has no NaN.
+        write_text(args.json, json.dumps({"TPR_at_1000FP": None if math.isnan(tpr) else tpr}, indent=2))
     return 0
 
 
