@@ -525,3 +525,17 @@ def test_any_bytes_as_fddb_detections(tmp_path, content):
 def test_any_bytes_as_a_wider_prediction_file(tmp_path, content):
     write_bytes(str(tmp_path / "pred.txt"), content)
     _parses_or_names_the_file(tmp_path / "pred.txt", read_widerface_prediction_file)
+
+
+# ------------------------------------------------------------------ training's output folder
+
+
+def test_training_checks_its_output_folder_before_it_starts(tiny_model, tmp_path, capsys):
+    from srn_d2.tools.train_net import run as train_cli
+
+    config_file, _ = tiny_model
+    output = tmp_path / "output"
+    output.write_text("a file where the checkpoints would go")
+    assert train_cli(["--config-file", config_file, "OUTPUT_DIR", str(output)]) == 2
+    assert f"{output}: exists and is not a folder" in capsys.readouterr().err
+    assert output.read_text() == "a file where the checkpoints would go"

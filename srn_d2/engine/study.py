@@ -31,6 +31,7 @@ from ..data.image_io import image_to_tensor, read_image
 from ..errors import require
 from ..evaluation.widerface_evaluator import WiderFaceEvaluator
 from ..evaluation.widerface_protocol import match_image
+from ..utils.file_io import check_output_folder, save_figure, write_image, write_text
 from ..utils.measure import median_time
 from .defaults import setup_cfg, split_overrides
 from .trainer import SRNTrainer
@@ -295,7 +296,7 @@ def draw_detections(runs: Dict[str, Run], dataset: str, path: str, score_thresho
         panels.append(detection_panel(
             image, faces, instances.pred_boxes.tensor.numpy(), instances.scores.numpy(), score_threshold, name
         ))
-    cv2.imwrite(path, np.concatenate(panels, axis=1))
+    write_image(path, np.concatenate(panels, axis=1))
 
 
 def detection_panel(image: np.ndarray, faces_xywh: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
@@ -358,7 +359,7 @@ def plot_comparison(curves_by_model, path: str) -> None:
         ax.grid(True, alpha=0.3)
         ax.legend(loc="lower left")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -370,7 +371,7 @@ def run_study(models: Sequence[str], seeds: int, output: str, opts: Sequence[str
     require(seeds >= 1, "--seeds", seeds, "must be at least 1")
     for entry in models:
         parse_model(entry)
-    os.makedirs(output, exist_ok=True)
+    check_output_folder(output)
     started = time.perf_counter()
     print(f"mini_faces data: {ensure_mini_faces(datasets_root())}")
     rows, first_runs = [], {}
@@ -381,15 +382,13 @@ def run_study(models: Sequence[str], seeds: int, output: str, opts: Sequence[str
             if seed == first_seed:
                 first_runs[name] = run
             # Written after every run, so that an interrupted study keeps what it finished.
-            with open(os.path.join(output, "results.json"), "w") as f:
-                json.dump(rows, f, indent=2)
+            write_text(os.path.join(output, "results.json"), json.dumps(rows, indent=2))
 
     dataset = next(iter(first_runs.values())).cfg.DATASETS.TEST[0]
     plot_comparison({name: run.curves for name, run in first_runs.items()}, os.path.join(output, "pr_curves.png"))
     draw_detections(first_runs, dataset, os.path.join(output, "detections.jpg"), score_threshold)
     report = study_report(rows, dataset, len(DatasetCatalog.get(dataset)))
-    with open(os.path.join(output, "table.md"), "w") as f:
-        f.write(report + "\n")
+    write_text(os.path.join(output, "table.md"), report + "\n")
     print()
     print(report)
     print(f"\nPR curves, detections (score >= {score_threshold:g}), table.md and results.json in "
