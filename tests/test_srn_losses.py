@@ -50,27 +50,22 @@ def _losses(normalization):
     return {key: value.item() for key, value in losses.items()}
 
 
-def test_per_loss_divides_each_loss_by_its_own_positives():
-    losses = _losses("per_loss")
-    assert losses["loss_cls_step1"] == pytest.approx(CLS_STEP1_SUM / CLS_STEP1_POS, rel=1e-6)
-    assert losses["loss_box_step1"] == pytest.approx(BOX_STEP1_SUM / BOX_STEP1_POS, rel=1e-6)
-    assert losses["loss_cls_step2"] == pytest.approx(CLS_STEP2_SUM / STEP2_POS, rel=1e-6)
-    assert losses["loss_box_step2"] == pytest.approx(BOX_STEP2_SUM / STEP2_POS, rel=1e-6)
+N_S1 = CLS_STEP1_POS + BOX_STEP1_POS  # step 1's positives on the STC and STR levels together: 4
 
 
-def test_per_step_divides_both_step1_losses_by_the_step1_positives_of_all_its_levels():
-    losses = _losses("per_step")
-    n_s1 = CLS_STEP1_POS + BOX_STEP1_POS  # the STC and STR levels' positives together: 4
-    assert losses["loss_cls_step1"] == pytest.approx(CLS_STEP1_SUM / n_s1, rel=1e-6)
-    assert losses["loss_box_step1"] == pytest.approx(BOX_STEP1_SUM / n_s1, rel=1e-6)
-    assert losses["loss_cls_step2"] == pytest.approx(CLS_STEP2_SUM / STEP2_POS, rel=1e-6)
-    assert losses["loss_box_step2"] == pytest.approx(BOX_STEP2_SUM / STEP2_POS, rel=1e-6)
-
-
-def test_step2_divides_all_four_losses_by_the_step2_positives():
-    losses = _losses("step2")
-    assert losses["loss_cls_step1"] == pytest.approx(CLS_STEP1_SUM / STEP2_POS, rel=1e-6)
-    assert losses["loss_box_step1"] == pytest.approx(BOX_STEP1_SUM / STEP2_POS, rel=1e-6)
+@pytest.mark.parametrize(
+    "normalization, cls_step1, box_step1",
+    [
+        ("per_loss", CLS_STEP1_POS, BOX_STEP1_POS),  # each loss by its own positives
+        ("per_step", N_S1, N_S1),  # both step-1 losses by the step-1 positives of all its levels
+        ("step2", STEP2_POS, STEP2_POS),  # every loss by the step-2 positives
+    ],
+)
+def test_each_loss_divided_by_its_normalizer(normalization, cls_step1, box_step1):
+    losses = _losses(normalization)
+    assert losses["loss_cls_step1"] == pytest.approx(CLS_STEP1_SUM / cls_step1, rel=1e-6)
+    assert losses["loss_box_step1"] == pytest.approx(BOX_STEP1_SUM / box_step1, rel=1e-6)
+    # Step 2 is divided by its own positives under every normalization.
     assert losses["loss_cls_step2"] == pytest.approx(CLS_STEP2_SUM / STEP2_POS, rel=1e-6)
     assert losses["loss_box_step2"] == pytest.approx(BOX_STEP2_SUM / STEP2_POS, rel=1e-6)
 
