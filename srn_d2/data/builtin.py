@@ -14,6 +14,8 @@ Expected layout under the root (see datasets/README.md)::
     widerface/eval_tools/ground_truth/*.mat            (official val evaluation)
     fddb/FDDB-folds/FDDB-fold-NN-ellipseList.txt
     fddb/originalPics/<path>.jpg
+    afw/new_annotations_AFW.mat, afw/images/<name>.jpg  (the cleaned AFW ground truth)
+    pascal_face/Annotations_Face_PASCALLayout_large_fixed.mat, pascal_face/images/<name>.jpg
     mini_faces/...                                      (generated on first use)
 """
 
@@ -21,6 +23,8 @@ import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from ..evaluation.face_benchmarks import BENCHMARKS
+from .face_benchmarks import load_face_benchmark
 from .fddb import NUM_FOLDS, fold_file_name, load_fddb
 from .mini_faces import MINI_FACES_DIR, SPLIT_SIZES, ensure_mini_faces, mini_faces_split_paths
 from .datasets_root import datasets_root
@@ -97,6 +101,26 @@ def register_all_fddb() -> None:
         )
 
 
+# Dataset name -> (its folder under the root, the toolbox's name of the benchmark).
+_FACE_BENCHMARKS = {"afw": ("afw", "afw"), "pascal_face": ("pascal_face", "pascal")}
+
+
+def register_all_face_benchmarks() -> None:
+    for name, (folder, benchmark) in _FACE_BENCHMARKS.items():
+        gt_file = os.path.join(folder, BENCHMARKS[benchmark])
+
+        def load(name=name, folder=folder, gt_file=gt_file):
+            return load_face_benchmark(_require_file(_under_root(gt_file), name), _under_root(folder, "images"))
+
+        DatasetCatalog.register(name, load)
+        MetadataCatalog.get(name).set(
+            thing_classes=_FACE_CLASSES,
+            evaluator_type="face_benchmark",
+            image_root=os.path.join(folder, "images"),
+            gt_file=gt_file,
+        )
+
+
 def register_all_mini_faces() -> None:
     for split in SPLIT_SIZES:
         name = f"mini_faces_{split}"
@@ -118,4 +142,5 @@ def register_all_mini_faces() -> None:
 
 register_all_wider_face()
 register_all_fddb()
+register_all_face_benchmarks()
 register_all_mini_faces()

@@ -1,7 +1,8 @@
 """Face detection evaluation: the official WIDER FACE protocol (easy / medium /
-hard AP and the extra metrics of the SRN analysis) and FDDB's discrete ROC, as
-Detectron2 evaluators and library functions. The command lines are
-``python -m srn_d2.tools.evaluate_widerface`` and ``... .evaluate_fddb``.
+hard AP and the extra metrics of the SRN analysis), FDDB's discrete ROC and the
+AFW / PASCAL faces protocol of face papers, as Detectron2 evaluators and library
+functions. The command lines are ``python -m srn_d2.tools.evaluate_widerface``,
+``... .evaluate_fddb`` and ``... .evaluate_face_benchmark``.
 
 Names are imported on first use, so that the protocol modules (numpy and
 scipy only) load without torch or Detectron2.
@@ -10,6 +11,11 @@ import importlib
 
 _EXPORTS = {
     "build_evaluator": "build",
+    "FaceBenchmarkEvaluator": "face_benchmark_evaluator",
+    "load_benchmark_mat": "face_benchmarks",
+    "read_benchmark_detections": "face_benchmarks",
+    "evaluate_benchmark": "face_benchmarks",
+    "write_benchmark_detections": "face_benchmarks",
     "FDDBEvaluator": "fddb_evaluator",
     "fddb_gt_from_dicts": "fddb_evaluator",
     "FDDBRoc": "fddb_protocol",

@@ -6,14 +6,16 @@ from typing import Optional
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator
 
+from .face_benchmark_evaluator import FaceBenchmarkEvaluator
 from .fddb_evaluator import FDDBEvaluator
 from .widerface_evaluator import WiderFaceEvaluator
 
-EVALUATOR_TYPES = ("widerface", "fddb", "coco")
+EVALUATOR_TYPES = ("widerface", "fddb", "face_benchmark", "coco")
 
 
 def build_evaluator(cfg, dataset_name: str, output_folder: Optional[str] = None) -> DatasetEvaluator:
-    """WiderFaceEvaluator, FDDBEvaluator or Detectron2's COCOEvaluator, by the dataset's
+    """WiderFaceEvaluator, FDDBEvaluator, FaceBenchmarkEvaluator (AFW, PASCAL faces) or
+    Detectron2's COCOEvaluator, by the dataset's
     metadata ``evaluator_type``; writes under ``output_folder`` (default:
     ``<OUTPUT_DIR>/inference/<dataset>``)."""
     if output_folder is None:
@@ -23,6 +25,8 @@ def build_evaluator(cfg, dataset_name: str, output_folder: Optional[str] = None)
         return WiderFaceEvaluator.from_config(cfg, dataset_name, output_folder)
     if evaluator_type == "fddb":
         return FDDBEvaluator(dataset_name, output_folder)
+    if evaluator_type == "face_benchmark":
+        return FaceBenchmarkEvaluator(dataset_name, output_folder)
     if evaluator_type == "coco":
         # The fast COCO API needs detectron2's compiled extension, absent in pure-Python installs.
         return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False)

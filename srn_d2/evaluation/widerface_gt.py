@@ -81,7 +81,7 @@ def _from_per_image(
 def read_faces_mat(faces_file: str) -> Tuple[List[str], List[List[str]], List[List[np.ndarray]]]:
     """The faces of an official ``wider_face_<split>.mat``, per event: event names, the
     image names of each event, and each image's (n, 4) x, y, w, h boxes."""
-    faces_mat = _load_mat(faces_file, ("event_list", "file_list", "face_bbx_list"))
+    faces_mat = load_mat(faces_file, ("event_list", "file_list", "face_bbx_list"))
     try:
         events = [str(e[0][0]) for e in faces_mat["event_list"]]
         file_lists = [[str(f[0][0]) for f in files[0]] for files in faces_mat["file_list"]]
@@ -108,7 +108,7 @@ def load_widerface_gt_mat(gt_dir: str, split: str = "val") -> WiderFaceGroundTru
     listed: Dict[str, List[np.ndarray]] = {}
     for setting in SETTINGS:
         setting_file = os.path.join(gt_dir, f"wider_{setting}_{split}.mat")
-        gt_lists = _load_mat(setting_file, ("gt_list",))["gt_list"]
+        gt_lists = load_mat(setting_file, ("gt_list",))["gt_list"]
         if len(gt_lists) != len(events):
             raise ValueError(
                 f"{setting_file}: {len(gt_lists)} events, {faces_file} has {len(events)}"
@@ -135,7 +135,7 @@ def load_widerface_gt_mat(gt_dir: str, split: str = "val") -> WiderFaceGroundTru
     return _from_per_image(image_ids, boxes, listed)
 
 
-def _load_mat(path: str, keys: Sequence[str]) -> Dict:
+def load_mat(path: str, keys: Sequence[str]) -> Dict:
     """scipy's loadmat, with any failure or missing variable reported against ``path``."""
     try:
         content = loadmat(path)
