@@ -7,7 +7,7 @@ setup(
     license="Apache-2.0",
     packages=find_packages(include=["srn_d2", "srn_d2.*"]),
     # The configs ship inside the package (srn_d2.model_zoo.get_config_file).
-    package_data={"srn_d2": ["configs/*.yaml"]},
+    package_data={"srn_d2": ["configs/*.yaml", "configs/*.py", "configs/common/*.py", "configs/common/*/*.py"]},
     python_requires=">=3.10",
     # torch, torchvision and detectron2 are installed by the Makefile: detectron2
     # is not on PyPI under its own name (see README, Install).

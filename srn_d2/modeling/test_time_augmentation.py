@@ -28,6 +28,7 @@ from typing import Dict, List, Tuple
 import cv2
 import numpy as np
 import torch
+from detectron2.config import configurable
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 from torch import nn
@@ -213,7 +214,31 @@ class SRNWithTTA(nn.Module):
     budget, so batching them would pad every pass to the largest.
     """
 
-    def __init__(self, cfg, model: nn.Module):
+    @configurable
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        max_size: float,
+        shrink: float,
+        enlarge_base: float,
+        flip: bool,
+        shrink_min_box: float,
+        enlarge_max_box: float,
+        vote_iou: float,
+        max_dets: int,
+        input_format: str,
+        inclusive_pixel_boxes: bool,
+    ):
+        """
+        Args:
+            model: an SRN (its ``inference`` returns unclipped boxes).
+            max_size, shrink, enlarge_base, flip, shrink_min_box, enlarge_max_box,
+                vote_iou: the passes and the vote (TEST.AUG.SRN.*, see config.py).
+            max_dets: detections kept after the vote (TEST.DETECTIONS_PER_IMAGE).
+            input_format: channel order of images read from ``file_name`` (INPUT.FORMAT).
+            inclusive_pixel_boxes: the release's box convention (TEST.AUG.SRN.INCLUSIVE_PIXEL_BOXES).
+        """
         super().__init__()
         if isinstance(model, DistributedDataParallel):
             model = model.module
@@ -223,20 +248,36 @@ class SRNWithTTA(nn.Module):
                 f"return unclipped boxes, such as SRN; got {type(model).__name__}"
             )
         self.model = model
-        aug = cfg.TEST.AUG.SRN
-        self.max_size = aug.MAX_SIZE
-        self.shrink = aug.SHRINK
-        self.enlarge_base = aug.ENLARGE_BASE
-        self.flip = aug.FLIP
-        self.shrink_min_box = aug.SHRINK_MIN_BOX
-        self.enlarge_max_box = aug.ENLARGE_MAX_BOX
-        self.vote_iou = aug.VOTE_IOU
-        self.max_dets = cfg.TEST.DETECTIONS_PER_IMAGE
-        self.input_format = cfg.INPUT.FORMAT
+        self.max_size = max_size
+        self.shrink = shrink
+        self.enlarge_base = enlarge_base
+        self.flip = flip
+        self.shrink_min_box = shrink_min_box
+        self.enlarge_max_box = enlarge_max_box
+        self.vote_iou = vote_iou
+        self.max_dets = max_dets
+        self.input_format = input_format
         # Legacy boxes are inclusive pixel indices: a box spans x2 - x1 + 1 pixels,
         # a flip maps x to W - 1 - x, and resizing maps pixel centers.
-        self.offset = 1.0 if aug.INCLUSIVE_PIXEL_BOXES else 0.0
+        self.offset = 1.0 if inclusive_pixel_boxes else 0.0
         _check_scales(self.shrink, self.enlarge_base)
+
+    @classmethod
+    def from_config(cls, cfg, model: nn.Module):
+        aug = cfg.TEST.AUG.SRN
+        return {
+            "model": model,
+            "max_size": aug.MAX_SIZE,
+            "shrink": aug.SHRINK,
+            "enlarge_base": aug.ENLARGE_BASE,
+            "flip": aug.FLIP,
+            "shrink_min_box": aug.SHRINK_MIN_BOX,
+            "enlarge_max_box": aug.ENLARGE_MAX_BOX,
+            "vote_iou": aug.VOTE_IOU,
+            "max_dets": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "input_format": cfg.INPUT.FORMAT,
+            "inclusive_pixel_boxes": aug.INCLUSIVE_PIXEL_BOXES,
+        }
 
     def forward(self, batched_inputs: List[Dict]) -> List[Dict[str, Instances]]:
         with torch.no_grad():

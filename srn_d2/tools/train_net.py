@@ -2,7 +2,11 @@
 
     python train_net.py --config-file configs/SRN_R_50_FPN_widerface.yaml --num-gpus 8
     python train_net.py --config-file configs/SRN_mini.yaml --eval-only MODEL.WEIGHTS out/model_final.pth
+    python train_net.py --config-file configs/SRN_mini.py train.max_iter=100 model.head.branch_channels=8
 
+A ``.py`` config is a LazyConfig (``srn_d2.engine.lazy_config``; overrides ``key=value``);
+it is a Python program and runs when loaded, so use only configs you trust. A
+``.yaml`` config is read without running anything (overrides ``KEY VALUE``).
 (``train_net.py`` is ``python -m srn_d2.tools.train_net``.)
 """
 from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
@@ -56,8 +60,15 @@ def run(argv=None) -> int:
 def _launch(argv) -> int:
     args = argument_parser().parse_args(argv)
     print("Command Line Args:", args)
+    # A .py config is a LazyConfig (overrides key=value); anything else a YAML config (KEY VALUE).
+    if args.config_file.endswith(".py"):
+        from ..engine.lazy_config import main as lazy_main
+
+        process_main = lazy_main
+    else:
+        process_main = main
     launch(
-        main,
+        process_main,
         args.num_gpus,
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,
