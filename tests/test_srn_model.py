@@ -195,7 +195,7 @@ def test_bottom_up_features_checked():
         build_model(cfg)
 
 
-@pytest.mark.parametrize("config_file", [n for n in model_zoo.list_config_files() if n.startswith("SRN")])
+@pytest.mark.parametrize("config_file", [n for n in model_zoo.list_config_files() if n.startswith("SRN") and n.endswith(".yaml")])
 def test_srn_configs_load_and_build(config_file):
     cfg = srn_cfg(config_file)
     model = build_model(cfg)
