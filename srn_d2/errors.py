@@ -7,10 +7,14 @@ report :data:`REPORTED_ERRORS` as one ``error:`` line and exit status 2
 (``srn_d2.tools.run_command``): the message already names the file, line or
 key at fault, and a traceback would only bury it.
 
+:func:`require_unique_images` is the one check for an image listed twice,
+shared by every annotation reader (WIDER format, FDDB folds, AFW / PASCAL).
+
 This module imports neither torch nor Detectron2, so that the numpy-only
 tools can use it.
 """
 import pickle
+from typing import Sequence
 
 __all__ = [
     "ConfigValueError",
@@ -23,6 +27,7 @@ __all__ = [
     "require",
     "require_norm",
     "require_iou_thresholds",
+    "require_unique_images",
 ]
 
 
@@ -80,3 +85,17 @@ def require_iou_thresholds(thresholds, key: str) -> list:
     require(len(values) == 2 and 0 < values[0] <= values[1] <= 1, key, thresholds,
             "needs two IoUs [negative below, positive from] with 0 < first <= second <= 1")
     return values
+
+
+def require_unique_images(names: Sequence[str], places: Sequence[str]) -> None:
+    """ValueError naming both places (``file:line``) of the first image listed twice.
+
+    An image listed twice would be evaluated twice (its faces counted twice,
+    halving its detections' recall) or have one list of faces overwrite the other.
+    """
+    first_place = {}
+    for name, place in zip(names, places):
+        if name in first_place:
+            raise ValueError(f"{place}: image {name} is listed again (first at {first_place[name]}); "
+                             "each image may be listed once")
+        first_place[name] = place

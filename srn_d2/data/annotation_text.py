@@ -4,7 +4,9 @@ WIDER FACE (``wider_face_*_bbx_gt.txt``) and FDDB (``FDDB-fold-NN-ellipseList.tx
 
 import itertools
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import List
+
+from ..errors import require_unique_images
 
 import numpy as np
 
@@ -65,20 +67,6 @@ def read_counted_records(
     name_lines = [start - 1 for start in starts]
     require_unique_images(names, [f"{path}:{line}" for line in name_lines])
     return CountedRecords(names, name_lines, np.asarray(counts, dtype=np.int64), records, record_lines)
-
-
-def require_unique_images(names: Sequence[str], places: Sequence[str]) -> None:
-    """ValueError naming both places (``file:line``) of the first image listed twice.
-
-    An image listed twice would be evaluated twice (its faces counted twice,
-    halving its detections' recall) or have one list of faces overwrite the other.
-    """
-    first_place = {}
-    for name, place in zip(names, places):
-        if name in first_place:
-            raise ValueError(f"{place}: image {name} is listed again (first at {first_place[name]}); "
-                             "each image may be listed once")
-        first_place[name] = place
 
 
 def read_text_lines(path: str) -> List[str]:

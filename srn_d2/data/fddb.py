@@ -7,7 +7,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from detectron2.structures import BoxMode
 
-from .annotation_text import read_counted_records, require_unique_images
+from ..errors import require_unique_images
+from .annotation_text import read_counted_records
 from .image_io import read_image_size
 from ..utils.file_io import check_relative_path
 

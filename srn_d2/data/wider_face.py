@@ -13,7 +13,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from ..utils.file_io import check_relative_path
-from .annotation_text import read_counted_records, read_text_lines, require_unique_images
+from ..errors import require_unique_images
+from .annotation_text import read_counted_records, read_text_lines
 from .image_io import read_image_size
 
 logger = logging.getLogger(__name__)

@@ -39,6 +39,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import require_unique_images
 from ..utils.file_io import atomic_write
 from .widerface_gt import load_mat
 from .widerface_protocol import voc_ap
@@ -124,7 +125,8 @@ def load_benchmark_mat(path: str) -> FaceBenchmarkGroundTruth:
         flagged.append(objects[:, 5] != 0 if objects.shape[1] >= 6 else np.zeros(len(objects), bool))
         counts.append(len(objects))
     keys = [image_key(name) for name in names]
-    _require_unique(keys, names, path)
+    # Two files of one key would have their faces merged by the toolbox.
+    require_unique_images(keys, [f"{path}: {name}" for name in names])
     return FaceBenchmarkGroundTruth(
         image_names=tuple(names),
         keys=tuple(keys),
@@ -132,15 +134,6 @@ def load_benchmark_mat(path: str) -> FaceBenchmarkGroundTruth:
         flagged=np.concatenate(flagged) if flagged else np.zeros(0, bool),
         offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
     )
-
-
-def _require_unique(keys: Sequence[str], names: Sequence[str], path: str) -> None:
-    first = {}
-    for key, name in zip(keys, names):
-        if key in first:
-            raise ValueError(f"{path}: images {first[key]} and {name} share the key {key!r}; the toolbox "
-                             "would merge their faces")
-        first[key] = name
 
 
 @dataclass(frozen=True)

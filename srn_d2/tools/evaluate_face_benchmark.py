@@ -22,7 +22,8 @@ from ..evaluation.face_benchmarks import (
     load_benchmark_mat,
     read_benchmark_detections,
 )
-from ..utils.file_io import save_figure, write_text
+from ..evaluation.widerface_plot import plot_curves
+from ..utils.file_io import write_text
 
 TITLES = {"afw": "AFW", "pascal": "PASCAL faces"}
 
@@ -63,21 +64,10 @@ def _evaluate(argv) -> int:
 
 
 def _plot(results, path: str, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 5))
-    for name, result in sorted(results.items(), key=lambda item: -item[1]["AP_calibrated"]):
-        recall, precision = result["matches_calibrated"].pr_curve()
-        ax.plot(recall, precision, linewidth=2, label=f"{name} (AP {100 * result['AP_calibrated']:.2f})")
-    ax.set(xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1.01), title=title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower left")
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
+    """The calibrated PR curve of every file, best first in the legend."""
+    ranked = sorted(results.items(), key=lambda item: -item[1]["AP_calibrated"])
+    plot_curves({f"{name} (AP {100 * r['AP_calibrated']:.2f})": r["matches_calibrated"].pr_curve() for name, r in ranked},
+                path, title, size=(6, 5))
 
 
 if __name__ == "__main__":
