@@ -47,9 +47,9 @@ class FaceBenchmarkEvaluator(FaceDetectionEvaluator):
             write_benchmark_detections(path, xyxys)
             self._logger.info(f"{self._dataset_name}: detections written to {path}")
         index_of = {key: i for i, key in enumerate(gt.keys)}
-        rows = [(index_of[name], row) for name, boxes in xyxys.items() for row in boxes]
-        images = np.array([image for image, _ in rows], dtype=np.int64)
-        values = np.array([row for _, row in rows], dtype=np.float64).reshape(-1, 5)
+        images = np.concatenate([np.full(len(boxes), index_of[name], dtype=np.int64) for name, boxes in xyxys.items()]
+                                + [np.zeros(0, np.int64)])
+        values = np.concatenate([boxes.reshape(-1, 5) for boxes in xyxys.values()] + [np.zeros((0, 5))])
         self.results = evaluate_benchmark(BenchmarkDetections.sorted(images, values[:, 4], values[:, :4]), gt)
         self._logger.info(
             f"{self._dataset_name}: AP {100 * self.results['AP']:.2f}, with calibration "

@@ -298,16 +298,24 @@ def calibrated_matches(detections: BenchmarkDetections, gt: FaceBenchmarkGroundT
                        iterations: int = CALIBRATION_ITERATIONS) -> Tuple[BenchmarkMatches, np.ndarray]:
     """The matching after the toolbox's calibration, and the total correction applied
     before it (tx, ty summed, sx, sy multiplied)."""
+    return _calibrate(detections, gt, iterations, match_detections(detections, gt))
+
+
+def _calibrate(detections: BenchmarkDetections, gt: FaceBenchmarkGroundTruth, iterations: int,
+               matches: BenchmarkMatches) -> Tuple[BenchmarkMatches, np.ndarray]:
+    """:func:`calibrated_matches`, from ``matches``, the uncorrected detections' matching.
+
+    The toolbox matches ``iterations`` times and corrects between matchings, so the
+    last matching it reports follows ``iterations - 1`` corrections.
+    """
     total = np.array([0.0, 0.0, 1.0, 1.0])
-    matches = match_detections(detections, gt)
-    for iteration in range(iterations):
-        if iteration:
-            matches = match_detections(detections, gt)
+    for _ in range(iterations - 1):
         correction = _calibration(detections, matches, gt)
-        if correction is None or iteration == iterations - 1:
+        if correction is None:
             break
         detections = _corrected(detections, correction)
         total = np.concatenate([total[:2] + correction[:2], total[2:] * correction[2:]])
+        matches = match_detections(detections, gt)
     return matches, total
 
 
@@ -316,7 +324,7 @@ def evaluate_benchmark(detections: BenchmarkDetections, gt: FaceBenchmarkGroundT
     """AP without and with calibration, the PR curves and counts; small detections dropped first."""
     kept, dropped = detections.without_small()
     plain = match_detections(kept, gt)
-    calibrated, correction = calibrated_matches(kept, gt, iterations)
+    calibrated, correction = _calibrate(kept, gt, iterations, plain)
     return {
         "AP": plain.ap,
         "AP_calibrated": calibrated.ap,
