@@ -6,9 +6,9 @@ import itertools
 from dataclasses import dataclass
 from typing import List
 
-from ..errors import require_unique_images
-
 import numpy as np
+
+from ..errors import require_unique_images
 
 
 @dataclass(frozen=True)
