@@ -36,7 +36,7 @@ from ..checkpoint import load_inference_weights
 from ..errors import ExportError, require
 from ..modeling import SRN
 from ..utils.file_io import atomic_write, atomic_write_path, check_output_path
-from .onnx_runtime import INPUT_FORMAT, MAX_SIZE_TEST, MIN_SIZE_TEST
+from .onnx_runtime import INPUT_FORMAT, MAX_SIZE_TEST, MIN_SIZE_TEST, PRECISION
 
 __all__ = ["FORMATS", "ExportError", "check_exportable", "deployment_metadata", "export", "export_onnx",
            "export_torchscript", "exported_runner", "traceable", "verify", "verify_network"]
@@ -84,6 +84,7 @@ def deployment_metadata(cfg) -> Dict[str, str]:
         INPUT_FORMAT: cfg.INPUT.FORMAT,
         MIN_SIZE_TEST: str(cfg.INPUT.MIN_SIZE_TEST),
         MAX_SIZE_TEST: str(cfg.INPUT.MAX_SIZE_TEST),
+        PRECISION: "fp32",
     }
 
 

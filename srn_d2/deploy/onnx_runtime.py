@@ -21,6 +21,8 @@ from ..utils.image_checks import check_bgr_image
 
 # Metadata keys written by srn_d2.tools.export.
 INPUT_FORMAT, MIN_SIZE_TEST, MAX_SIZE_TEST = "srn_d2.input_format", "srn_d2.min_size_test", "srn_d2.max_size_test"
+# "fp32", or "int8" for models from ``export --quantize int8`` (absent in older exports: fp32).
+PRECISION = "srn_d2.precision"
 # The graph's interface, as srn_d2.deploy.export writes it.
 INPUT_NAME, INPUT_RANK, OUTPUT_NAMES = "image", 3, ("boxes", "scores", "classes")
 
@@ -57,6 +59,7 @@ class ONNXFaceDetector:
         if missing:
             raise ValueError(f"{path}: no {missing} metadata; export the model with python -m srn_d2.tools.export")
         self.input_format = metadata[INPUT_FORMAT]
+        self.precision = metadata.get(PRECISION, "fp32")
         if self.input_format not in ("BGR", "RGB"):
             raise ValueError(f"{path}: metadata {INPUT_FORMAT} = {self.input_format!r}: must be BGR or RGB")
         self.min_size = _size_metadata(path, metadata, MIN_SIZE_TEST)

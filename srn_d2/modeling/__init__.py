@@ -2,6 +2,7 @@
 from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 from .anchor_generator import SRNLegacyAnchorGenerator
 from .backbone import SRNBackbone, build_srn_backbone
+from .box_regression import SingleBoxTransform
 from .heads import SRN_HEAD_REGISTRY, RFEHead, RetinaNetStyleHead, build_srn_head
 from .levels import SRN_LEVELS, LevelPlan
 from .matcher import AnchorLevel, SparseGridMatcher
@@ -17,6 +18,7 @@ __all__ = [
     "SRN_LEVELS",
     "LevelPlan",
     "SRNBackbone",
+    "SingleBoxTransform",
     "build_srn_backbone",
     "SRN_HEAD_REGISTRY",
     "RFEHead",

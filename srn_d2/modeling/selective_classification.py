@@ -62,11 +62,11 @@ class SelectiveTwoStepClassification:
         """Inference: step-2 probabilities, 0 where step 1 rejects the anchor.
 
         Args:
-            step2_logits: level -> (R_l, K); step1_logits: STC level -> (R_l, K).
+            step2_logits: level -> (..., R_l, K); step1_logits: STC level -> (..., R_l, K).
         Returns:
-            level -> (R_l, K) scores.
+            level -> (..., R_l, K) scores.
         """
         scores = {level: logits.sigmoid() for level, logits in step2_logits.items()}
         for level in self.levels:
-            scores[level] = scores[level] * self.keep(step1_logits[level])[:, None]
+            scores[level] = scores[level] * self.keep(step1_logits[level])[..., None]
         return scores

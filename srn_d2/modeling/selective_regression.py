@@ -10,8 +10,9 @@ step 2's boxes; on small faces the paper finds the refinement hurts, hence
 from typing import Dict, Sequence
 
 import torch
-from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import Boxes
+
+from .box_regression import SingleBoxTransform
 
 __all__ = ["SelectiveTwoStepRegression"]
 
@@ -19,11 +20,11 @@ __all__ = ["SelectiveTwoStepRegression"]
 class SelectiveTwoStepRegression:
     """The anchors of step 2: grid anchors moved by step 1's deltas on the STR levels."""
 
-    def __init__(self, levels: Sequence[str], box2box_transform: Box2BoxTransform):
+    def __init__(self, levels: Sequence[str], box2box_transform: SingleBoxTransform):
         """
         Args:
             levels: the STR levels, in pyramid order.
-            box2box_transform: the box coder of step 1's deltas.
+            box2box_transform: the box coder of step 1's deltas (one box per anchor).
         """
         self.levels = tuple(levels)
         self.box2box_transform = box2box_transform
@@ -36,9 +37,7 @@ class SelectiveTwoStepRegression:
         Returns:
             (..., R, 4) refined anchors.
         """
-        anchors = anchors.expand_as(step1_deltas)
-        refined = self.box2box_transform.apply_deltas(step1_deltas.reshape(-1, 4), anchors.reshape(-1, 4))
-        return refined.view(step1_deltas.shape)
+        return self.box2box_transform.apply_deltas(step1_deltas, anchors)
 
     def step2_anchors(
         self, anchors: Dict[str, Boxes], step1_deltas: Dict[str, torch.Tensor]

@@ -29,6 +29,7 @@ from detectron2.utils.logger import log_every_n_seconds
 from fvcore.nn import sigmoid_focal_loss, smooth_l1_loss
 
 from ..errors import require, require_iou_thresholds
+from .box_regression import SingleBoxTransform
 from .heads import build_srn_head
 from .levels import LevelPlan, cat_levels, cat_levels_per_image, split_levels
 from .matcher import AnchorLevel, SparseGridMatcher
@@ -100,7 +101,9 @@ class SRN(DenseDetector):
                 (``plan.head_in_features``), e.g. :class:`SRNBackbone`.
             head: the shared head (see ``SRN_HEAD_REGISTRY``).
             anchor_generator: anchors for the P-feature maps.
-            box2box_transform: box coder for both steps.
+            box2box_transform: box coder for both steps; a Detectron2
+                Box2BoxTransform decodes through a :class:`SingleBoxTransform`
+                of its weights (the same numbers, one box per anchor).
             step1_matcher, step2_matcher: anchor labelling of each step.
             num_classes: number of foreground classes (1 for faces).
             plan: which levels take two-step classification / regression.
@@ -137,12 +140,14 @@ class SRN(DenseDetector):
         self.num_classes = num_classes
         # Anchors and their labels.
         self.anchor_generator = anchor_generator
+        if not isinstance(box2box_transform, SingleBoxTransform):
+            box2box_transform = SingleBoxTransform(box2box_transform.weights, box2box_transform.scale_clamp)
         self.box2box_transform = box2box_transform
         self.step1_matcher = step1_matcher
         self.step2_matcher = step2_matcher
         # SRN's two ideas.
         self.stc = SelectiveTwoStepClassification(plan.stc_levels, stc_min_face_prob)
-        self.str = SelectiveTwoStepRegression(plan.str_levels, box2box_transform)
+        self.str = SelectiveTwoStepRegression(plan.str_levels, self.box2box_transform)
         # Loss parameters:
         self.focal_loss_alpha = focal_loss_alpha
         self.focal_loss_gamma = focal_loss_gamma
@@ -182,7 +187,7 @@ class SRN(DenseDetector):
             "backbone": backbone,
             "head": build_srn_head(cfg, level_shapes[0], num_anchors.pop()),
             "anchor_generator": anchor_generator,
-            "box2box_transform": Box2BoxTransform(
+            "box2box_transform": SingleBoxTransform(
                 weights=srn.BBOX_REG_WEIGHTS, scale_clamp=srn.BBOX_REG_SCALE_CLAMP
             ),
             "step1_matcher": matcher(srn.STEP1_IOU_THRESHOLDS, "MODEL.SRN.STEP1_IOU_THRESHOLDS"),

@@ -4,7 +4,9 @@
         --format onnx --output export/ MODEL.WEIGHTS srn_r50_released.pth
 
 Writes ``model.onnx`` or ``model.ts`` to ``--output``, verified against the
-PyTorch model on two image sizes (``srn_d2.deploy.export``).
+PyTorch model on two image sizes (``srn_d2.deploy.export``). With ``--quantize int8
+--calibration-dataset NAME`` also ``model_int8.onnx``, and prints how its detections
+compare with fp32's on the calibration images (``srn_d2.deploy.quantize``).
 """
 import argparse
 import logging
@@ -19,11 +21,18 @@ def main(argv=None) -> int:
 def _export(argv) -> int:
     from ..deploy.export import FORMATS, export
     from ..engine import setup_cfg
+    from ..errors import require
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--format", choices=FORMATS, default="onnx")
     parser.add_argument("--output", default="export", help="folder for model.onnx / model.ts")
+    parser.add_argument("--quantize", choices=("none", "int8"), default="none",
+                        help="int8: also write model_int8.onnx (onnxruntime static quantization of the convolutions)")
+    parser.add_argument("--calibration-dataset", metavar="NAME",
+                        help="registered dataset whose images calibrate int8 (e.g. widerface_train, mini_faces_train)")
+    parser.add_argument("--calibration-images", type=int, default=100, metavar="N",
+                        help="how many of its images (default 100)")
     parser.add_argument(
         "--allow-random-weights",
         action="store_true",
@@ -32,7 +41,16 @@ def _export(argv) -> int:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs, e.g. MODEL.WEIGHTS FILE")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    export(setup_cfg(args.config_file, args.opts), args.format, args.output, args.allow_random_weights)
+    if args.quantize == "int8":
+        require(args.format == "onnx", "--format", args.format, "--quantize int8 quantizes the ONNX export")
+        require(bool(args.calibration_dataset), "--calibration-dataset", args.calibration_dataset,
+                "--quantize int8 needs calibration images: name a registered dataset (e.g. mini_faces_train)")
+    cfg = setup_cfg(args.config_file, args.opts)
+    path = export(cfg, args.format, args.output, args.allow_random_weights)
+    if args.quantize == "int8":
+        from ..deploy.quantize import calibration_images, quantize_int8
+
+        quantize_int8(path, calibration_images(cfg, args.calibration_dataset, args.calibration_images))
     return 0
 
 

@@ -7,9 +7,8 @@ keys they name, so ``model.plan`` changes the levels everywhere it is used.
 from detectron2.config import LazyCall as L
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.backbone import BasicStem, ResNet
-from detectron2.modeling.box_regression import Box2BoxTransform
 
-from srn_d2.modeling import SRN, RFEHead, SparseGridMatcher, SRNBackbone
+from srn_d2.modeling import SRN, RFEHead, SingleBoxTransform, SparseGridMatcher, SRNBackbone
 from srn_d2.modeling.levels import LevelPlan
 
 model = L(SRN)(
@@ -47,7 +46,7 @@ model = L(SRN)(
         strides=[4, 8, 16, 32, 64, 128],
         offset=0.5,
     ),
-    box2box_transform=L(Box2BoxTransform)(weights=[1.0, 1.0, 1.0, 1.0], scale_clamp=4.135166556742356),
+    box2box_transform=L(SingleBoxTransform)(weights=[1.0, 1.0, 1.0, 1.0], scale_clamp=4.135166556742356),
     step1_matcher=L(SparseGridMatcher)(thresholds=[0.3, 0.7], labels=[0, -1, 1], allow_low_quality_matches=True,
                                        max_pairs=524288),
     step2_matcher=L(SparseGridMatcher)(thresholds=[0.4, 0.5], labels=[0, -1, 1], allow_low_quality_matches=True,
