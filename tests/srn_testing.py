@@ -119,3 +119,44 @@ def converted_released_weights(folder, seed=0):
     converted = os.path.join(folder, "srn_d2.pth")
     convert(os.path.join(folder, "srn_released.pth"), converted, build_target_model(DEFAULT_CONFIG))
     return net, converted
+
+
+def train_tiny_srn(folder, datasets_root, steps=150, seed=0):
+    """The tiny SRN trained ``steps`` steps of 4 crops of 128 px on mini_faces_train (under
+    ``datasets_root``), saved in ``folder``; returns its config (MODEL.WEIGHTS set). Not a good
+    detector, but one with a trained network's activations and confident detections: what the
+    int8 and batched exports are compared on."""
+    import random
+
+    import numpy as np
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.data import DatasetCatalog
+    from detectron2.utils.events import EventStorage
+
+    from srn_d2.data.dataset_mapper import SRNDatasetMapper
+
+    previous = os.environ.get("SRN_DATASETS")
+    os.environ["SRN_DATASETS"] = str(datasets_root)
+    try:
+        cfg = tiny_srn_cfg()
+        cfg.INPUT.SQUARE_SIZE_TRAIN = 128
+        random.seed(seed)
+        np.random.seed(seed)
+        model = build_tiny_srn(cfg, seed=seed).train()
+        mapper = SRNDatasetMapper(cfg, is_train=True)
+        records = DatasetCatalog.get("mini_faces_train")
+        optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+        with EventStorage(0):
+            for step in range(steps):
+                losses = model([mapper(records[(4 * step + i) % len(records)]) for i in range(4)])
+                optimizer.zero_grad()
+                sum(losses.values()).backward()
+                optimizer.step()
+    finally:
+        if previous is None:
+            del os.environ["SRN_DATASETS"]
+        else:
+            os.environ["SRN_DATASETS"] = previous
+    DetectionCheckpointer(model.eval(), save_dir=str(folder)).save("trained_tiny")
+    cfg.MODEL.WEIGHTS = os.path.join(str(folder), "trained_tiny.pth")
+    return cfg

@@ -15,7 +15,8 @@ from detectron2.modeling import build_model
 from srn_d2.checkpoint import load_inference_weights
 from srn_d2.engine import setup_cfg
 from srn_d2.released_checkpoint import DEFAULT_CONFIG
-from srn_d2.deploy.export import FORMATS, export, exported_runner, verify
+from srn_d2.deploy.export import FORMATS, batched_runner, export, exported_file, exported_runner, verify, verify_batched
+from srn_d2.deploy.onnx_runtime import pad_images
 from srn_d2.engine import FacePredictor
 from srn_d2.tools.export import main
 from srn_testing import build_tiny_srn, converted_released_weights, tiny_srn_cfg
@@ -113,3 +114,117 @@ def test_runtime_imports_neither_torch_nor_detectron2():
 def test_a_config_that_cannot_be_exported_says_why(tmp_path, capsys, overrides, message):
     assert main(["--config-file", DEFAULT_CONFIG, "--output", str(tmp_path), "--allow-random-weights", *overrides]) == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+# ------------------------------------------------------------------ the batched export
+
+
+def _chw(bgr):
+    return np.ascontiguousarray(bgr.transpose(2, 0, 1), dtype=np.float32)
+
+
+@pytest.mark.parametrize("export_format", FORMATS)
+def test_batched_export_of_same_size_images_equals_the_one_image_model(official, export_format):
+    cfg, model, folder = official
+    path = export(cfg, export_format, str(folder / f"batched_{export_format}"), batched=True)
+    assert os.path.basename(path) == exported_file(export_format, batched=True)
+    run_batch = batched_runner(path, export_format)
+    for height, width in ((97, 131), (41, 57)):
+        images = [_chw(_image(height, width, seed)) for seed in (1, 2, 3)]
+        got = run_batch(images)
+        for image, detections in zip(images, got):
+            report = _compare_with_model(model, image, detections)
+            assert report["detections"] > 5 and report["box_diff_px"] <= 0.01 and report["score_diff"] <= 1e-4
+
+
+def _compare_with_model(model, image, detections):
+    from srn_d2.deploy.export import _compare
+
+    with torch.no_grad():
+        instances = model([{"image": torch.from_numpy(image)}])[0]["instances"]
+    expected = (instances.pred_boxes.tensor.numpy(), instances.scores.numpy(), instances.pred_classes.numpy())
+    return _compare(expected, detections, image.shape[1:])
+
+
+def test_a_padded_batch_keeps_each_image_to_itself(official):
+    """Three sizes in one padded call: the largest, which nothing pads, gets its own detections;
+    the others' detections stay inside them; the export equals the same batch in PyTorch."""
+    cfg, model, folder = official
+    path = export(cfg, "onnx", str(folder / "batched_padded"), batched=True)
+    images = [torch.from_numpy(_chw(_image(h, w, h))) for h, w in ((120, 150), (41, 57), (97, 131))]
+    report = verify_batched(model, batched_runner(path, "onnx"), images)
+    assert report["image 0 alone"]["detections"] > 20
+    assert min(report[f"image {i}"]["detections"] for i in range(3)) > 0
+    boxes, scores, classes, batch_index = exported_runner(path, "onnx")(*pad_images([i.numpy() for i in images]))
+    # Grouped by image, each image's best first.
+    assert set(batch_index.tolist()) == {0, 1, 2} and np.all(np.diff(batch_index) >= 0)
+    for index, image in enumerate(images):
+        assert np.all(np.diff(scores[batch_index == index]) <= 0)
+        mine = boxes[batch_index == index]
+        assert mine.min() >= 0 and np.all(mine[:, 2] <= image.shape[2]) and np.all(mine[:, 3] <= image.shape[1])
+
+
+def _val_images(datasets, count):
+    from srn_d2.data.mini_faces import mini_faces_split_paths
+
+    image_root, _ = mini_faces_split_paths(os.path.join(str(datasets), "mini_faces"), "val")
+    files = sorted(os.path.join(folder, name) for folder, _, names in os.walk(image_root) for name in names)
+    return [cv2.imread(f) for f in files[:count]]
+
+
+# The first test to ask for trained_tiny trains it (about a minute on 2 cores).
+@pytest.mark.timeout(900)
+def test_onnx_face_detector_runs_a_list_as_one_by_one(trained_tiny, tmp_path):
+    """A list of three sizes and a blank image: the batched export (one call per size, the
+    default) gives each image the one-image export's detections; pad=True one call for all."""
+    from srn_d2.deploy.onnx_runtime import ONNXFaceDetector
+
+    cfg, datasets = trained_tiny
+    one = ONNXFaceDetector(export(cfg, "onnx", str(tmp_path)))
+    batched = ONNXFaceDetector(export(cfg, "onnx", str(tmp_path), batched=True))
+    assert (one.batched, batched.batched) == (False, True)
+    faces = _val_images(datasets, 3)
+    images = [faces[0], np.full((64, 80, 3), 128, np.uint8), faces[1][:-37, :-11], faces[2], faces[0][::-1]]
+    assert len({image.shape for image in images}) == 4
+    expected = [one(image) for image in images]
+    assert len(expected[1][0]) == 0 and min(int((scores >= 0.5).sum()) for _, scores in expected[2:]) > 5
+    for detector in (one, batched):
+        for (boxes, scores), (want_boxes, want_scores) in zip(detector(images), expected):
+            assert len(boxes) == len(want_boxes)
+            np.testing.assert_allclose(np.sort(scores), np.sort(want_scores), atol=1e-4)
+            np.testing.assert_allclose(boxes[np.argsort(scores)], want_boxes[np.argsort(want_scores)], atol=0.01)
+    padded = batched(images, pad=True)
+    assert len(padded) == 5 and all(b.shape[1:] == (4,) and len(b) == len(s) for b, s in padded)
+    for (boxes, _), image in zip(padded, images):
+        assert np.all(boxes[:, 2] <= image.shape[1]) and np.all(boxes[:, 3] <= image.shape[0])
+    assert batched(images[0])[0].shape == expected[0][0].shape
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("not a list", "takes an \\(H, W, 3\\) uint8 image or a list of them, not str"),
+        ([np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8)], "image 1 of 2: "),
+        ([np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.float32)], "image 1 of 2: "),
+    ],
+)
+def test_onnx_face_detector_names_the_bad_image_of_a_list(tmp_path, bad, message):
+    from srn_d2.deploy.onnx_runtime import ONNXFaceDetector
+
+    cfg = tiny_srn_cfg()
+    model = build_tiny_srn(cfg).eval()
+    torch.save({"model": model.state_dict()}, tmp_path / "tiny.pth")
+    cfg.MODEL.WEIGHTS = str(tmp_path / "tiny.pth")
+    detector = ONNXFaceDetector(export(cfg, "onnx", str(tmp_path), batched=True))
+    with pytest.raises(ValueError, match=message):
+        detector(bad)
+
+
+def test_the_batched_export_takes_srn_only(tmp_path, capsys):
+    from srn_d2 import model_zoo
+
+    config = model_zoo.get_config_file("RetinaNet_mini.yaml")
+    assert main(["--config-file", config, "--output", str(tmp_path), "--batch", "--allow-random-weights"]) == 2
+    assert "MODEL.META_ARCHITECTURE = 'RetinaNet': the batched export (--batch) takes SRN models" in \
+        capsys.readouterr().err
+    assert not os.listdir(tmp_path)

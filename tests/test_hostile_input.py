@@ -14,7 +14,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -42,16 +41,6 @@ def _files(folder):
         for root, _, names in os.walk(folder)
         for name in names
     }
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A tiny SRN config file and its checkpoint (random weights: no detection passes the threshold)."""
-    root = tmp_path_factory.mktemp("tiny")
-    cfg = tiny_srn_cfg()
-    (root / "tiny.yaml").write_text(cfg.dump())
-    DetectionCheckpointer(build_tiny_srn(cfg), save_dir=str(root)).save("tiny")
-    return str(root / "tiny.yaml"), str(root / "tiny.pth")
 
 
 def _export(config_file, weights, output):
@@ -316,7 +305,7 @@ def mini_onnx(tmp_path_factory):
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     torch.save({"model": model.state_dict()}, folder / "mini.pth")
-    export_onnx(model, torch.zeros(3, 64, 64), str(folder / "model.onnx"), deployment_metadata(cfg))
+    export_onnx(model, (torch.zeros(3, 64, 64),), str(folder / "model.onnx"), deployment_metadata(cfg))
     return str(folder / "model.onnx"), cfg
 
 

@@ -18,6 +18,13 @@ would verify nothing about the network: its raw outputs (every head map,
 before any threshold) are also exported and compared with PyTorch's
 (:func:`verify_network`). The file is written beside its target and moved into place
 only once verified: a failed export leaves the previous model untouched.
+
+``batched=True`` (``export --batch``) writes ``model_batched.onnx`` / ``.ts``
+instead: :class:`srn_d2.deploy.batched.BatchedSRN`, whose inputs are
+``images`` (B, 3, H, W) and ``image_sizes`` (B, 2), dynamic in B, H and W, and
+whose outputs add ``batch_index`` (N,), the image of each detection. It is
+verified on the two sample images in one padded batch, against the same
+computation in PyTorch, and the unpadded one against the one-image model.
 """
 from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import io
@@ -36,10 +43,13 @@ from ..checkpoint import load_inference_weights
 from ..errors import ExportError, require
 from ..modeling import SRN
 from ..utils.file_io import atomic_write, atomic_write_path, check_output_path
-from .onnx_runtime import INPUT_FORMAT, MAX_SIZE_TEST, MIN_SIZE_TEST, PRECISION
+from .batched import BatchedSRN
+from .onnx_runtime import BATCHED_INTERFACE, INPUT_FORMAT, MAX_SIZE_TEST, MIN_SIZE_TEST, PRECISION, SINGLE_INTERFACE, \
+    pad_images
 
-__all__ = ["FORMATS", "ExportError", "check_exportable", "deployment_metadata", "export", "export_onnx",
-           "export_torchscript", "exported_runner", "traceable", "verify", "verify_network"]
+__all__ = ["FORMATS", "ExportError", "batched_runner", "check_exportable", "deployment_metadata", "export",
+           "export_onnx", "export_torchscript", "exported_file", "exported_runner", "traceable", "verify",
+           "verify_batched", "verify_network"]
 
 logger = logging.getLogger("srn_d2.export")
 
@@ -47,14 +57,23 @@ FORMATS = ("onnx", "torchscript")
 # SRN, and the RetinaNet it is compared with (Detectron2 traces it too).
 EXPORTABLE = ("SRN", "RetinaNet")
 ONNX_OPSET = 17
-OUTPUTS = ("boxes", "scores", "classes")
 BOX_TOLERANCE_PX, SCORE_TOLERANCE = 0.01, 1e-4
 
 
-def check_exportable(cfg) -> None:
+def exported_file(export_format: str, batched: bool = False) -> str:
+    """The file name an export writes in its output folder."""
+    return ("model_batched" if batched else "model") + (".onnx" if export_format == "onnx" else ".ts")
+
+
+def check_exportable(cfg, batched: bool = False) -> None:
     """ValueError naming the key that keeps ``cfg`` from being exported."""
     require(cfg.MODEL.META_ARCHITECTURE in EXPORTABLE, "MODEL.META_ARCHITECTURE", cfg.MODEL.META_ARCHITECTURE,
             f"the export takes {EXPORTABLE} models")
+    require(not batched or cfg.MODEL.META_ARCHITECTURE == "SRN", "MODEL.META_ARCHITECTURE",
+            cfg.MODEL.META_ARCHITECTURE, "the batched export (--batch) takes SRN models")
+    if batched:
+        require(cfg.MODEL.SRN.NUM_CLASSES == 1, "MODEL.SRN.NUM_CLASSES", cfg.MODEL.SRN.NUM_CLASSES,
+                "the batched export caps each image's detections in NMS order, the score order of one class")
     require(not cfg.TEST.AUG.ENABLED, "TEST.AUG.ENABLED", True,
             "the multi-scale test resizes with OpenCV and votes box by box, outside any graph; "
             "export the single-scale model (TEST.AUG.ENABLED False) and run the passes around it")
@@ -88,20 +107,35 @@ def deployment_metadata(cfg) -> Dict[str, str]:
     }
 
 
-def export_onnx(model, sample: torch.Tensor, path: str, metadata: Dict[str, str]) -> None:
-    """Write ``path``: the traced model with dynamic height and width, and ``metadata``."""
+def _graph(model, batched: bool) -> Tuple[torch.nn.Module, Tuple[Tuple[str, int], ...], Tuple[str, ...]]:
+    """The module to trace and its interface: (input name, rank) pairs and output names."""
+    if batched:
+        return BatchedSRN(model).eval(), *BATCHED_INTERFACE
+    return traceable(model), *SINGLE_INTERFACE
+
+
+def export_onnx(model, sample: Tuple[torch.Tensor, ...], path: str, metadata: Dict[str, str],
+                batched: bool = False) -> None:
+    """Write ``path``: the traced model, dynamic in every image dimension, and ``metadata``.
+
+    Args:
+        sample: the inputs to trace with: ``(image,)``, or ``(images, image_sizes)`` if ``batched``.
+    """
     import onnx
 
-    dynamic = {"image": {1: "height", 2: "width"}, **{name: {0: "detections"} for name in OUTPUTS}}
+    module, inputs, outputs = _graph(model, batched)
+    image_axes = {0: "batch", 2: "height", 3: "width"} if batched else {1: "height", 2: "width"}
+    dynamic = {inputs[0][0]: image_axes, **{name: {0: "batch"} for name, _ in inputs[1:]},
+               **{name: {0: "detections"} for name in outputs}}
     traced = io.BytesIO()
     with torch.no_grad():
         torch.onnx.export(
-            traceable(model),
-            (sample,),
+            module,
+            sample,
             traced,
             opset_version=ONNX_OPSET,
-            input_names=["image"],
-            output_names=list(OUTPUTS),
+            input_names=[name for name, _ in inputs],
+            output_names=list(outputs),
             dynamic_axes=dynamic,
             dynamo=False,
         )
@@ -112,27 +146,47 @@ def export_onnx(model, sample: torch.Tensor, path: str, metadata: Dict[str, str]
         f.write(graph.SerializeToString())
 
 
-def export_torchscript(model, sample: torch.Tensor, path: str, metadata: Dict[str, str]) -> None:
+def export_torchscript(model, sample: Tuple[torch.Tensor, ...], path: str, metadata: Dict[str, str],
+                       batched: bool = False) -> None:
     with torch.no_grad():
-        scripted = torch.jit.trace(traceable(model), (sample,), check_trace=False)
+        scripted = torch.jit.trace(_graph(model, batched)[0], sample, check_trace=False)
     with atomic_write(path, "wb") as f:
         torch.jit.save(scripted, f, _extra_files={"srn_d2.json": json.dumps(metadata)})
 
 
-def exported_runner(path: str, export_format: str) -> Callable[[np.ndarray], Tuple[np.ndarray, ...]]:
-    """(3, H, W) float32 image -> (boxes, scores, classes) numpy arrays, from the exported file."""
+def _session_or_module(path: str, export_format: str) -> Callable[..., Tuple[np.ndarray, ...]]:
+    """The exported file as a function of numpy inputs, in the graph's order, to numpy outputs."""
     if export_format == "onnx":
         import onnxruntime
 
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-        return lambda image: tuple(session.run(None, {"image": image}))
+        names = [i.name for i in session.get_inputs()]
+        return lambda *inputs: tuple(session.run(None, dict(zip(names, inputs))))
     module = torch.jit.load(path)
 
-    def run(image):
+    def run(*inputs):
         with torch.no_grad():
-            return tuple(t.numpy() for t in module(torch.from_numpy(image)))
+            return tuple(t.numpy() for t in module(*(torch.from_numpy(x) for x in inputs)))
 
     return run
+
+
+def exported_runner(path: str, export_format: str) -> Callable[[np.ndarray], Tuple[np.ndarray, ...]]:
+    """(3, H, W) float32 image -> (boxes, scores, classes) numpy arrays, from the exported file."""
+    return _session_or_module(path, export_format)
+
+
+def batched_runner(path: str, export_format: str) -> Callable[[List[np.ndarray]], List[Tuple[np.ndarray, ...]]]:
+    """(3, H_i, W_i) float32 images -> each one's (boxes, scores, classes), from one call of the
+    batched export on the images padded together."""
+    run = _session_or_module(path, export_format)
+
+    def run_batch(images):
+        boxes, scores, classes, batch_index = run(*pad_images(images))
+        return [(boxes[batch_index == i], scores[batch_index == i], classes[batch_index == i])
+                for i in range(len(images))]
+
+    return run_batch
 
 
 def verify(model, run_exported, image: torch.Tensor) -> Dict[str, float]:
@@ -141,12 +195,37 @@ def verify(model, run_exported, image: torch.Tensor) -> Dict[str, float]:
     Detections are paired one to one (order may differ between equal scores).
     Returns the count and the largest box and score differences.
     """
-    from scipy.optimize import linear_sum_assignment
-
     with torch.no_grad():
         expected = [t.cpu().numpy() for t in _detections(model, [{"image": image}])]
-    got = run_exported(image.cpu().numpy())
-    size = tuple(image.shape[-2:])
+    return _compare(expected, run_exported(image.cpu().numpy()), tuple(image.shape[-2:]))
+
+
+def verify_batched(model, run_batch, images: Tuple[torch.Tensor, ...]) -> Dict[str, float]:
+    """Compare the batched export with PyTorch on ``images`` padded into one batch, the first
+    of them the largest: every image against :class:`BatchedSRN` in PyTorch, and the first,
+    which no padding changes, against the one-image model. ExportError on any difference."""
+    batch, sizes = pad_images([image.cpu().numpy() for image in images])
+    require(tuple(sizes[0]) == batch.shape[2:], "verify_batched", sizes.tolist(),
+            "the first image must be the largest, the one left unpadded")
+    got = run_batch([image.cpu().numpy() for image in images])
+    with torch.no_grad():
+        boxes, scores, classes, batch_index = (
+            t.cpu().numpy() for t in BatchedSRN(model).eval()(torch.from_numpy(batch).to(model.device),
+                                                              torch.from_numpy(sizes).to(model.device)))
+    report = {}
+    for i, image in enumerate(images):
+        mine = batch_index == i
+        report[f"image {i}"] = _compare((boxes[mine], scores[mine], classes[mine]), got[i], tuple(image.shape[-2:]))
+    with torch.no_grad():
+        alone = [t.cpu().numpy() for t in _detections(model, [{"image": images[0]}])]
+    report["image 0 alone"] = _compare(alone, got[0], tuple(images[0].shape[-2:]))
+    return report
+
+
+def _compare(expected, got, size) -> Dict[str, float]:
+    """(boxes, scores, classes) of one image, expected and exported: ExportError on any difference."""
+    from scipy.optimize import linear_sum_assignment
+
     if len(got[0]) != len(expected[0]):
         raise ExportError(f"{size} px: the export gives {len(got[0])} detections, PyTorch {len(expected[0])}")
     box_diff = score_diff = 0.0
@@ -170,24 +249,33 @@ def _sample_images(device) -> Tuple[torch.Tensor, torch.Tensor]:
     )
 
 
-def export(cfg, export_format: str, output_dir: str, allow_random_weights: bool = False) -> str:
-    """Export ``cfg``'s model with its MODEL.WEIGHTS; returns the written file."""
+def export(cfg, export_format: str, output_dir: str, allow_random_weights: bool = False,
+           batched: bool = False) -> str:
+    """Export ``cfg``'s model with its MODEL.WEIGHTS; returns the written file
+    (``model.onnx`` / ``model.ts``, or ``model_batched.*`` if ``batched``)."""
     require(export_format in FORMATS, "--format", export_format, f"must be one of {FORMATS}")
-    check_exportable(cfg)
+    check_exportable(cfg, batched)
     model = build_model(cfg).eval()
     load_inference_weights(model, cfg.MODEL.WEIGHTS, allow_random=allow_random_weights)
     metadata = deployment_metadata(cfg)
-    path = check_output_path(os.path.join(output_dir, "model.onnx" if export_format == "onnx" else "model.ts"))
+    path = check_output_path(os.path.join(output_dir, exported_file(export_format, batched)))
     samples = _sample_images(model.device)
+    sample = tuple(torch.from_numpy(x).to(model.device) for x in pad_images([s.cpu().numpy() for s in samples])) \
+        if batched else samples[:1]
     with atomic_write_path(path) as temporary:
         with warnings.catch_warnings():
             # Detectron2's Boxes and NMS check shapes in Python while traced; the checks
             # below compare the export with PyTorch on two sizes instead.
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            (export_onnx if export_format == "onnx" else export_torchscript)(model, samples[0], temporary, metadata)
-        run_exported = exported_runner(temporary, export_format)
-        for image in samples:
-            logger.info(f"{tuple(image.shape[-2:])} px: {verify(model, run_exported, image)}")
+            (export_onnx if export_format == "onnx" else export_torchscript)(model, sample, temporary, metadata,
+                                                                             batched)
+        if batched:
+            logger.info(f"{[tuple(s.shape[-2:]) for s in samples]} px in one batch: "
+                        f"{verify_batched(model, batched_runner(temporary, export_format), samples)}")
+        else:
+            run_exported = exported_runner(temporary, export_format)
+            for image in samples:
+                logger.info(f"{tuple(image.shape[-2:])} px: {verify(model, run_exported, image)}")
         logger.info(f"network outputs: {verify_network(model, export_format, samples)}")
     logger.info(f"wrote {path}")
     return path

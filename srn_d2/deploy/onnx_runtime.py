@@ -4,6 +4,12 @@
 
     detector = ONNXFaceDetector("export/model.onnx")
     boxes, scores = detector(cv2.imread("photo.jpg"))   # (N, 4) x1 y1 x2 y2, (N,), best first
+    for boxes, scores in detector([image_a, image_b]):  # a list: one result per image
+        ...
+
+A batched export (``export --batch``, ``model_batched.onnx``) runs a list in
+one call per image size, or in one padded call with ``pad=True``; a one-image
+export runs a list image by image.
 
 numpy, OpenCV's image layout (BGR, uint8, H x W x 3), Pillow for the test-time
 resize and onnxruntime; no torch, no Detectron2. The file carries what the
@@ -11,7 +17,7 @@ exported config says about its input (channel order, test-time resize), so
 the detections are those of the PyTorch model given the same image.
 """
 import os
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import onnxruntime
@@ -23,8 +29,11 @@ from ..utils.image_checks import check_bgr_image
 INPUT_FORMAT, MIN_SIZE_TEST, MAX_SIZE_TEST = "srn_d2.input_format", "srn_d2.min_size_test", "srn_d2.max_size_test"
 # "fp32", or "int8" for models from ``export --quantize int8`` (absent in older exports: fp32).
 PRECISION = "srn_d2.precision"
-# The graph's interface, as srn_d2.deploy.export writes it.
-INPUT_NAME, INPUT_RANK, OUTPUT_NAMES = "image", 3, ("boxes", "scores", "classes")
+# The graph's interfaces, as srn_d2.deploy.export writes them: (input name, rank) pairs and output names.
+SINGLE_INTERFACE = ((("image", 3),), ("boxes", "scores", "classes"))
+BATCHED_INTERFACE = ((("images", 4), ("image_sizes", 2)), ("boxes", "scores", "classes", "batch_index"))
+# One image's boxes (N, 4) and scores (N,).
+Detections = Tuple[np.ndarray, np.ndarray]
 
 
 class ONNXFaceDetector:
@@ -69,31 +78,75 @@ class ONNXFaceDetector:
                              f"{self.min_size}")
 
     def _check_interface(self, path: str) -> None:
-        inputs = [(i.name, len(i.shape)) for i in self.session.get_inputs()]
-        outputs = tuple(o.name for o in self.session.get_outputs())
-        if inputs != [(INPUT_NAME, INPUT_RANK)] or outputs != OUTPUT_NAMES:
+        interface = (tuple((i.name, len(i.shape)) for i in self.session.get_inputs()),
+                     tuple(o.name for o in self.session.get_outputs()))
+        if interface not in (SINGLE_INTERFACE, BATCHED_INTERFACE):
             raise ValueError(
-                f"{path}: takes {inputs} and gives {list(outputs)}; a model exported by srn_d2.tools.export takes "
-                f"one (3, H, W) {INPUT_NAME!r} and gives {list(OUTPUT_NAMES)}"
+                f"{path}: takes {list(interface[0])} and gives {list(interface[1])}; a model exported by "
+                f"srn_d2.tools.export takes {list(SINGLE_INTERFACE[0])} and gives {list(SINGLE_INTERFACE[1])}, "
+                f"or, batched, takes {list(BATCHED_INTERFACE[0])} and gives {list(BATCHED_INTERFACE[1])}"
             )
+        self.batched = interface == BATCHED_INTERFACE
 
-    def __call__(self, bgr: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    def __call__(self, images: Union[np.ndarray, Sequence[np.ndarray]], pad: bool = False
+                 ) -> Union[Detections, List[Detections]]:
         """
         Args:
-            bgr: (H, W, 3) uint8 image in OpenCV's channel order.
+            images: (H, W, 3) uint8 image in OpenCV's channel order, or a list of them.
+            pad: batched models only: run images of different sizes in one call,
+                padded to the largest (faster; the detections of a padded image
+                differ slightly from its own near its bottom and right edges, and
+                everywhere in models with GroupNorm). By default each size runs
+                in a call of its own and every image gets exactly its own detections.
 
         Returns:
-            boxes: (N, 4) float32 x1, y1, x2, y2 in the image's pixels, clipped to it;
-            scores: (N,) float32, best first.
+            for one image: boxes (N, 4) float32 x1, y1, x2, y2 in the image's pixels,
+            clipped to it, and scores (N,) float32, best first; for a list, a list of those.
         """
-        check_bgr_image(bgr)
+        if isinstance(images, np.ndarray):
+            return self([images])[0]
+        if not isinstance(images, (list, tuple)):
+            raise ValueError(f"ONNXFaceDetector takes an (H, W, 3) uint8 image or a list of them, "
+                             f"not {type(images).__name__}")
+        for index, bgr in enumerate(images):
+            try:
+                check_bgr_image(bgr)
+            except ValueError as error:
+                raise ValueError(f"image {index} of {len(images)}: {error}") from None
+        prepared = [self._prepare(bgr) for bgr in images]
+        results: List[Optional[Detections]] = [None] * len(images)
+        for group in self._calls(prepared, pad):
+            chw = [prepared[i][0] for i in group]
+            for i, (boxes, scores) in zip(group, self._run(chw)):
+                results[i] = self._to_original(boxes, prepared[i][0].shape[1:], prepared[i][1]), scores
+        return results
+
+    def _prepare(self, bgr: np.ndarray) -> Tuple[np.ndarray, Tuple[int, int]]:
+        """-> the (3, h, w) float32 input of the graph and the image's own (H, W)."""
         image = bgr[:, :, ::-1] if self.input_format == "RGB" else bgr
-        height, width = image.shape[:2]
-        image = self._resize(image)
-        boxes, scores, _ = self.session.run(
-            None, {"image": np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)}
-        )
-        return self._to_original(boxes, image.shape[:2], (height, width)), scores
+        resized = self._resize(image)
+        return np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32), image.shape[:2]
+
+    def _calls(self, prepared, pad: bool) -> List[List[int]]:
+        """Which images go in one session call: one by one for a one-image model; for a batched
+        one, all of them (``pad``) or those of one size together."""
+        if not self.batched:
+            return [[i] for i in range(len(prepared))]
+        if pad:
+            return [list(range(len(prepared)))] if prepared else []
+        by_size = {}
+        for i, (chw, _) in enumerate(prepared):
+            by_size.setdefault(chw.shape, []).append(i)
+        return list(by_size.values())
+
+    def _run(self, images: List[np.ndarray]) -> List[Detections]:
+        """(3, h, w) float32 images -> their (boxes, scores) in the graph's pixels."""
+        if not self.batched:
+            boxes, scores, _ = self.session.run(None, {"image": images[0]})
+            return [(boxes, scores)]
+        batch, sizes = pad_images(images)
+        boxes, scores, _, batch_index = self.session.run(None, {"images": batch, "image_sizes": sizes})
+        return [(boxes[batch_index == i], scores[batch_index == i]) for i in range(len(images))]
 
     def _resize(self, image: np.ndarray) -> np.ndarray:
         """Detectron2's ResizeShortestEdge at test time (INPUT.MIN_SIZE_TEST, 0 = none), with PIL as it resizes."""
@@ -116,6 +169,16 @@ class ONNXFaceDetector:
         scale = np.array([original[1] / resized[1], original[0] / resized[0]] * 2, dtype=np.float32)
         boxes = boxes * scale
         return np.clip(boxes, 0, np.array([original[1], original[0]] * 2, dtype=np.float32))
+
+
+def pad_images(images: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """(3, h_i, w_i) float32 images -> the batched graph's inputs: (B, 3, H, W) with each image
+    in its top-left corner (the graph ignores what lies outside it) and (B, 2) int64 sizes."""
+    sizes = np.array([image.shape[1:] for image in images], dtype=np.int64).reshape(-1, 2)
+    batch = np.zeros((len(images), 3, *sizes.max(axis=0, initial=1)), dtype=np.float32)
+    for target, image in zip(batch, images):
+        target[:, : image.shape[1], : image.shape[2]] = image
+    return batch, sizes
 
 
 def _size_metadata(path: str, metadata, key: str) -> int:

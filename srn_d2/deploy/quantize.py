@@ -18,19 +18,24 @@ from ..utils import quiet_import  # noqa: F401  (first: before anything imports 
 import logging
 import os
 import tempfile
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 from ..errors import require
 from ..utils.file_io import atomic_write, atomic_write_path
-from .onnx_runtime import PRECISION
+from .onnx_runtime import PRECISION, Detections, pad_images
 
-__all__ = ["PRECISION", "INT8_FILE", "calibration_images", "quantize_int8", "compare_precisions"]
+__all__ = ["PRECISION", "SCOPES", "calibration_images", "compare_precisions", "detection_agreement", "int8_path",
+           "quantize_int8"]
 
 logger = logging.getLogger("srn_d2.export")
 
-INT8_FILE = "model_int8.onnx"
+# What quantize_int8 quantizes: "conv", the convolutions, where the multiply-adds are (the
+# default, module docstring), or "network", every float operator of the network of these types.
+SCOPES = ("conv", "network")
+NETWORK_OPS = ("Conv", "Add", "Mul", "Relu", "Concat", "Resize", "MaxPool", "AveragePool", "HardSigmoid",
+               "HardSwish", "GlobalAveragePool", "Sigmoid")
 # A fp32 detection at least this confident must be found again by the int8 model, at this IoU.
 COMPARED_SCORE, MATCHING_IOU = 0.5, 0.9
 
@@ -51,34 +56,63 @@ def calibration_images(cfg, dataset_name: str, count: int) -> List[np.ndarray]:
     return [mapper(record)["image"].numpy().astype(np.float32) for record in records]
 
 
+def int8_path(fp32_path: str) -> str:
+    """Where the int8 twin of an exported model goes: ``model.onnx`` -> ``model_int8.onnx``."""
+    stem, extension = os.path.splitext(fp32_path)
+    return f"{stem}_int8{extension}"
+
+
+def _feeds(input_names: Sequence[str], image: np.ndarray) -> Dict[str, np.ndarray]:
+    """One (3, H, W) image as the inputs of a one-image or a batched export."""
+    if tuple(input_names) == ("image",):
+        return {"image": image}
+    return dict(zip(input_names, pad_images([image])))
+
+
 class _Images:
     """onnxruntime's CalibrationDataReader over a list of images."""
 
-    def __init__(self, images: Sequence[np.ndarray]):
+    def __init__(self, images: Sequence[np.ndarray], input_names: Sequence[str]):
         self._images = iter(images)
+        self._input_names = input_names
 
     def get_next(self):
         image = next(self._images, None)
-        return None if image is None else {"image": image}
+        return None if image is None else _feeds(self._input_names, image)
 
 
-def quantize_int8(fp32_path: str, images: Sequence[np.ndarray]) -> Dict[str, float]:
-    """Write the int8 twin of ``fp32_path`` (``model_int8.onnx`` beside it), calibrated on
-    ``images``; return :func:`compare_precisions` on them."""
+def quantize_int8(fp32_path: str, images: Sequence[np.ndarray], scope: str = "conv",
+                  output_path: Optional[str] = None) -> Dict[str, float]:
+    """Write the int8 twin of ``fp32_path`` (at ``output_path``, default :func:`int8_path`),
+    calibrated on ``images``; return :func:`compare_precisions` on them.
+
+    Args:
+        scope: "conv": the convolutions alone; "network": every float operator of the
+            network (:data:`NETWORK_OPS`: the additions and upsampling of the pyramid,
+            RFE's concatenations, ...) as well, for ``benchmarks/benchmark_deploy_accuracy.py``
+            to measure against. What follows the head stays fp32 in both.
+    """
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    reader = type("Images", (_Images, CalibrationDataReader), {})(images)
-    int8_path = os.path.join(os.path.dirname(fp32_path), INT8_FILE)
-    options = dict(quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"], per_channel=True,
-                   activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    with atomic_write_path(int8_path) as temporary, tempfile.TemporaryDirectory(prefix="srn_d2-int8-") as folder:
-        # The ranges are measured on the network alone (every convolution, nothing after):
-        # onnxruntime calibrates without graph optimizations, and unoptimized, the decoding
-        # fails on an image whose every candidate falls below the score threshold.
+    require(scope in SCOPES, "scope", scope, f"must be one of {SCOPES}")
+    fp32_graph = onnx.load(fp32_path).graph
+    input_names = [i.name for i in fp32_graph.input]
+    reader = type("Images", (_Images, CalibrationDataReader), {})(images, input_names)
+    target = output_path or int8_path(fp32_path)
+    with atomic_write_path(target) as temporary, tempfile.TemporaryDirectory(prefix="srn_d2-int8-") as folder:
+        # The ranges are measured on the network alone, the subgraph from the image to the
+        # last convolution: the calibrator would otherwise also reduce the tensors of the
+        # decoding, which are empty on an image without candidates.
         network = os.path.join(folder, "network.onnx")
-        convolutions = [node.output[0] for node in onnx.load(fp32_path).graph.node if node.op_type == "Conv"]
-        onnx.utils.extract_model(fp32_path, network, input_names=["image"], output_names=convolutions)
+        convolutions = [node.output[0] for node in fp32_graph.node if node.op_type == "Conv"]
+        onnx.utils.extract_model(fp32_path, network, input_names=input_names, output_names=convolutions)
+        nodes = _nodes_to_quantize(network, scope)
+        onnx.utils.extract_model(fp32_path, network, input_names=input_names,
+                                 output_names=[node.output[0] for node in nodes])
+        options = dict(quant_format=QuantFormat.QDQ, op_types_to_quantize=sorted({n.op_type for n in nodes}),
+                       nodes_to_quantize=[n.name for n in nodes], per_channel=True,
+                       activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         ranges = os.path.join(folder, "ranges.json")
         quantize_static(network, os.path.join(folder, "network_int8.onnx"), reader, calibration_cache_path=ranges,
                         **options)
@@ -88,8 +122,20 @@ def quantize_int8(fp32_path: str, images: Sequence[np.ndarray]) -> Dict[str, flo
         with atomic_write(temporary, "wb") as f:
             f.write(graph.SerializeToString())
         report = compare_precisions(fp32_path, temporary, images)
-    logger.info(f"wrote {int8_path}")
+    logger.info(f"wrote {target}")
     return report
+
+
+def _nodes_to_quantize(network_path: str, scope: str) -> List:
+    """The nodes of the network subgraph that ``scope`` quantizes: float operators only (shape
+    arithmetic uses Add and Mul on integers too)."""
+    import onnx
+
+    graph = onnx.shape_inference.infer_shapes(onnx.load(network_path)).graph
+    floats = {v.name for v in (*graph.value_info, *graph.output)
+              if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    kinds = ("Conv",) if scope == "conv" else NETWORK_OPS
+    return [node for node in graph.node if node.op_type in kinds and node.output[0] in floats]
 
 
 def _set_metadata(graph, key: str, value: str) -> None:
@@ -100,18 +146,14 @@ def _set_metadata(graph, key: str, value: str) -> None:
     graph.metadata_props.add(key=key, value=value)
 
 
-def compare_precisions(fp32_path: str, int8_path: str, images: Sequence[np.ndarray]) -> Dict[str, float]:
-    """The int8 model's detections against the fp32 model's on ``images``: how many fp32
-    detections scoring >= 0.5 the int8 model finds again at IoU >= 0.9, and the counts."""
-    from .export import exported_runner
-
-    fp32, int8 = exported_runner(fp32_path, "onnx"), exported_runner(int8_path, "onnx")
-    confident = found = fp32_total = int8_total = 0
+def detection_agreement(reference: Sequence[Detections], other: Sequence[Detections]) -> Dict[str, float]:
+    """How far ``other`` reproduces ``reference``, image by image, each a list of (boxes, scores):
+    how many reference detections scoring >= 0.5 have a detection of ``other`` at IoU >= 0.9
+    (and by how much their scores moved), and the two counts."""
+    confident = found = reference_total = other_total = 0
     largest_score_change = 0.0
-    for image in images:
-        boxes_a, scores_a, _ = fp32(image)
-        boxes_b, scores_b, _ = int8(image)
-        fp32_total, int8_total = fp32_total + len(scores_a), int8_total + len(scores_b)
+    for (boxes_a, scores_a), (boxes_b, scores_b) in zip(reference, other):
+        reference_total, other_total = reference_total + len(scores_a), other_total + len(scores_b)
         keep = scores_a >= COMPARED_SCORE
         confident += int(keep.sum())
         if keep.any() and len(boxes_b):
@@ -122,18 +164,34 @@ def compare_precisions(fp32_path: str, int8_path: str, images: Sequence[np.ndarr
             if matched.any():
                 change = np.abs(scores_a[keep][matched] - scores_b[best[matched]]).max()
                 largest_score_change = max(largest_score_change, float(change))
-    report = {
-        "images": len(images),
-        "fp32_detections": fp32_total,
-        "int8_detections": int8_total,
-        "fp32_confident": confident,
-        "int8_found_again": found,
+    return {
+        "images": len(reference),
+        "reference_detections": reference_total,
+        "other_detections": other_total,
+        "reference_confident": confident,
+        "found_again": found,
         "largest_score_change": largest_score_change,
     }
-    logger.info(f"int8 against fp32 on {len(images)} calibration images: {found} of {confident} fp32 detections "
-                f"scoring >= {COMPARED_SCORE} found again at IoU >= {MATCHING_IOU} (their scores moved by at most "
-                f"{largest_score_change:.3f}); {int8_total} int8 detections against {fp32_total} fp32")
+
+
+def compare_precisions(fp32_path: str, quantized_path: str, images: Sequence[np.ndarray]) -> Dict[str, float]:
+    """:func:`detection_agreement` of the int8 model with the fp32 model on ``images``, logged."""
+    fp32, int8 = _detector(fp32_path), _detector(quantized_path)
+    report = detection_agreement([fp32(image) for image in images], [int8(image) for image in images])
+    logger.info(f"int8 against fp32 on {len(images)} calibration images: {report['found_again']} of "
+                f"{report['reference_confident']} fp32 detections scoring >= {COMPARED_SCORE} found again at IoU >= "
+                f"{MATCHING_IOU} (their scores moved by at most {report['largest_score_change']:.3f}); "
+                f"{report['other_detections']} int8 detections against {report['reference_detections']} fp32")
     return report
+
+
+def _detector(path: str):
+    """(3, H, W) float32 image -> (boxes, scores) of a one-image or batched ONNX export."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    return lambda image: tuple(session.run(None, _feeds(names, image)))[:2]
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -105,7 +105,7 @@ class Candidate:
 
         check_exportable(self.cfg)
         self.model.eval()
-        export_onnx(self.model, self.inputs[0]["image"], path, deployment_metadata(self.cfg))
+        export_onnx(self.model, (self.inputs[0]["image"],), path, deployment_metadata(self.cfg))
         # No spinning: idle sessions' threads would take the cores from the one being timed.
         self.onnx = ONNXFaceDetector(path, num_threads=torch.get_num_threads(), spin_wait=False)
 

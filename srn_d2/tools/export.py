@@ -4,9 +4,14 @@
         --format onnx --output export/ MODEL.WEIGHTS srn_r50_released.pth
 
 Writes ``model.onnx`` or ``model.ts`` to ``--output``, verified against the
-PyTorch model on two image sizes (``srn_d2.deploy.export``). With ``--quantize int8
---calibration-dataset NAME`` also ``model_int8.onnx``, and prints how its detections
-compare with fp32's on the calibration images (``srn_d2.deploy.quantize``).
+PyTorch model on two image sizes (``srn_d2.deploy.export``). ``--batch`` writes
+``model_batched.onnx`` / ``.ts`` instead: a batch of images of any sizes in one
+call (``srn_d2.deploy.batched``). With ``--quantize int8 --calibration-dataset
+NAME`` also ``model_int8.onnx`` (``model_batched_int8.onnx``), and prints how its
+detections compare with fp32's on the calibration images (``srn_d2.deploy.quantize``).
+
+    python -m srn_d2.tools.export --config-file configs/SRN_mini.yaml --batch \
+        --quantize int8 --calibration-dataset mini_faces_train MODEL.WEIGHTS model_final.pth
 """
 import argparse
 import logging
@@ -27,6 +32,8 @@ def _export(argv) -> int:
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--format", choices=FORMATS, default="onnx")
     parser.add_argument("--output", default="export", help="folder for model.onnx / model.ts")
+    parser.add_argument("--batch", action="store_true",
+                        help="export the batched graph (model_batched.*): dynamic batch, height and width")
     parser.add_argument("--quantize", choices=("none", "int8"), default="none",
                         help="int8: also write model_int8.onnx (onnxruntime static quantization of the convolutions)")
     parser.add_argument("--calibration-dataset", metavar="NAME",
@@ -46,11 +53,14 @@ def _export(argv) -> int:
         require(bool(args.calibration_dataset), "--calibration-dataset", args.calibration_dataset,
                 "--quantize int8 needs calibration images: name a registered dataset (e.g. mini_faces_train)")
     cfg = setup_cfg(args.config_file, args.opts)
-    path = export(cfg, args.format, args.output, args.allow_random_weights)
     if args.quantize == "int8":
         from ..deploy.quantize import calibration_images, quantize_int8
 
-        quantize_int8(path, calibration_images(cfg, args.calibration_dataset, args.calibration_images))
+        # Read before anything is written: a dataset that cannot calibrate leaves no file behind.
+        images = calibration_images(cfg, args.calibration_dataset, args.calibration_images)
+    path = export(cfg, args.format, args.output, args.allow_random_weights, args.batch)
+    if args.quantize == "int8":
+        quantize_int8(path, images)
     return 0
 
 

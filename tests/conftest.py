@@ -1,0 +1,22 @@
+"""Fixtures several test files share."""
+import pytest
+from detectron2.checkpoint import DetectionCheckpointer
+
+from srn_testing import build_tiny_srn, tiny_srn_cfg, train_tiny_srn
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A tiny SRN config file and its checkpoint (random weights: no detection passes the threshold)."""
+    root = tmp_path_factory.mktemp("tiny")
+    cfg = tiny_srn_cfg()
+    (root / "tiny.yaml").write_text(cfg.dump())
+    DetectionCheckpointer(build_tiny_srn(cfg), save_dir=str(root)).save("tiny")
+    return str(root / "tiny.yaml"), str(root / "tiny.pth")
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory):
+    """(config of the tiny SRN trained on mini_faces, the datasets folder holding mini_faces)."""
+    datasets = tmp_path_factory.mktemp("trained_tiny_datasets")
+    return train_tiny_srn(tmp_path_factory.mktemp("trained_tiny"), datasets), datasets
