@@ -90,7 +90,8 @@ def _rows(label, model, paths, authors, height, width, batch, threads):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", type=int, default=[640, 1024], help="square sizes for SRN R-50")
+    parser.add_argument("--sizes", nargs="*", type=int, default=[640, 1024],
+                        help="square sizes for SRN R-50 (none: the real-time SRN alone)")
     parser.add_argument("--realtime-size", type=parse_size, default=(480, 640), help="WxH for the real-time SRN")
     parser.add_argument("--batch", type=int, default=8, help="images per call of the batched exports")
     parser.add_argument("--iters", type=int, default=5, help="timed runs per row (median reported)")
@@ -101,7 +102,7 @@ def main(argv=None):
     threads = torch.get_num_threads()
     authors = ReleasedSRN().eval()
     with tempfile.TemporaryDirectory() as folder:
-        r50, r50_paths = _exports("SRN_R_50_official.yaml", folder)
+        r50, r50_paths = _exports("SRN_R_50_official.yaml", folder) if args.sizes else (None, {})
         _, realtime_paths = _exports("SRN_MobileNetV3_widerface.yaml", folder)
         print(f"CPU, {threads} threads, onnxruntime {onnxruntime.__version__}, median of {args.iters} runs taken in "
               "turns; ms per image, (ratio to the authors' network at the same size)")

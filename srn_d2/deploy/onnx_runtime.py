@@ -103,11 +103,8 @@ class ONNXFaceDetector:
             for one image: boxes (N, 4) float32 x1, y1, x2, y2 in the image's pixels,
             clipped to it, and scores (N,) float32, best first; for a list, a list of those.
         """
-        if isinstance(images, np.ndarray):
-            return self([images])[0]
         if not isinstance(images, (list, tuple)):
-            raise ValueError(f"ONNXFaceDetector takes an (H, W, 3) uint8 image or a list of them, "
-                             f"not {type(images).__name__}")
+            return self([check_bgr_image(images)])[0]
         for index, bgr in enumerate(images):
             try:
                 check_bgr_image(bgr)
