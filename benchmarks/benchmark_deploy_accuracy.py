@@ -23,7 +23,6 @@ import os
 import tempfile
 
 import cv2
-import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from tabulate import tabulate
 
@@ -31,6 +30,7 @@ from srn_d2.deploy.export import export
 from srn_d2.deploy.onnx_runtime import ONNXFaceDetector
 from srn_d2.deploy.quantize import calibration_images, detection_agreement, quantize_int8
 from srn_d2.engine import setup_cfg
+from srn_d2.evaluation.face_evaluator import boxes_to_xywhs
 from srn_d2.evaluation.widerface_gt import widerface_gt_from_dicts
 from srn_d2.evaluation.widerface_protocol import WiderFaceMatches, widerface_metrics
 
@@ -38,12 +38,8 @@ METRICS = (("AP_easy", "AP easy"), ("AP_medium", "AP medium"), ("AP_hard", "AP h
            ("AP_hard_IoU70", "hard IoU.7"))
 
 
-def _xywhs(boxes, scores):
-    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2], scores[:, None]], axis=1).astype(np.float64)
-
-
 def _scores(detections, records, gt):
-    predictions = {str(r["image_id"]): _xywhs(*d) for r, d in zip(records, detections)}
+    predictions = {str(r["image_id"]): boxes_to_xywhs(*d) for r, d in zip(records, detections)}
     metrics, _ = widerface_metrics(WiderFaceMatches(predictions, gt))
     return metrics
 

@@ -127,6 +127,7 @@ def train_tiny_srn(folder, datasets_root, steps=150, seed=0):
     detector, but one with a trained network's activations and confident detections: what the
     int8 and batched exports are compared on."""
     import random
+    from unittest import mock
 
     import numpy as np
     from detectron2.checkpoint import DetectionCheckpointer
@@ -135,9 +136,7 @@ def train_tiny_srn(folder, datasets_root, steps=150, seed=0):
 
     from srn_d2.data.dataset_mapper import SRNDatasetMapper
 
-    previous = os.environ.get("SRN_DATASETS")
-    os.environ["SRN_DATASETS"] = str(datasets_root)
-    try:
+    with mock.patch.dict(os.environ, {"SRN_DATASETS": str(datasets_root)}):
         cfg = tiny_srn_cfg()
         cfg.INPUT.SQUARE_SIZE_TRAIN = 128
         random.seed(seed)
@@ -152,11 +151,6 @@ def train_tiny_srn(folder, datasets_root, steps=150, seed=0):
                 optimizer.zero_grad()
                 sum(losses.values()).backward()
                 optimizer.step()
-    finally:
-        if previous is None:
-            del os.environ["SRN_DATASETS"]
-        else:
-            os.environ["SRN_DATASETS"] = previous
     DetectionCheckpointer(model.eval(), save_dir=str(folder)).save("trained_tiny")
     cfg.MODEL.WEIGHTS = os.path.join(str(folder), "trained_tiny.pth")
     return cfg

@@ -69,9 +69,9 @@ def check_exportable(cfg, batched: bool = False) -> None:
     """ValueError naming the key that keeps ``cfg`` from being exported."""
     require(cfg.MODEL.META_ARCHITECTURE in EXPORTABLE, "MODEL.META_ARCHITECTURE", cfg.MODEL.META_ARCHITECTURE,
             f"the export takes {EXPORTABLE} models")
-    require(not batched or cfg.MODEL.META_ARCHITECTURE == "SRN", "MODEL.META_ARCHITECTURE",
-            cfg.MODEL.META_ARCHITECTURE, "the batched export (--batch) takes SRN models")
     if batched:
+        require(cfg.MODEL.META_ARCHITECTURE == "SRN", "MODEL.META_ARCHITECTURE", cfg.MODEL.META_ARCHITECTURE,
+                "the batched export (--batch) takes SRN models")
         require(cfg.MODEL.SRN.NUM_CLASSES == 1, "MODEL.SRN.NUM_CLASSES", cfg.MODEL.SRN.NUM_CLASSES,
                 "the batched export caps each image's detections in NMS order, the score order of one class")
     require(not cfg.TEST.AUG.ENABLED, "TEST.AUG.ENABLED", True,
@@ -154,8 +154,10 @@ def export_torchscript(model, sample: Tuple[torch.Tensor, ...], path: str, metad
         torch.jit.save(scripted, f, _extra_files={"srn_d2.json": json.dumps(metadata)})
 
 
-def _session_or_module(path: str, export_format: str) -> Callable[..., Tuple[np.ndarray, ...]]:
-    """The exported file as a function of numpy inputs, in the graph's order, to numpy outputs."""
+def exported_runner(path: str, export_format: str) -> Callable[..., Tuple[np.ndarray, ...]]:
+    """The exported file as a function of numpy inputs, in the graph's order, to numpy outputs:
+    a (3, H, W) float32 image -> (boxes, scores, classes), or, batched, (images, image_sizes)
+    -> (boxes, scores, classes, batch_index)."""
     if export_format == "onnx":
         import onnxruntime
 
@@ -171,15 +173,10 @@ def _session_or_module(path: str, export_format: str) -> Callable[..., Tuple[np.
     return run
 
 
-def exported_runner(path: str, export_format: str) -> Callable[[np.ndarray], Tuple[np.ndarray, ...]]:
-    """(3, H, W) float32 image -> (boxes, scores, classes) numpy arrays, from the exported file."""
-    return _session_or_module(path, export_format)
-
-
 def batched_runner(path: str, export_format: str) -> Callable[[List[np.ndarray]], List[Tuple[np.ndarray, ...]]]:
     """(3, H_i, W_i) float32 images -> each one's (boxes, scores, classes), from one call of the
     batched export on the images padded together."""
-    run = _session_or_module(path, export_format)
+    run = exported_runner(path, export_format)
 
     def run_batch(images):
         boxes, scores, classes, batch_index = run(*pad_images(images))
@@ -204,10 +201,11 @@ def verify_batched(model, run_batch, images: Tuple[torch.Tensor, ...]) -> Dict[s
     """Compare the batched export with PyTorch on ``images`` padded into one batch, the first
     of them the largest: every image against :class:`BatchedSRN` in PyTorch, and the first,
     which no padding changes, against the one-image model. ExportError on any difference."""
-    batch, sizes = pad_images([image.cpu().numpy() for image in images])
+    arrays = [image.cpu().numpy() for image in images]
+    batch, sizes = pad_images(arrays)
     require(tuple(sizes[0]) == batch.shape[2:], "verify_batched", sizes.tolist(),
             "the first image must be the largest, the one left unpadded")
-    got = run_batch([image.cpu().numpy() for image in images])
+    got = run_batch(arrays)
     with torch.no_grad():
         boxes, scores, classes, batch_index = (
             t.cpu().numpy() for t in BatchedSRN(model).eval()(torch.from_numpy(batch).to(model.device),

@@ -17,7 +17,7 @@ exported config says about its input (channel order, test-time resize), so
 the detections are those of the PyTorch model given the same image.
 """
 import os
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import onnxruntime
@@ -114,7 +114,7 @@ class ONNXFaceDetector:
         results: List[Optional[Detections]] = [None] * len(images)
         for group in self._calls(prepared, pad):
             chw = [prepared[i][0] for i in group]
-            for i, (boxes, scores) in zip(group, self._run(chw)):
+            for i, (boxes, scores) in zip(group, self.run_graph(chw)):
                 results[i] = self._to_original(boxes, prepared[i][0].shape[1:], prepared[i][1]), scores
         return results
 
@@ -136,13 +136,13 @@ class ONNXFaceDetector:
             by_size.setdefault(chw.shape, []).append(i)
         return list(by_size.values())
 
-    def _run(self, images: List[np.ndarray]) -> List[Detections]:
-        """(3, h, w) float32 images -> their (boxes, scores) in the graph's pixels."""
+    def run_graph(self, images: List[np.ndarray]) -> List[Detections]:
+        """(3, h, w) float32 images as the graph takes them (resized, in its channel order; one
+        for a one-image model) -> their (boxes, scores) in those pixels, from one session call."""
+        outputs = self.session.run(None, graph_inputs(images, self.batched))
         if not self.batched:
-            boxes, scores, _ = self.session.run(None, {"image": images[0]})
-            return [(boxes, scores)]
-        batch, sizes = pad_images(images)
-        boxes, scores, _, batch_index = self.session.run(None, {"images": batch, "image_sizes": sizes})
+            return [tuple(outputs[:2])]
+        boxes, scores, _, batch_index = outputs
         return [(boxes[batch_index == i], scores[batch_index == i]) for i in range(len(images))]
 
     def _resize(self, image: np.ndarray) -> np.ndarray:
@@ -166,6 +166,15 @@ class ONNXFaceDetector:
         scale = np.array([original[1] / resized[1], original[0] / resized[0]] * 2, dtype=np.float32)
         boxes = boxes * scale
         return np.clip(boxes, 0, np.array([original[1], original[0]] * 2, dtype=np.float32))
+
+
+def graph_inputs(images: Sequence[np.ndarray], batched: bool) -> Dict[str, np.ndarray]:
+    """(3, h_i, w_i) float32 images as the inputs of an exported graph: the one image of a
+    one-image export, or all of them padded for a batched one."""
+    if not batched:
+        (image,) = images
+        return {SINGLE_INTERFACE[0][0][0]: image}
+    return {name: value for (name, _), value in zip(BATCHED_INTERFACE[0], pad_images(images))}
 
 
 def pad_images(images: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:

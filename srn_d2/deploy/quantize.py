@@ -1,7 +1,7 @@
 """int8 SRN: onnxruntime's static quantization of an exported model, calibrated on a
 registered dataset's images through the model's own preprocessing.
 
-Only the convolutions are quantized (QDQ, int8 weights per output channel,
+By default only the convolutions are quantized (QDQ, int8 weights per output channel,
 uint8 activations; onnxruntime then runs them with the CPU's int8 dot products,
 AVX-512 VNNI where present). Everything after the head stays fp32: the sigmoid
 and the STC threshold, the refinement and decoding of boxes, the score filter,
@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import require
 from ..utils.file_io import atomic_write, atomic_write_path
-from .onnx_runtime import PRECISION, Detections, pad_images
+from .onnx_runtime import PRECISION, SINGLE_INTERFACE, Detections, ONNXFaceDetector, graph_inputs
 
 __all__ = ["PRECISION", "SCOPES", "calibration_images", "compare_precisions", "detection_agreement", "int8_path",
            "quantize_int8"]
@@ -62,23 +62,16 @@ def int8_path(fp32_path: str) -> str:
     return f"{stem}_int8{extension}"
 
 
-def _feeds(input_names: Sequence[str], image: np.ndarray) -> Dict[str, np.ndarray]:
-    """One (3, H, W) image as the inputs of a one-image or a batched export."""
-    if tuple(input_names) == ("image",):
-        return {"image": image}
-    return dict(zip(input_names, pad_images([image])))
-
-
 class _Images:
-    """onnxruntime's CalibrationDataReader over a list of images."""
+    """onnxruntime's CalibrationDataReader over a list of images, one per call of the graph."""
 
-    def __init__(self, images: Sequence[np.ndarray], input_names: Sequence[str]):
+    def __init__(self, images: Sequence[np.ndarray], batched: bool):
         self._images = iter(images)
-        self._input_names = input_names
+        self._batched = batched
 
     def get_next(self):
         image = next(self._images, None)
-        return None if image is None else _feeds(self._input_names, image)
+        return None if image is None else graph_inputs([image], self._batched)
 
 
 def quantize_int8(fp32_path: str, images: Sequence[np.ndarray], scope: str = "conv",
@@ -98,7 +91,8 @@ def quantize_int8(fp32_path: str, images: Sequence[np.ndarray], scope: str = "co
     require(scope in SCOPES, "scope", scope, f"must be one of {SCOPES}")
     fp32_graph = onnx.load(fp32_path).graph
     input_names = [i.name for i in fp32_graph.input]
-    reader = type("Images", (_Images, CalibrationDataReader), {})(images, input_names)
+    batched = tuple(input_names) != tuple(name for name, _ in SINGLE_INTERFACE[0])
+    reader = type("Images", (_Images, CalibrationDataReader), {})(images, batched)
     target = output_path or int8_path(fp32_path)
     with atomic_write_path(target) as temporary, tempfile.TemporaryDirectory(prefix="srn_d2-int8-") as folder:
         # The ranges are measured on the network alone, the subgraph from the image to the
@@ -108,16 +102,18 @@ def quantize_int8(fp32_path: str, images: Sequence[np.ndarray], scope: str = "co
         convolutions = [node.output[0] for node in fp32_graph.node if node.op_type == "Conv"]
         onnx.utils.extract_model(fp32_path, network, input_names=input_names, output_names=convolutions)
         nodes = _nodes_to_quantize(network, scope)
-        onnx.utils.extract_model(fp32_path, network, input_names=input_names,
-                                 output_names=[node.output[0] for node in nodes])
+        calibrated = [node.output[0] for node in nodes]
+        if calibrated != convolutions:  # "network": calibrate every tensor it quantizes
+            onnx.utils.extract_model(fp32_path, network, input_names=input_names, output_names=calibrated)
         options = dict(quant_format=QuantFormat.QDQ, op_types_to_quantize=sorted({n.op_type for n in nodes}),
                        nodes_to_quantize=[n.name for n in nodes], per_channel=True,
                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         ranges = os.path.join(folder, "ranges.json")
         quantize_static(network, os.path.join(folder, "network_int8.onnx"), reader, calibration_cache_path=ranges,
                         **options)
-        quantize_static(fp32_path, temporary, None, calibration_cache_path=ranges, **options)
-        graph = onnx.load(temporary)
+        quantized = os.path.join(folder, "model_int8.onnx")
+        quantize_static(fp32_path, quantized, None, calibration_cache_path=ranges, **options)
+        graph = onnx.load(quantized)
         _set_metadata(graph, PRECISION, "int8")
         with atomic_write(temporary, "wb") as f:
             f.write(graph.SerializeToString())
@@ -176,22 +172,14 @@ def detection_agreement(reference: Sequence[Detections], other: Sequence[Detecti
 
 def compare_precisions(fp32_path: str, quantized_path: str, images: Sequence[np.ndarray]) -> Dict[str, float]:
     """:func:`detection_agreement` of the int8 model with the fp32 model on ``images``, logged."""
-    fp32, int8 = _detector(fp32_path), _detector(quantized_path)
-    report = detection_agreement([fp32(image) for image in images], [int8(image) for image in images])
+    fp32, int8 = ONNXFaceDetector(fp32_path), ONNXFaceDetector(quantized_path)
+    report = detection_agreement([fp32.run_graph([image])[0] for image in images],
+                                 [int8.run_graph([image])[0] for image in images])
     logger.info(f"int8 against fp32 on {len(images)} calibration images: {report['found_again']} of "
                 f"{report['reference_confident']} fp32 detections scoring >= {COMPARED_SCORE} found again at IoU >= "
                 f"{MATCHING_IOU} (their scores moved by at most {report['largest_score_change']:.3f}); "
                 f"{report['other_detections']} int8 detections against {report['reference_detections']} fp32")
     return report
-
-
-def _detector(path: str):
-    """(3, H, W) float32 image -> (boxes, scores) of a one-image or batched ONNX export."""
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
-    return lambda image: tuple(session.run(None, _feeds(names, image)))[:2]
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -7,13 +7,18 @@ import numpy as np
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
-__all__ = ["FaceDetectionEvaluator", "instances_to_xywhs"]
+__all__ = ["FaceDetectionEvaluator", "boxes_to_xywhs", "instances_to_xywhs"]
 
 
 def instances_to_xywhs(instances) -> np.ndarray:
     """(n, 5) float64 ``x, y, w, h, score`` of Detectron2 Instances (XYXY pred_boxes)."""
-    boxes = instances.pred_boxes.tensor.detach().cpu().double().numpy().reshape(-1, 4)
-    scores = instances.scores.detach().cpu().double().numpy().reshape(-1, 1)
+    return boxes_to_xywhs(instances.pred_boxes.tensor.detach().cpu().numpy(), instances.scores.detach().cpu().numpy())
+
+
+def boxes_to_xywhs(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """(n, 4) x1 y1 x2 y2 boxes and (n,) scores -> (n, 5) float64 ``x, y, w, h, score``."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1, 1)
     return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2], scores], axis=1)
 
 
