@@ -188,7 +188,7 @@ def test_study_trains_every_model_on_one_budget_and_reports_mean_and_spread(tmp_
 
     curves = cv2.imread(str(out / "pr_curves.png"))
     assert curves is not None and curves.shape[1] > curves.shape[0]
-    image_root, gt_file = mini_faces_split_paths(str(tmp_path / "datasets" / "mini_faces"), "val")
+    image_root, gt_file, _ = mini_faces_split_paths(str(tmp_path / "datasets" / "mini_faces"), "val")
     record = record_with_most_faces(load_wider_face(gt_file, image_root))
     detections = cv2.imread(str(out / "detections.jpg"))
     assert detections.shape[1] == 2 * 2 * record["width"]

@@ -27,7 +27,7 @@ def data_mini_faces_root(tmp_path_factory):
 
 
 def load_split(root, split):
-    image_root, gt_file = mini_faces_split_paths(os.path.join(str(root), "mini_faces"), split)
+    image_root, gt_file, _ = mini_faces_split_paths(os.path.join(str(root), "mini_faces"), split)
     return load_wider_face(gt_file, image_root)
 
 

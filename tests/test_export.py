@@ -167,7 +167,7 @@ def test_a_padded_batch_keeps_each_image_to_itself(official):
 def _val_images(datasets, count):
     from srn_d2.data.mini_faces import mini_faces_split_paths
 
-    image_root, _ = mini_faces_split_paths(os.path.join(str(datasets), "mini_faces"), "val")
+    image_root = mini_faces_split_paths(os.path.join(str(datasets), "mini_faces"), "val")[0]
     files = sorted(os.path.join(folder, name) for folder, _, names in os.walk(image_root) for name in names)
     return [cv2.imread(f) for f in files[:count]]
 

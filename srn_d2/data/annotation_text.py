@@ -59,11 +59,11 @@ def read_counted_records(
         # A count that is too large swallows the next image's path as a record;
         # that earlier line is the one to report.
         record_text, record_lines = _record_lines(lines, counts, starts)
-        _raise_first_bad_record(path, record_text, record_lines, num_fields)
+        raise_first_bad_record(path, record_text, record_lines, num_fields)
         raise
 
     record_text, record_lines = _record_lines(lines, counts, starts)
-    records = _parse_records(path, record_text, record_lines, num_fields)
+    records = parse_records(path, record_text, record_lines, num_fields)
     name_lines = [start - 1 for start in starts]
     require_unique_images(names, [f"{path}:{line}" for line in name_lines])
     return CountedRecords(names, name_lines, np.asarray(counts, dtype=np.int64), records, record_lines)
@@ -156,7 +156,9 @@ def _parse_count(path: str, line_number: int, text: str) -> int:
     raise ValueError(f"{path}:{line_number}: expected an integer record count, got {token!r}")
 
 
-def _parse_records(path, record_text, record_lines, num_fields) -> np.ndarray:
+def parse_records(path, record_text, record_lines, num_fields) -> np.ndarray:
+    """(len(record_text), num_fields) float64 array of the record lines, parsed in one block;
+    ValueError naming ``path`` and the 1-based line of the first malformed or non-finite record."""
     if not record_text:
         return np.zeros((0, num_fields), dtype=np.float64)
     try:
@@ -165,7 +167,7 @@ def _parse_records(path, record_text, record_lines, num_fields) -> np.ndarray:
     except ValueError:
         records = None
     if records is None or records.shape != (len(record_text), num_fields):
-        _raise_first_bad_record(path, record_text, record_lines, num_fields)
+        raise_first_bad_record(path, record_text, record_lines, num_fields)
         raise ValueError(f"{path}: could not parse the records")
     finite = np.isfinite(records).all(axis=1)
     if not finite.all():
@@ -176,7 +178,7 @@ def _parse_records(path, record_text, record_lines, num_fields) -> np.ndarray:
     return records
 
 
-def _raise_first_bad_record(path, record_text, record_lines, num_fields):
+def raise_first_bad_record(path, record_text, record_lines, num_fields):
     """Raise ValueError for the first malformed record line, if any.
 
     Only reached on malformed input, where a per-line scan is affordable.

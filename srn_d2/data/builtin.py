@@ -12,6 +12,7 @@ Expected layout under the root (see datasets/README.md)::
     widerface/wider_face_split/wider_face_{train,val}_bbx_gt.txt
     widerface/wider_face_split/wider_face_test_filelist.txt
     widerface/eval_tools/ground_truth/*.mat            (official val evaluation)
+    widerface/retinaface_gt_v1.1/train/label.txt       (RetinaFace's five landmarks, widerface_train_landmarks)
     fddb/FDDB-folds/FDDB-fold-NN-ellipseList.txt
     fddb/originalPics/<path>.jpg
     afw/new_annotations_AFW.mat, afw/images/<name>.jpg  (the cleaned AFW ground truth)
@@ -28,6 +29,7 @@ from .face_benchmarks import load_face_benchmark
 from .fddb import NUM_FOLDS, fold_file_name, load_fddb
 from .mini_faces import MINI_FACES_DIR, SPLIT_SIZES, ensure_mini_faces, mini_faces_split_paths
 from .datasets_root import datasets_root
+from .retinaface_labels import attach_landmarks, landmark_metadata, load_retinaface_labels
 from .wider_face import DIFFICULTY_BY_SIZE, load_wider_face, load_wider_face_test_list
 
 WIDER_FACE_DIR = "widerface"
@@ -80,6 +82,28 @@ def register_all_wider_face() -> None:
         MetadataCatalog.get(name).set(**metadata)
 
 
+# RetinaFace's landmark annotations of WIDER FACE train; the val landmarks were never published.
+WIDER_FACE_LANDMARKS = ("widerface_train_landmarks", "WIDER_train/images", "retinaface_gt_v1.1/train/label.txt")
+
+
+def register_wider_face_landmarks() -> None:
+    name, image_dir, label_file = WIDER_FACE_LANDMARKS
+
+    def load():
+        return load_retinaface_labels(
+            _require_file(_under_root(WIDER_FACE_DIR, label_file), name), _under_root(WIDER_FACE_DIR, image_dir)
+        )
+
+    DatasetCatalog.register(name, load)
+    MetadataCatalog.get(name).set(
+        thing_classes=_FACE_CLASSES,
+        evaluator_type="widerface",
+        image_root=os.path.join(WIDER_FACE_DIR, image_dir),
+        gt_file=os.path.join(WIDER_FACE_DIR, label_file),
+        **landmark_metadata(),
+    )
+
+
 def register_all_fddb() -> None:
     folds = {f"fddb_fold_{fold}": [fold] for fold in range(1, NUM_FOLDS + 1)}
     folds["fddb"] = list(range(1, NUM_FOLDS + 1))
@@ -126,21 +150,24 @@ def register_all_mini_faces() -> None:
         name = f"mini_faces_{split}"
 
         def load_split(split=split):
-            image_root, gt_file = mini_faces_split_paths(ensure_mini_faces(datasets_root()), split)
-            return load_wider_face(gt_file, image_root)
+            image_root, gt_file, label_file = mini_faces_split_paths(ensure_mini_faces(datasets_root()), split)
+            return attach_landmarks(load_wider_face(gt_file, image_root), label_file, image_root)
 
         DatasetCatalog.register(name, load_split)
-        image_root, gt_file = mini_faces_split_paths(MINI_FACES_DIR, split)
+        image_root, gt_file, label_file = mini_faces_split_paths(MINI_FACES_DIR, split)
         MetadataCatalog.get(name).set(
             thing_classes=_FACE_CLASSES,
             evaluator_type="widerface",
             image_root=image_root,
             gt_file=gt_file,
+            landmark_file=label_file,
             difficulty_by_size=DIFFICULTY_BY_SIZE,
+            **landmark_metadata(),
         )
 
 
 register_all_wider_face()
+register_wider_face_landmarks()
 register_all_fddb()
 register_all_face_benchmarks()
 register_all_mini_faces()

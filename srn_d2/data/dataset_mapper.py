@@ -9,7 +9,7 @@ from detectron2.config import configurable
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
-from detectron2.structures import Boxes, BoxMode, Instances
+from detectron2.structures import Boxes, BoxMode, Instances, Keypoints
 from detectron2.utils.logger import log_every_n_seconds
 
 from .augmentation import build_srn_test_augmentation, build_srn_train_augmentation
@@ -30,7 +30,13 @@ class SRNDatasetMapper(DatasetMapper):
     faces are ignored. A face whose center leaves the crop is dropped, as is one
     left with a side under ``MIN_BOX_SIDE`` px; both are counted in
     ``num_dropped_boxes`` and ``num_degenerate_boxes`` (per data-loader worker).
-    Only boxes are mapped: faces carry no masks or keypoints.
+
+    With ``use_keypoint`` (``MODEL.KEYPOINT_ON``, as in Detectron2's mapper) each
+    face's five landmarks follow it as ``gt_keypoints``: moved by every
+    geometric step, left and right swapped by a flip, and dropped with their
+    face. A kept face's points that leave the crop keep their coordinates and
+    visibility, unlike Detectron2's keypoints: the face's box decides, and the
+    landmark loss of a face partly outside the image still has its points.
     """
 
     @configurable
@@ -95,7 +101,25 @@ class SRNDatasetMapper(DatasetMapper):
         instances = Instances(image_shape)
         instances.gt_boxes = Boxes(torch.as_tensor(boxes[keep], dtype=torch.float32))
         instances.gt_classes = torch.as_tensor(classes[keep], dtype=torch.int64)
+        if self.use_keypoint:
+            keypoints = self._transform_keypoints(faces, transforms, file_name)
+            instances.gt_keypoints = Keypoints(torch.as_tensor(keypoints[keep], dtype=torch.float32))
         return instances
+
+    def _transform_keypoints(self, faces: List[Dict], transforms, file_name: str) -> np.ndarray:
+        """(N, K, 3) keypoints of ``faces`` after ``transforms``; unannotated points stay (0, 0, 0)."""
+        if any("keypoints" not in face for face in faces):
+            raise ValueError(
+                f"{file_name}: a face has no 'keypoints' while MODEL.KEYPOINT_ON is set; train on a dataset "
+                "with landmarks (datasets/README.md) or turn it off"
+            )
+        num_keypoints = len(self.keypoint_hflip_indices)
+        keypoints = np.array([face["keypoints"] for face in faces], dtype=np.float64).reshape(-1, num_keypoints, 3)
+        keypoints[..., :2] = transforms.apply_coords(keypoints[..., :2].reshape(-1, 2)).reshape(-1, num_keypoints, 2)
+        if sum(isinstance(t, T.HFlipTransform) for t in transforms.transforms) % 2:
+            keypoints = keypoints[:, self.keypoint_hflip_indices]
+        keypoints[keypoints[..., 2] == 0] = 0
+        return keypoints
 
     def _count_drops(self, file_name: str, num_outside: int, num_degenerate: int) -> None:
         if num_outside or num_degenerate:

@@ -5,10 +5,18 @@ downloaded. Every image comes from ``np.random.default_rng((SEED, split, index))
 and is written with a fixed JPEG quality, so every generation gives the same bytes.
 
 Layout written under ``<root>/mini_faces/`` (the same as WIDER FACE, so the
-WIDER parser loads it)::
+WIDER parser loads it, with RetinaFace's landmark file beside it)::
 
     WIDER_{train,val}/images/<event>/<image>.jpg
     wider_face_split/wider_face_{train,val}_bbx_gt.txt
+    retinaface_gt/{train,val}/label.txt
+
+Every face has five landmarks (:data:`srn_d2.data.retinaface_labels.LANDMARK_NAMES`),
+exact because they are where the face's parts were drawn: the eye centres, the
+mouth's corners (the ends of its ellipse or arc), and the nose, which is not
+drawn, halfway between the eyes' line and the mouth on the face's vertical
+axis, flagged as occluded. They are in the boxes' frame: OpenCV's, where a
+pixel's centre has integer coordinates.
 """
 
 import logging
@@ -23,6 +31,8 @@ from typing import Tuple
 import cv2
 import numpy as np
 
+from .retinaface_labels import NUM_LANDMARKS
+
 logger = logging.getLogger(__name__)
 
 MINI_FACES_DIR = "mini_faces"
@@ -36,7 +46,7 @@ JPEG_QUALITY = 90
 # Written last, inside the temporary folder: a mini_faces folder without it is incomplete.
 # Its text names what was generated, so a folder from other settings is generated again.
 COMPLETE_MARKER = "GENERATED"
-MARKER_TEXT = f"mini_faces, seed {SEED}, splits {SPLIT_SIZES}\n"
+MARKER_TEXT = f"mini_faces, seed {SEED}, splits {SPLIT_SIZES}, five landmarks a face\n"
 
 _SPLIT_IDS = {"train": 0, "val": 1}
 _IMAGE_SIDE_RANGE = (256, 384)
@@ -76,6 +86,7 @@ class MiniFacesImage:
     image: np.ndarray  # (H, W, 3) uint8 BGR
     boxes: np.ndarray  # (K, 4) int64 XYWH, tight around each face ellipse
     blur: np.ndarray  # (K,) int64 WIDER blur attribute: 0 clear, 1 normal, 2 heavy
+    landmarks: np.ndarray  # (K, 5, 3) float64 x, y, flag as label.txt writes it: 0 visible, 1 occluded
 
 
 def image_relative_path(index: int) -> str:
@@ -109,21 +120,20 @@ def render_mini_faces_image(split: str, index: int) -> MiniFacesImage:
         if box is not None:
             occupied = np.vstack([occupied, box])
             _draw_distractor(image, rng, box)
-    for box in face_boxes:
-        _draw_face(image, rng, box)
+    landmarks = np.array([_draw_face(image, rng, box) for box in face_boxes]).reshape(-1, NUM_LANDMARKS, 3)
 
     image, blurred = _degrade(rng, image)
     boxes = np.array(face_boxes, dtype=np.int64).reshape(-1, 4)
     sizes = np.sqrt(boxes[:, 2] * boxes[:, 3])
     blur = np.minimum((sizes < 20).astype(np.int64) + (sizes < 10) + blurred, 2)
-    return MiniFacesImage(image_relative_path(index), image, boxes, blur)
+    return MiniFacesImage(image_relative_path(index), image, boxes, blur, landmarks)
 
 
 def generate_mini_faces(out_dir: str) -> None:
     """Write every split of mini_faces under ``out_dir`` (which should be empty)."""
     for split, num_images in SPLIT_SIZES.items():
         image_root = os.path.join(out_dir, f"WIDER_{split}", "images")
-        gt_entries = []
+        gt_entries, label_entries = [], []
         for index in range(num_images):
             rendered = render_mini_faces_image(split, index)
             file_name = os.path.join(image_root, rendered.relative_path)
@@ -131,10 +141,12 @@ def generate_mini_faces(out_dir: str) -> None:
             if not cv2.imwrite(file_name, rendered.image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
                 raise OSError(f"could not write {file_name}")
             gt_entries.append(_gt_entry(rendered))
-        split_dir = os.path.join(out_dir, "wider_face_split")
-        os.makedirs(split_dir, exist_ok=True)
-        with open(os.path.join(split_dir, f"wider_face_{split}_bbx_gt.txt"), "w") as f:
-            f.write("".join(gt_entries))
+            label_entries.append(_label_entry(rendered))
+        gt_file, label_file = mini_faces_split_paths(out_dir, split)[1:]
+        for path, entries in ((gt_file, gt_entries), (label_file, label_entries)):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write("".join(entries))
 
 
 def ensure_mini_faces(root: str) -> str:
@@ -231,6 +243,14 @@ def _gt_entry(rendered: MiniFacesImage) -> str:
     return f"{rendered.relative_path}\n{len(rendered.boxes)}\n{lines}"
 
 
+def _label_entry(rendered: MiniFacesImage) -> str:
+    """The image in RetinaFace's label.txt format; the last value (a blur score there) is 0."""
+    points = rendered.landmarks.reshape(-1, 3 * NUM_LANDMARKS)
+    table = np.concatenate([rendered.boxes, points, np.zeros((len(points), 1))], 1)
+    lines = "".join(" ".join(f"{v:.10g}" for v in row) + "\n" for row in table.tolist())
+    return f"# {rendered.relative_path}\n{lines}"
+
+
 def _face_sizes(rng: np.random.Generator, short_side: int) -> np.ndarray:
     """Face sizes, largest first so that big faces get room before the image fills up."""
     if rng.random() < _EMPTY_IMAGE_PROB:
@@ -321,8 +341,11 @@ def _draw_distractor(image, rng, box):
         cv2.rectangle(image, (x, y), (x + w - 1, y + h - 1), color, -1)
 
 
-def _draw_face(image, rng, box):
-    """Skin ellipse filling ``box`` exactly, with two eyes and a mouth inside it."""
+def _draw_face(image, rng, box) -> np.ndarray:
+    """Skin ellipse filling ``box`` exactly, with two eyes and a mouth inside it.
+
+    Returns the face's (5, 3) landmarks as label.txt writes them (module docstring).
+    """
     x, y, w, h = (int(v) for v in box)
     # With shift=1, (2x + w, 2y + h) is the box center and (w, h) its half-sides, exactly.
     cv2.ellipse(
@@ -350,8 +373,8 @@ def _draw_face(image, rng, box):
         fixed(max(w * rng.uniform(0.06, 0.09), 0.5)),
         fixed(max(h * rng.uniform(0.05, 0.08), 0.5)),
     )
-    for side in (-1, 1):
-        eye_center = (fixed(center_x + side * eye_dx), fixed(eye_y))
+    eye_centers = [(fixed(center_x + side * eye_dx), fixed(eye_y)) for side in (-1, 1)]
+    for eye_center in eye_centers:
         cv2.ellipse(
             image, eye_center, eye_axes, 0, 0, 360, eye_color, -1, cv2.LINE_AA, _FEATURE_SHIFT
         )
@@ -380,6 +403,17 @@ def _draw_face(image, rng, box):
             cv2.LINE_AA,
             _FEATURE_SHIFT,
         )
+    # The drawn positions, in fixed point: exact, not the unrounded values they came from.
+    (left_x, eyes_y), (right_x, _) = eye_centers
+    mouth_x, mouth_y = mouth_center
+    nose = (fixed(center_x), (eyes_y + mouth_y) / 2)
+    points = np.array(
+        [(left_x, eyes_y), (right_x, eyes_y), nose,
+         (mouth_x - mouth_axes[0], mouth_y), (mouth_x + mouth_axes[0], mouth_y)],
+        dtype=np.float64,
+    ) / scale
+    flags = np.array([0, 0, 1, 0, 0], dtype=np.float64)
+    return np.concatenate([points, flags[:, None]], 1)
 
 
 def _degrade(rng: np.random.Generator, image: np.ndarray) -> Tuple[np.ndarray, int]:
@@ -399,9 +433,10 @@ def _degrade(rng: np.random.Generator, image: np.ndarray) -> Tuple[np.ndarray, i
     return np.clip(np.rint(degraded), 0, 255).astype(np.uint8), blurred
 
 
-def mini_faces_split_paths(root_dir: str, split: str) -> Tuple[str, str]:
-    """(image_root, gt_file) of ``split`` inside a generated mini_faces folder."""
+def mini_faces_split_paths(root_dir: str, split: str) -> Tuple[str, str, str]:
+    """(image_root, gt_file, landmark label file) of ``split`` inside a generated mini_faces folder."""
     return (
         os.path.join(root_dir, f"WIDER_{split}", "images"),
         os.path.join(root_dir, "wider_face_split", f"wider_face_{split}_bbx_gt.txt"),
+        os.path.join(root_dir, "retinaface_gt", split, "label.txt"),
     )

@@ -77,12 +77,22 @@ def load_wider_face(gt_file: str, image_root: str, *, read_sizes: bool = True) -
     with gc_paused():
         annotations = _face_annotations(records[has_area])
 
+    places = [f"{gt_file}:{line}" for line in parsed.name_lines]
+    return image_records(parsed.names, places, faces_per_image, annotations, image_root, read_sizes)
+
+
+def image_records(names, places, faces_per_image, annotations, image_root: str, read_sizes: bool) -> List[Dict]:
+    """One dataset dict per image, in file order, each with its run of the file-ordered ``annotations``.
+
+    ``places`` name each image's line for the error of a path that is absolute
+    or leaves ``image_root``.
+    """
     dataset_dicts = []
     stop = 0
-    for name, line, num_faces in zip(parsed.names, parsed.name_lines, faces_per_image.tolist()):
-        check_relative_path(name, f"{gt_file}:{line}")
+    for name, place, num_faces in zip(names, places, faces_per_image.tolist()):
+        check_relative_path(name, place)
         start, stop = stop, stop + num_faces
-        record = _image_record(name, image_root, read_sizes)
+        record = image_record(name, image_root, read_sizes)
         record["annotations"] = annotations[start:stop]
         dataset_dicts.append(record)
     return dataset_dicts
@@ -95,7 +105,7 @@ def load_wider_face_test_list(file_list: str, image_root: str, *, read_sizes: bo
     if not listed:
         raise ValueError(f"{file_list}: lists no image (the file is empty or blank)")
     require_unique_images([name for name, _ in listed], [place for _, place in listed])
-    return [_image_record(check_relative_path(name, place), image_root, read_sizes) for name, place in listed]
+    return [image_record(check_relative_path(name, place), image_root, read_sizes) for name, place in listed]
 
 
 def register_wider_face_format(name: str, image_root: str, gt_file: str, **metadata) -> None:
@@ -138,7 +148,8 @@ def _face_annotations(records: np.ndarray) -> List[Dict]:
     ]
 
 
-def _image_record(relative_path: str, image_root: str, read_sizes: bool) -> Dict:
+def image_record(relative_path: str, image_root: str, read_sizes: bool) -> Dict:
+    """One image's dataset dict without annotations: file_name, image_id, and its size when readable."""
     file_name = os.path.join(image_root, relative_path)
     record = {"file_name": file_name, "image_id": image_id_from_path(relative_path)}
     size = read_image_size(file_name) if read_sizes else None
