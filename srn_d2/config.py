@@ -171,6 +171,20 @@ def _add_model_config(cfg):
     # whose boxes are inclusive pixel indices; False: (x2 - x1) * (y2 - y1), as Detectron2.
     _C.MODEL.SRN.NMS_AREA_PLUS_ONE = False
 
+    # Five facial landmarks per face (the image's left and right eye, nose, left and right
+    # mouth corner), predicted beside each step-2 box by one more predictor conv on the box
+    # tower (srn_d2/modeling/landmarks.py), as Detectron2 keypoints (pred_keypoints).
+    _C.MODEL.SRN.LANDMARKS = CN()
+    # Predict them. Training then needs datasets with keypoints (widerface_train_landmarks,
+    # mini_faces); the mapper moves them with their faces. A face without landmarks still
+    # trains its box and class.
+    _C.MODEL.SRN.LANDMARKS.ENABLED = False
+    # Weight of the landmark loss: smooth L1 (MODEL.SRN.SMOOTH_L1_LOSS_BETA) over the ten
+    # offsets of each step-2 positive whose face has landmarks, divided by the running count
+    # of those positives. 0.5 keeps RetinaFace's ratio of landmark to box loss per coordinate
+    # (its weights 1 over ten coordinates against 2 over four: 1 to 5).
+    _C.MODEL.SRN.LANDMARKS.LOSS_WEIGHT = 0.5
+
     # The narrow ResNet of the CPU-scale configs ("build_mini_resnet_backbone" as
     # MODEL.SRN.BOTTOM_UP, "build_mini_resnet_fpn_backbone" for RetinaNet).
     _C.MODEL.MINI_RESNET = CN()

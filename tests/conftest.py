@@ -20,3 +20,13 @@ def trained_tiny(tmp_path_factory):
     """(config of the tiny SRN trained on mini_faces, the datasets folder holding mini_faces)."""
     datasets = tmp_path_factory.mktemp("trained_tiny_datasets")
     return train_tiny_srn(tmp_path_factory.mktemp("trained_tiny"), datasets), datasets
+
+
+@pytest.fixture(scope="session")
+def mini_faces_root(tmp_path_factory):
+    """A datasets root holding a generated mini_faces, for tests that only read it."""
+    from srn_d2.data import ensure_mini_faces
+
+    root = tmp_path_factory.mktemp("mini_faces_root")
+    ensure_mini_faces(str(root))
+    return str(root)

@@ -15,7 +15,7 @@ from fvcore.transforms.transform import HFlipTransform
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from srn_d2.data import RandomPhotometricDistortion, SRNDatasetMapper, SquareCropTransform, ensure_mini_faces
+from srn_d2.data import RandomPhotometricDistortion, SRNDatasetMapper, SquareCropTransform
 from srn_d2.data.mini_faces import mini_faces_split_paths, render_mini_faces_image
 from srn_d2.data.retinaface_labels import LANDMARK_NAMES, attach_landmarks, load_retinaface_labels
 from srn_d2.data.wider_face import load_wider_face
@@ -175,7 +175,7 @@ def test_dropped_face_takes_its_landmarks_and_points_outside_stay(image_100x80):
 
 def test_keypoints_required_when_keypoint_on(image_100x80):
     without = {"bbox": LEFT_FACE, "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0}
-    with pytest.raises(ValueError, match="image.jpg: a face has no 'keypoints' while MODEL.KEYPOINT_ON"):
+    with pytest.raises(ValueError, match="image.jpg: a face has no .keypoints. while MODEL.SRN.LANDMARKS.ENABLED"):
         keypoint_mapper([])({"file_name": image_100x80,
                              "annotations": [landmark_face(LEFT_FACE, LEFT_POINTS), without]})
 
@@ -248,8 +248,8 @@ IMAGE_DIGESTS = {
 
 
 @pytest.fixture(scope="module")
-def mini_faces_dir(tmp_path_factory):
-    return ensure_mini_faces(str(tmp_path_factory.mktemp("datasets")))
+def mini_faces_dir(mini_faces_root):
+    return os.path.join(mini_faces_root, "mini_faces")
 
 
 def test_mini_faces_images_are_unchanged_by_the_landmarks(mini_faces_dir):

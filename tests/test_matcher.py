@@ -63,7 +63,7 @@ def test_model_labels_use_background_class_and_ignore():
     cfg.MODEL.SRN.ALLOW_LOW_QUALITY_MATCHES = False
     model = build_tiny_srn(cfg)
     gt = face_instances((64, 64), [FACE])
-    labels, boxes = model.label_anchors({"p2": _anchors().tensor[None]}, [gt], model.step2_matcher, {})
+    labels, boxes, _ = model.label_anchors({"p2": _anchors().tensor[None]}, [gt], model.step2_matcher, {})
     # class 0 = face, num_classes (1) = background, -1 = ignored
     assert labels["p2"][0].tolist() == [0, 0, 0, -1, 1, 1, 1, 1]
     torch.testing.assert_close(boxes["p2"][0, :3], torch.tensor([FACE] * 3))
@@ -71,7 +71,7 @@ def test_model_labels_use_background_class_and_ignore():
 
 def test_image_without_faces_is_all_background():
     model = build_tiny_srn()
-    labels, _ = model.label_anchors(
+    labels, _, _ = model.label_anchors(
         {"p2": _anchors().tensor[None]}, [face_instances((64, 64), [])], model.step1_matcher, {}
     )
     assert labels["p2"][0].tolist() == [1] * len(_anchors())

@@ -6,12 +6,13 @@ from typing import Dict, List, Tuple
 import numpy as np
 import torch
 from detectron2.config import configurable
-from detectron2.data import DatasetMapper
+from detectron2.data import DatasetMapper, MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes, BoxMode, Instances, Keypoints
 from detectron2.utils.logger import log_every_n_seconds
 
+from ..errors import require
 from .augmentation import build_srn_test_augmentation, build_srn_train_augmentation
 from .image_io import image_to_tensor, read_image
 
@@ -31,7 +32,8 @@ class SRNDatasetMapper(DatasetMapper):
     left with a side under ``MIN_BOX_SIDE`` px; both are counted in
     ``num_dropped_boxes`` and ``num_degenerate_boxes`` (per data-loader worker).
 
-    With ``use_keypoint`` (``MODEL.KEYPOINT_ON``, as in Detectron2's mapper) each
+    With ``use_keypoint`` (``MODEL.SRN.LANDMARKS.ENABLED``, or Detectron2's
+    ``MODEL.KEYPOINT_ON``) each
     face's five landmarks follow it as ``gt_keypoints``: moved by every
     geometric step, left and right swapped by a flip, and dropped with their
     face. A kept face's points that leave the crop keep their coordinates and
@@ -48,6 +50,13 @@ class SRNDatasetMapper(DatasetMapper):
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
         ret = super().from_config(cfg, is_train)
+        if is_train and cfg.MODEL.SRN.LANDMARKS.ENABLED and not cfg.MODEL.KEYPOINT_ON:
+            missing = [name for name in cfg.DATASETS.TRAIN if not MetadataCatalog.get(name).get("keypoint_names")]
+            require(not missing, "DATASETS.TRAIN", list(cfg.DATASETS.TRAIN),
+                    f"has no landmarks in {missing}, which MODEL.SRN.LANDMARKS.ENABLED trains "
+                    "(widerface_train_landmarks and mini_faces_* have them)")
+            ret["use_keypoint"] = True
+            ret["keypoint_hflip_indices"] = utils.create_keypoint_hflip_indices(cfg.DATASETS.TRAIN)
         if not is_train:
             ret["augmentations"] = build_srn_test_augmentation(cfg)
         elif cfg.INPUT.SRN_AUGMENTATION:
@@ -110,8 +119,8 @@ class SRNDatasetMapper(DatasetMapper):
         """(N, K, 3) keypoints of ``faces`` after ``transforms``; unannotated points stay (0, 0, 0)."""
         if any("keypoints" not in face for face in faces):
             raise ValueError(
-                f"{file_name}: a face has no 'keypoints' while MODEL.KEYPOINT_ON is set; train on a dataset "
-                "with landmarks (datasets/README.md) or turn it off"
+                f"{file_name}: a face has no 'keypoints' while MODEL.SRN.LANDMARKS.ENABLED (or MODEL.KEYPOINT_ON) "
+                "is set; train on a dataset with landmarks (datasets/README.md) or turn it off"
             )
         num_keypoints = len(self.keypoint_hflip_indices)
         keypoints = np.array([face["keypoints"] for face in faces], dtype=np.float64).reshape(-1, num_keypoints, 3)

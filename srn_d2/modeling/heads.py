@@ -5,7 +5,7 @@ separately (``classify`` and ``regress``) so that the first step computes
 only the tower each level needs.
 """
 import math
-from typing import List
+from typing import List, Tuple
 
 import torch
 from detectron2.config import configurable
@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import require, require_norm
+from ..data.retinaface_labels import NUM_LANDMARKS
 from .norm import get_norm
 from .rfe import RFE
 
@@ -26,7 +27,9 @@ SRN_HEAD_REGISTRY.__doc__ = """
 Registry for SRN's shared heads. A head is built as ``head(cfg, input_shape)``
 with the ShapeSpec of one feature level, and implements
 ``classify(features) -> logits`` and ``regress(features) -> deltas`` on lists
-of per-level feature maps, returning (N, A*K, H, W) / (N, A*4, H, W) maps.
+of per-level feature maps, returning (N, A*K, H, W) / (N, A*4, H, W) maps; with
+landmarks, ``num_landmarks`` > 0 and ``regress_with_landmarks(features) ->
+(deltas, landmark deltas)``, the latter (N, A*2*num_landmarks, H, W).
 """
 
 
@@ -53,6 +56,7 @@ class SharedTowerHead(nn.Module):
         predictor_kernel_size: int,
         recompute_towers: bool = False,
         init: str = "normal",
+        num_landmarks: int = 0,
     ):
         """
         Args:
@@ -65,6 +69,8 @@ class SharedTowerHead(nn.Module):
             recompute_towers: in training, keep only each tower's input for
                 backward and recompute the tower there (MODEL.SRN.HEAD_ACTIVATION_CHECKPOINT "towers").
             init: the convs' initial weights: "normal" N(0, 0.01) or "xavier" (MODEL.SRN.HEAD_INIT).
+            num_landmarks: points per face predicted from the box tower, 2 offsets each
+                per anchor (0: none; MODEL.SRN.LANDMARKS.ENABLED gives 5).
         """
         super().__init__()
         self.num_classes = num_classes
@@ -74,22 +80,37 @@ class SharedTowerHead(nn.Module):
         pad = predictor_kernel_size // 2
         self.cls_score = nn.Conv2d(channels, num_anchors * num_classes, predictor_kernel_size, padding=pad)
         self.bbox_pred = nn.Conv2d(channels, num_anchors * 4, predictor_kernel_size, padding=pad)
+        self.num_landmarks = num_landmarks
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
-                if init == "xavier":
-                    weight_init.c2_xavier_fill(module)
-                else:
-                    nn.init.normal_(module.weight, mean=0, std=0.01)
-                    nn.init.constant_(module.bias, 0)
+                self._init_conv(module, init)
         # Start every anchor at face probability prior_prob so the focal loss
         # is not swamped by the easy negatives in the first iterations.
         nn.init.constant_(self.cls_score.bias, -math.log((1 - prior_prob) / prior_prob))
+        if num_landmarks:
+            # Made after the others are initialized, so that they start as in a model without landmarks.
+            self.landmark_pred = nn.Conv2d(channels, num_anchors * 2 * num_landmarks, predictor_kernel_size,
+                                           padding=pad)
+            self._init_conv(self.landmark_pred, init)
+
+    @staticmethod
+    def _init_conv(conv: nn.Conv2d, init: str) -> None:
+        if init == "xavier":
+            weight_init.c2_xavier_fill(conv)
+        else:
+            nn.init.normal_(conv.weight, mean=0, std=0.01)
+            nn.init.constant_(conv.bias, 0)
 
     def classify(self, features: List[torch.Tensor]) -> List[torch.Tensor]:
         return [self.cls_score(self._tower(self.cls_subnet, x)) for x in features]
 
     def regress(self, features: List[torch.Tensor]) -> List[torch.Tensor]:
         return [self.bbox_pred(self._tower(self.bbox_subnet, x)) for x in features]
+
+    def regress_with_landmarks(self, features: List[torch.Tensor]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        """Box and landmark deltas from one run of the box tower per map: the landmarks cost one predictor conv."""
+        towers = [self._tower(self.bbox_subnet, x) for x in features]
+        return [self.bbox_pred(t) for t in towers], [self.landmark_pred(t) for t in towers]
 
     def _tower(self, tower: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.recompute_towers and torch.is_grad_enabled():
@@ -115,6 +136,7 @@ class SharedTowerHead(nn.Module):
             "num_classes": cfg.MODEL.SRN.NUM_CLASSES,
             "prior_prob": cfg.MODEL.SRN.PRIOR_PROB,
             "predictor_kernel_size": cfg.MODEL.SRN.PREDICTOR_KERNEL_SIZE,
+            "num_landmarks": NUM_LANDMARKS if srn.LANDMARKS.ENABLED else 0,
         }
 
 

@@ -5,7 +5,7 @@ SRN is the composition of its parts: a backbone with two feature pyramids
 both pyramids (``two_step_head.py``), Selective Two-step Classification
 (``selective_classification.py``) and Regression (``selective_regression.py``),
 and a matcher per step (``matcher.py``). This module labels anchors, computes
-the four losses and decodes detections.
+the four losses (five with landmarks, ``landmarks.py``) and decodes detections.
 
 Tensors are kept per level, in dicts keyed by level name ("p2".."p7"); which
 level takes which step is the :class:`LevelPlan` shared with the backbone and
@@ -13,7 +13,7 @@ the head. Shapes below: N images, R_l anchors on level l (H_l * W_l * A),
 K classes.
 """
 import logging
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,7 @@ from fvcore.nn import sigmoid_focal_loss, smooth_l1_loss
 from ..errors import require, require_iou_thresholds
 from .box_regression import SingleBoxTransform
 from .heads import build_srn_head
+from .landmarks import LandmarkCoder, landmark_loss
 from .levels import LevelPlan, cat_levels, cat_levels_per_image, split_levels
 from .matcher import AnchorLevel, SparseGridMatcher
 from .selective_classification import SelectiveTwoStepClassification
@@ -92,6 +93,7 @@ class SRN(DenseDetector):
         max_detections_per_image: int = 750,
         test_score_thresh_min_cells: int = 0,
         nms_area_plus_one: bool = False,
+        landmark_loss_weight: float = 0.5,
         pixel_mean,
         pixel_std,
     ):
@@ -123,6 +125,8 @@ class SRN(DenseDetector):
             test_score_thresh_min_cells: ``test_score_thresh`` applies to levels
                 with at least this many cells (the released model: 120).
             nms_area_plus_one: NMS with (x2 - x1 + 1) areas, as the released model.
+            landmark_loss_weight: weight of the landmark loss, for a head that predicts
+                landmarks (``head.num_landmarks``).
             pixel_mean, pixel_std: see :class:`DenseDetector`.
         """
         absent = [f for f in plan.head_in_features if f not in backbone.output_shape()]
@@ -143,6 +147,8 @@ class SRN(DenseDetector):
         if not isinstance(box2box_transform, SingleBoxTransform):
             box2box_transform = SingleBoxTransform(box2box_transform.weights, box2box_transform.scale_clamp)
         self.box2box_transform = box2box_transform
+        self.landmark_coder = LandmarkCoder(tuple(box2box_transform.weights[:2]))
+        self.landmark_loss_weight = landmark_loss_weight
         self.step1_matcher = step1_matcher
         self.step2_matcher = step2_matcher
         # SRN's two ideas.
@@ -206,6 +212,7 @@ class SRN(DenseDetector):
             "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "test_score_thresh_min_cells": srn.SCORE_THRESH_TEST_MIN_CELLS,
             "nms_area_plus_one": srn.NMS_AREA_PLUS_ONE,
+            "landmark_loss_weight": srn.LANDMARKS.LOSS_WEIGHT,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
         }
@@ -221,12 +228,16 @@ class SRN(DenseDetector):
         gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
         return self.forward_training(images, features, self.head(features), gt_instances)
 
+    @property
+    def has_landmarks(self) -> bool:
+        return bool(getattr(self.head.shared, "num_landmarks", 0))
+
     def _flatten(self, predictions: TwoStepPredictions) -> TwoStepPredictions:
-        """Maps (N, A * K, H, W) -> (N, H * W * A, K), per level."""
+        """Maps (N, A * K, H, W) -> (N, H * W * A, K), per level; landmarks to (N, H * W * A, 10)."""
         k = self.num_classes
         return TwoStepPredictions(
-            *({level: permute_to_N_HWA_K(x, dim) for level, x in maps.items()}
-              for maps, dim in zip(predictions, (k, 4, k, 4)))
+            *(None if maps is None else {level: permute_to_N_HWA_K(x, dim) for level, x in maps.items()}
+              for maps, dim in zip(predictions, (k, 4, k, 4, 2 * getattr(self.head.shared, "num_landmarks", 0))))
         )
 
     def _anchors(self, features: Dict[str, torch.Tensor]) -> Dict[str, Boxes]:
@@ -242,25 +253,30 @@ class SRN(DenseDetector):
             images: the batch (unused: anchors come from the feature sizes).
             features: the backbone's outputs by name.
             predictions: the head's outputs, (N, A * K or A * 4, H_l, W_l) per level.
-            gt_instances: per image, Instances with ``gt_boxes`` and ``gt_classes``.
+            gt_instances: per image, Instances with ``gt_boxes`` and ``gt_classes``, and
+                ``gt_keypoints`` with landmarks.
 
         Returns:
             dict with ``loss_cls_step1``, ``loss_box_step1`` (0 without STC / STR
-            levels), ``loss_cls_step2``, ``loss_box_step2``.
+            levels), ``loss_cls_step2``, ``loss_box_step2``, and ``loss_landmarks``
+            with landmarks.
         """
         predictions = self._flatten(predictions)
         anchors = self._anchors(features)
         layouts = self._grid_layouts(features)
         gt_instances = self._faces_in_image(gt_instances)
-        step1_labels, step1_gt_boxes = self.label_anchors(
+        step1_labels, step1_gt_boxes, _ = self.label_anchors(
             {level: a.tensor for level, a in anchors.items()}, gt_instances, self.step1_matcher, layouts
         )
         step1_deltas = {level: d.detach() for level, d in predictions.step1_deltas.items()}
         step2_anchors = self.str.step2_anchors(anchors, step1_deltas)
-        step2_labels, step2_gt_boxes = self.label_anchors(step2_anchors, gt_instances, self.step2_matcher, layouts)
+        step2_labels, step2_gt_boxes, step2_gt_keypoints = self.label_anchors(
+            step2_anchors, gt_instances, self.step2_matcher, layouts, with_keypoints=self.has_landmarks
+        )
         step2_labels = self.stc.ignore_rejected(step2_labels, predictions.step1_logits)
         return self.losses(
-            anchors, step2_anchors, predictions, step1_labels, step1_gt_boxes, step2_labels, step2_gt_boxes
+            anchors, step2_anchors, predictions, step1_labels, step1_gt_boxes, step2_labels, step2_gt_boxes,
+            step2_gt_keypoints,
         )
 
     def _grid_layouts(self, features: Dict[str, torch.Tensor]) -> Dict[str, Tuple[Tuple[int, int, int], int]]:
@@ -293,23 +309,27 @@ class SRN(DenseDetector):
         gt_instances: List[Instances],
         matcher: SparseGridMatcher,
         layouts: Dict[str, Tuple[Tuple[int, int, int], int]],
-    ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+        with_keypoints: bool = False,
+    ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor], Optional[Dict[str, torch.Tensor]]]:
         """
         Args:
             anchors: level -> (R_l, 4) anchors on the level's grid, shared by all
                 images, or (N, R_l, 4) per image (refined anchors, matched densely).
-            gt_instances: per image, Instances with ``gt_boxes`` and ``gt_classes``.
+            gt_instances: per image, Instances with ``gt_boxes`` and ``gt_classes``
+                (and ``gt_keypoints`` for ``with_keypoints``).
             matcher: the step's matcher.
             layouts: level -> the layout of its grid anchors (:meth:`_grid_layouts`).
+            with_keypoints: also gather each anchor's matched face's keypoints.
 
         Returns:
             labels: level -> (N, R_l): class index of positives, ``num_classes``
                 for background, -1 for ignored anchors.
             matched_gt_boxes: level -> (N, R_l, 4): each anchor's matched box
                 (meaningful for positives only).
+            matched_gt_keypoints: level -> (N, R_l, K, 3) with ``with_keypoints``, else None.
         """
         sizes = {level: a.shape[-2] for level, a in anchors.items()}
-        labels, matched_boxes = [], []
+        labels, matched_boxes, matched_keypoints = [], [], []
         for i, gt_i in enumerate(gt_instances):
             levels = [
                 AnchorLevel(a, *layouts[level]) if a.dim() == 2 else AnchorLevel(a[i])
@@ -326,7 +346,15 @@ class SRN(DenseDetector):
                 boxes_i = matches.new_zeros((len(matches), 4), dtype=torch.float32)
             labels.append(labels_i)
             matched_boxes.append(boxes_i)
-        return split_levels(torch.stack(labels), sizes), split_levels(torch.stack(matched_boxes), sizes)
+            if with_keypoints:
+                keypoints = gt_i.gt_keypoints.tensor
+                matched_keypoints.append(
+                    keypoints[matches] if len(gt_i) else keypoints.new_zeros((len(matches), *keypoints.shape[1:])))
+        return (
+            split_levels(torch.stack(labels), sizes),
+            split_levels(torch.stack(matched_boxes), sizes),
+            split_levels(torch.stack(matched_keypoints), sizes) if with_keypoints else None,
+        )
 
     def losses(
         self,
@@ -337,13 +365,18 @@ class SRN(DenseDetector):
         step1_gt_boxes: Dict[str, torch.Tensor],
         step2_labels: Dict[str, torch.Tensor],
         step2_gt_boxes: Dict[str, torch.Tensor],
+        step2_gt_keypoints: Optional[Dict[str, torch.Tensor]] = None,
     ) -> Dict[str, torch.Tensor]:
-        """Focal loss of each step's classification, smooth L1 of each step's regression.
+        """Focal loss of each step's classification, smooth L1 of each step's regression
+        and, with landmarks, of step 2's landmarks.
 
         Step 1 is trained on the STC levels (classification) and the STR levels
         (regression) against the grid anchors; step 2 on every level against its
         step-2 anchors. Each sum is divided by a running count of positives:
         per step (N_s1, N_s2, the paper's) or per loss (``loss_normalization``).
+        The landmark loss trains the step-2 positives whose face has landmarks
+        and is divided by their own running count: a dataset where some faces
+        have none (a sixth of WIDER FACE's) does not weaken it.
 
         Args:
             anchors: level -> Boxes (R_l, 4) grid anchors.
@@ -352,6 +385,7 @@ class SRN(DenseDetector):
             predictions: flattened, (N, R_l, K) logits and (N, R_l, 4) deltas per level.
             step1_labels, step2_labels: level -> (N, R_l), see :meth:`label_anchors`.
             step1_gt_boxes, step2_gt_boxes: level -> (N, R_l, 4).
+            step2_gt_keypoints: level -> (N, R_l, K, 3), with landmarks.
         """
         plan, num_images = self.plan, len(next(iter(step1_labels.values())))
         sums, positives = {}, {}
@@ -370,21 +404,32 @@ class SRN(DenseDetector):
                 cat_levels(step1_labels, plan.str_levels),
             )
         step2_labels_all = cat_levels(step2_labels, plan.levels)
+        step2_anchors_all = cat_levels_per_image(step2_anchors, plan.levels, num_images)
         sums["cls_step2"], positives["cls_step2"] = self._classification_loss(
             cat_levels(predictions.step2_logits, plan.levels), step2_labels_all, "step2"
         )
         sums["box_step2"], positives["box_step2"] = self._box_loss(
             cat_levels(predictions.step2_deltas, plan.levels),
-            cat_levels_per_image(step2_anchors, plan.levels, num_images),
+            step2_anchors_all,
             cat_levels(step2_gt_boxes, plan.levels),
             step2_labels_all,
         )
         normalizers = self._loss_normalizers(positives, step1_labels)
         zero = predictions.step2_logits[plan.levels[0]].new_zeros(())
-        return {
+        losses = {
             f"loss_{name}": sums[name] / normalizers[name] if name in sums else zero
             for name in ("cls_step1", "box_step1", "cls_step2", "box_step2")
         }
+        if predictions.step2_landmarks is not None:
+            landmark_sum, num_with_landmarks = self._landmark_loss(
+                cat_levels(predictions.step2_landmarks, plan.levels),
+                step2_anchors_all,
+                cat_levels(step2_gt_keypoints, plan.levels),
+                step2_labels_all,
+            )
+            losses["loss_landmarks"] = (
+                self.landmark_loss_weight * landmark_sum / self._normalizer("landmarks", num_with_landmarks))
+        return losses
 
     def _is_positive(self, labels: torch.Tensor) -> torch.Tensor:
         return (labels >= 0) & (labels != self.num_classes)
@@ -447,6 +492,17 @@ class SRN(DenseDetector):
         loss = smooth_l1_loss(deltas[positive].float(), target, beta=self.smooth_l1_beta, reduction="sum")
         return loss, int(positive.sum())
 
+    def _landmark_loss(self, deltas, anchors, gt_keypoints, labels) -> Tuple[torch.Tensor, int]:
+        """Smooth L1 of the landmarks of the positives whose face has any, and their number.
+
+        Args:
+            deltas: (N, R, 2K); anchors: (N, R, 4); gt_keypoints: (N, R, K, 3); labels: (N, R).
+        """
+        trained = self._is_positive(labels) & (gt_keypoints[..., 2] > 0).any(dim=-1)
+        loss = landmark_loss(deltas[trained], anchors[trained], gt_keypoints[trained], self.landmark_coder,
+                             self.smooth_l1_beta)
+        return loss, int(trained.sum())
+
     # ------------------------------------------------------------------ inference
 
     def inference(self, batched_inputs: List[Dict[str, torch.Tensor]], do_postprocess: bool = True):
@@ -477,7 +533,10 @@ class SRN(DenseDetector):
         anchors = self._anchors(features)
         return [
             self.inference_single_image(
-                anchors, TwoStepPredictions(*({k: v[i] for k, v in maps.items()} for maps in predictions)), size
+                anchors,
+                TwoStepPredictions(
+                    *(None if maps is None else {k: v[i] for k, v in maps.items()} for maps in predictions)),
+                size,
             )
             for i, size in enumerate(images.image_sizes)
         ]
@@ -493,7 +552,8 @@ class SRN(DenseDetector):
             image_size: (height, width) of the image.
 
         Returns:
-            Instances with ``pred_boxes`` (unclipped), ``scores``, ``pred_classes``.
+            Instances with ``pred_boxes`` (unclipped), ``scores``, ``pred_classes``,
+            and with landmarks ``pred_keypoints`` (M, K, 3): x, y and the face's score.
         """
         scores = self.stc.scores(predictions.step2_logits, predictions.step1_logits)
         step2_anchors = self.str.step2_anchors(anchors, predictions.step1_deltas)
@@ -505,6 +565,7 @@ class SRN(DenseDetector):
                 self._score_thresh(scores[level].shape[0] // self.anchor_generator.num_cell_anchors[index]),
                 self.test_topk_candidates,
                 image_size,
+                None if predictions.step2_landmarks is None else predictions.step2_landmarks[level],
             )
             for index, level in enumerate(self.plan.levels)
         ]
@@ -515,6 +576,47 @@ class SRN(DenseDetector):
             boxes = boxes + boxes.new_tensor([0.0, 0.0, 1.0, 1.0])
         keep = batched_nms(boxes, pred.scores, pred.pred_classes, self.test_nms_thresh)
         return pred[keep[: self.max_detections_per_image]]
+
+    def _decode_per_level_predictions(
+        self,
+        anchors: Boxes,
+        pred_scores: torch.Tensor,
+        pred_deltas: torch.Tensor,
+        score_thresh: float,
+        topk_candidates: int,
+        image_size: Tuple[int, int],
+        pred_landmarks: Optional[torch.Tensor] = None,
+    ) -> Instances:
+        """Detectron2's decoding of one level (scores above ``score_thresh``, the best
+        ``topk_candidates`` of them, their boxes), step for step, and the same anchors' landmarks.
+
+        Args:
+            anchors: Boxes (R, 4); pred_scores: (R, K); pred_deltas: (R, 4);
+            pred_landmarks: (R, 2 * num_landmarks) or None.
+        """
+        keep = pred_scores > score_thresh
+        pred_scores = pred_scores[keep]
+        candidates = torch.nonzero(keep)
+        num_candidates = candidates.shape[0]
+        if isinstance(num_candidates, torch.Tensor):
+            # A tensor when traced for export: the cap stays in the graph.
+            num_topk = torch.clamp(num_candidates, max=topk_candidates)
+        else:
+            num_topk = min(num_candidates, topk_candidates)
+        pred_scores, order = pred_scores.topk(num_topk)
+        anchor_idxs, class_idxs = candidates[order].unbind(dim=1)
+        kept_anchors = anchors.tensor[anchor_idxs]
+        decoded = Instances(
+            image_size,
+            pred_boxes=Boxes(self.box2box_transform.apply_deltas(pred_deltas[anchor_idxs], kept_anchors)),
+            scores=pred_scores,
+            pred_classes=class_idxs,
+        )
+        if pred_landmarks is not None:
+            points = self.landmark_coder.apply_deltas(pred_landmarks[anchor_idxs], kept_anchors)
+            point_scores = pred_scores[:, None, None].expand(-1, points.shape[1], 1)
+            decoded.pred_keypoints = torch.cat([points, point_scores.to(points.dtype)], dim=-1)
+        return decoded
 
     def _score_thresh(self, num_cells):
         """The level's score threshold: 0 on maps with fewer cells than test_score_thresh_min_cells.

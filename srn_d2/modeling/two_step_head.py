@@ -1,5 +1,5 @@
 """Runs SRN's shared head over both feature pyramids, each step only where it is needed."""
-from typing import Dict, NamedTuple
+from typing import Dict, NamedTuple, Optional
 
 import torch
 from torch import nn
@@ -10,14 +10,16 @@ from .levels import LevelPlan
 class TwoStepPredictions(NamedTuple):
     """The head's outputs, per level name ("p2".."p7").
 
-    Maps are (N, A * K, H, W) for logits and (N, A * 4, H, W) for deltas, or,
-    once flattened by the meta-architecture, (N, H * W * A, K) and (N, H * W * A, 4).
+    Maps are (N, A * K, H, W) for logits, (N, A * 4, H, W) for deltas and
+    (N, A * 10, H, W) for landmark deltas, or, once flattened by the
+    meta-architecture, (N, H * W * A, K), (N, H * W * A, 4) and (N, H * W * A, 10).
     """
 
     step1_logits: Dict[str, torch.Tensor]  # STC levels: step-1 classification from C-features
     step1_deltas: Dict[str, torch.Tensor]  # STR levels: step-1 regression from C-features
     step2_logits: Dict[str, torch.Tensor]  # every level, from P-features
     step2_deltas: Dict[str, torch.Tensor]  # every level, from P-features
+    step2_landmarks: Optional[Dict[str, torch.Tensor]] = None  # every level, with landmarks; else None
 
 
 class SelectiveTwoStepHead(nn.Module):
@@ -50,9 +52,13 @@ class SelectiveTwoStepHead(nn.Module):
             maps = [features[plan.step1_feature(level) if step1 else level] for level in levels]
             return dict(zip(levels, tower(maps)))
 
-        return TwoStepPredictions(
-            step1_logits=run(self.shared.classify, plan.stc_levels, step1=True),
-            step1_deltas=run(self.shared.regress, plan.str_levels, step1=True),
-            step2_logits=run(self.shared.classify, plan.levels, step1=False),
-            step2_deltas=run(self.shared.regress, plan.levels, step1=False),
-        )
+        step1_logits = run(self.shared.classify, plan.stc_levels, step1=True)
+        step1_deltas = run(self.shared.regress, plan.str_levels, step1=True)
+        step2_logits = run(self.shared.classify, plan.levels, step1=False)
+        step2_landmarks = None
+        if getattr(self.shared, "num_landmarks", 0):
+            deltas, landmarks = self.shared.regress_with_landmarks([features[level] for level in plan.levels])
+            step2_deltas, step2_landmarks = dict(zip(plan.levels, deltas)), dict(zip(plan.levels, landmarks))
+        else:
+            step2_deltas = run(self.shared.regress, plan.levels, step1=False)
+        return TwoStepPredictions(step1_logits, step1_deltas, step2_logits, step2_deltas, step2_landmarks)
