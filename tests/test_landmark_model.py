@@ -150,3 +150,14 @@ def test_off_adds_nothing():
         losses = without.train()([{"image": random_image(64, 64),
                                    "instances": face_instances((64, 64), [[4, 4, 40, 40]])}])
     assert not result.has("pred_keypoints") and "loss_landmarks" not in losses
+
+
+def test_export_and_multi_scale_test_refuse_landmarks_they_would_drop():
+    from srn_d2.deploy.export import check_exportable
+    from srn_d2.modeling.test_time_augmentation import SRNWithTTA
+
+    cfg = landmark_cfg()
+    with pytest.raises(ValueError, match="MODEL.SRN.LANDMARKS.ENABLED = True: the export does not output landmarks"):
+        check_exportable(cfg)
+    with pytest.raises(ValueError, match="MODEL.SRN.LANDMARKS.ENABLED = True: the multi-scale test does not carry"):
+        SRNWithTTA(cfg, build_tiny_srn(cfg))

@@ -78,6 +78,9 @@ def check_exportable(cfg, batched: bool = False) -> None:
             "the multi-scale test resizes with OpenCV and votes box by box, outside any graph; "
             "export the single-scale model (TEST.AUG.ENABLED False) and run the passes around it")
     require(cfg.INPUT.FORMAT in ("BGR", "RGB"), "INPUT.FORMAT", cfg.INPUT.FORMAT, "the export takes BGR or RGB input")
+    require(not (cfg.MODEL.META_ARCHITECTURE == "SRN" and cfg.MODEL.SRN.LANDMARKS.ENABLED),
+            "MODEL.SRN.LANDMARKS.ENABLED", True, "the export does not output landmarks yet; set this key False "
+            "to export the boxes alone (the landmark predictor's weights are then left unused)")
 
 
 def _detections(model, inputs) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -296,6 +299,8 @@ class _NetworkOutputs(torch.nn.Module):
 
 
 def _tensors(value) -> List[torch.Tensor]:
+    if value is None:  # an output the model does not have (step-2 landmarks when off)
+        return []
     if isinstance(value, torch.Tensor):
         return [value]
     if isinstance(value, dict):

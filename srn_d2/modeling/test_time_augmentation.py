@@ -247,6 +247,9 @@ class SRNWithTTA(nn.Module):
                 f"TEST.AUG.ENABLED: the SRN multi-scale test needs a model whose inference() can "
                 f"return unclipped boxes, such as SRN; got {type(model).__name__}"
             )
+        require(not getattr(model, "has_landmarks", False), "MODEL.SRN.LANDMARKS.ENABLED", True,
+                "the multi-scale test does not carry landmarks through its flips and vote yet; test single-scale "
+                "(TEST.AUG.ENABLED False) for landmarks, or set this key False for boxes alone")
         self.model = model
         self.max_size = max_size
         self.shrink = shrink
