@@ -23,7 +23,8 @@ def boxes_to_xywhs(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 
 class FaceDetectionEvaluator(DatasetEvaluator):
-    """Keeps ``{image_id: (n, 5) x, y, w, h, score}``; subclasses score them in :meth:`evaluate`."""
+    """Keeps ``{image_id: (n, 5) x, y, w, h, score}`` and, for models that output
+    ``pred_keypoints``, ``{image_id: (n, K, 2) points}``; subclasses score them in :meth:`evaluate`."""
 
     def __init__(self, dataset_name: str, output_dir: Optional[str] = None, distributed: bool = True):
         """
@@ -40,17 +41,28 @@ class FaceDetectionEvaluator(DatasetEvaluator):
 
     def reset(self):
         self._predictions: Dict[str, np.ndarray] = {}
+        self._keypoints: Dict[str, np.ndarray] = {}
 
     def process(self, inputs, outputs):
         for inp, out in zip(inputs, outputs):
-            self._predictions[str(inp["image_id"])] = instances_to_xywhs(out["instances"].to("cpu"))
+            instances = out["instances"].to("cpu")
+            self._predictions[str(inp["image_id"])] = instances_to_xywhs(instances)
+            if instances.has("pred_keypoints"):
+                self._keypoints[str(inp["image_id"])] = instances.pred_keypoints[..., :2].numpy().astype(np.float64)
 
     def _gathered_predictions(self) -> Optional[Dict[str, np.ndarray]]:
         """All processes' predictions merged on the main process; None on the others."""
+        return self._gathered(self._predictions)
+
+    def _gathered_keypoints(self) -> Optional[Dict[str, np.ndarray]]:
+        """All processes' predicted points merged on the main process (empty without landmarks)."""
+        return self._gathered(self._keypoints)
+
+    def _gathered(self, per_image: Dict[str, np.ndarray]) -> Optional[Dict[str, np.ndarray]]:
         if not self._distributed:
-            return self._predictions
+            return per_image
         comm.synchronize()
-        gathered = comm.gather(self._predictions, dst=0)
+        gathered = comm.gather(per_image, dst=0)
         if not comm.is_main_process():
             return None
         return {k: v for part in gathered for k, v in part.items()}
