@@ -114,6 +114,8 @@ METRICS = (
     ("AP_hard_IoU80", "hard IoU.8", 1),
     ("FP_at_recall80", "FP@R80", 0),
     ("FP_at_recall90", "FP@R90", 0),
+    # Landmark models only: normalized mean error in % of the face's box size (evaluation/landmark_error.py).
+    ("NME", "NME %", 2),
     ("train_min", "train min", 1),
     ("infer_ms", "infer ms", 0),
     ("params_M", "params M", 2),
@@ -190,11 +192,14 @@ def inference_seconds(cfg, model, dataset: str, num_images: int = 10) -> float:
 
 
 def format_cell(values: Sequence[float], digits: int) -> str:
-    """One value as is; several as ``mean ± sample standard deviation``.
+    """One value as is; several as ``mean ± sample standard deviation``; none (a metric the
+    model does not have, such as the landmark error of a model without landmarks) as "-".
 
     Several values of which one is not finite (false positives at a recall a run
     never reaches are infinite) have no mean: they are listed, seed by seed.
     """
+    if not values:
+        return "-"
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
     if not all(math.isfinite(value) for value in values):
