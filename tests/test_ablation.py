@@ -116,6 +116,8 @@ def test_cells_are_one_value_or_mean_and_sample_deviation():
     # A run that never reaches 90% recall has infinitely many false positives there.
     assert format_cell([318.0, float("inf"), 40.0], 0) == "318 / inf / 40"
     assert format_cell([float("inf")], 0) == "inf"
+    # A model without landmarks has no landmark error.
+    assert format_cell([], 2) == "-"
     rows = [{"model": model, "seed": seed, **{key: float(seed) for key, _, _ in METRICS}}
             for seed in (1, 2, 3) for model in ("SRN", "RetinaNet")]
     lines = study_table(rows).splitlines()
