@@ -144,3 +144,27 @@ def test_multi_scale_test_through_the_demo(tmp_path, tiny):
     boxes = np.array([[float(v) for v in line.split()] for line in lines[2:]])
     assert len(boxes) == int(lines[1]) > 0
     assert (boxes[:, 0] >= 0).all() and (boxes[:, 0] + boxes[:, 2] <= 40 + 0.01).all()
+
+
+def test_landmark_model_writes_its_points(tmp_path):
+    """A landmark model's JSON has each face's five points, those of the model."""
+    cfg = tiny_srn_cfg()
+    cfg.MODEL.SRN.LANDMARKS.ENABLED = True
+    cfg.MODEL.SRN.SCORE_THRESH_TEST = 0.0
+    cfg.TEST.DETECTIONS_PER_IMAGE = 3
+    cfg.DATASETS.TEST = ("mini_faces_val",)
+    model = build_tiny_srn(cfg, seed=3).eval()
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("landmarks")
+    (tmp_path / "landmarks.yaml").write_text(cfg.dump())
+    image = np.full((64, 80, 3), 128, np.uint8)
+    cv2.imwrite(str(tmp_path / "face.png"), image)
+    out = tmp_path / "out"
+    assert main(["--config-file", str(tmp_path / "landmarks.yaml"), "--input", str(tmp_path / "face.png"),
+                 "--output", str(out), "--confidence-threshold", "0",
+                 "--opts", "MODEL.WEIGHTS", str(tmp_path / "landmarks.pth")]) == 0
+    detections = json.loads((out / "face.json").read_text())
+    with torch.no_grad():
+        expected = model([{"image": torch.from_numpy(image.transpose(2, 0, 1).copy()).float()}])[0]["instances"]
+    assert len(detections) == 3
+    np.testing.assert_allclose([d["landmarks"] for d in detections], expected.pred_keypoints[..., :2].numpy(),
+                               atol=0.01)

@@ -44,8 +44,15 @@ def _metadata(cfg) -> Metadata:
     return Metadata(thing_classes=["face"])
 
 
-def detections_json(xywhs: np.ndarray) -> List[Dict]:
-    return [{"bbox": [round(float(v), 2) for v in row[:4]], "score": round(float(row[4]), 6)} for row in xywhs]
+def detections_json(instances: Instances) -> List[Dict]:
+    """Each detection's ``bbox`` (x, y, w, h), ``score`` and, from a landmark model, ``landmarks`` [[x, y] x 5]."""
+    xywhs = instances_to_xywhs(instances)
+    detections = [{"bbox": [round(float(v), 2) for v in row[:4]], "score": round(float(row[4]), 6)} for row in xywhs]
+    if instances.has("pred_keypoints"):
+        points = np.round(instances.pred_keypoints[..., :2].numpy().astype(np.float64), 2).tolist()
+        for detection, face_points in zip(detections, points):
+            detection["landmarks"] = face_points
+    return detections
 
 
 @dataclass
@@ -124,7 +131,7 @@ class FaceDemo:
         xywhs = instances_to_xywhs(instances)
         stem = os.path.splitext(os.path.basename(path))[0]
         write_widerface_predictions(self.output_dir, {stem: xywhs}, self.submission_format)
-        write_text(json_path, json.dumps(detections_json(xywhs)))
+        write_text(json_path, json.dumps(detections_json(instances)))
 
     def _checked_outputs(self, path: str, is_video: bool) -> List[str]:
         """The output files of input ``path``, each checked before any is written."""
@@ -155,7 +162,7 @@ class FaceDemo:
                             temporary, cv2.VideoWriter_fourcc(*"mp4v"), fps, (drawn.shape[1], drawn.shape[0])
                         )
                     writer.write(np.ascontiguousarray(drawn))
-                    frames.append({"frame": index, "detections": detections_json(instances_to_xywhs(instances))})
+                    frames.append({"frame": index, "detections": detections_json(instances)})
                 if writer is None:
                     raise OSError(f"video {path}: no frame could be decoded")
                 writer.release()
