@@ -17,7 +17,7 @@ from typing import List, Tuple
 import numpy as np
 import torch
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes, Instances, Keypoints
 from detectron2.utils.analysis import FlopCountAnalysis
 from detectron2.utils.events import EventStorage
 
@@ -39,13 +39,21 @@ def random_faces(num: int, size: int, generator: torch.Generator) -> torch.Tenso
     return torch.stack([x1, y1, x1 + side, y1 + 1.25 * side], dim=1)
 
 
+# Where a face's five landmarks sit in its box (eyes, nose, mouth corners), for landmark models' steps.
+_LANDMARKS_IN_BOX = torch.tensor([[0.3, 0.4], [0.7, 0.4], [0.5, 0.55], [0.35, 0.75], [0.65, 0.75]])
+
+
 def _training_batch(size: int, batch: int, faces: int, device: str):
     generator = torch.Generator().manual_seed(0)
     inputs = []
     for _ in range(batch):
         instances = Instances((size, size))
-        instances.gt_boxes = Boxes(random_faces(faces, size, generator))
+        boxes = random_faces(faces, size, generator)
+        instances.gt_boxes = Boxes(boxes)
         instances.gt_classes = torch.zeros(faces, dtype=torch.long)
+        # Every face has landmarks, which only a landmark model reads.
+        points = boxes[:, None, :2] + _LANDMARKS_IN_BOX * (boxes[:, None, 2:] - boxes[:, None, :2])
+        instances.gt_keypoints = Keypoints(torch.cat([points, torch.full((faces, 5, 1), 2.0)], dim=-1))
         image = torch.randint(0, 256, (3, size, size), generator=generator).float()
         inputs.append({"image": image.to(device), "instances": instances.to(device)})
     return inputs
