@@ -108,9 +108,14 @@ class SharedTowerHead(nn.Module):
         return [self.bbox_pred(self._tower(self.bbox_subnet, x)) for x in features]
 
     def regress_with_landmarks(self, features: List[torch.Tensor]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
-        """Box and landmark deltas from one run of the box tower per map: the landmarks cost one predictor conv."""
-        towers = [self._tower(self.bbox_subnet, x) for x in features]
-        return [self.bbox_pred(t) for t in towers], [self.landmark_pred(t) for t in towers]
+        """Box and landmark deltas from one run of the box tower per map: the landmarks cost one predictor conv.
+        Each map's tower output is freed before the next map's is made, as in :meth:`regress`."""
+        deltas, landmarks = [], []
+        for x in features:
+            tower = self._tower(self.bbox_subnet, x)
+            deltas.append(self.bbox_pred(tower))
+            landmarks.append(self.landmark_pred(tower))
+        return deltas, landmarks
 
     def _tower(self, tower: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.recompute_towers and torch.is_grad_enabled():
