@@ -17,7 +17,12 @@ from hypothesis import strategies as st
 
 from srn_d2.data import RandomPhotometricDistortion, SRNDatasetMapper, SquareCropTransform
 from srn_d2.data.mini_faces import mini_faces_split_paths, render_mini_faces_image
-from srn_d2.data.retinaface_labels import LANDMARK_NAMES, attach_landmarks, load_retinaface_labels
+from srn_d2.data.retinaface_labels import (
+    LANDMARK_FLIP_INDICES,
+    LANDMARK_NAMES,
+    attach_landmarks,
+    load_retinaface_labels,
+)
 from srn_d2.data.wider_face import load_wider_face
 from test_data_mapper import make_cfg
 
@@ -292,7 +297,7 @@ def test_mini_faces_datasets_carry_landmarks_and_keypoint_metadata(mini_faces_di
     np.testing.assert_array_equal(keypoints[..., :2], rendered.landmarks[..., :2])
     np.testing.assert_array_equal(keypoints[..., 2], 2 - rendered.landmarks[..., 2])
     assert MetadataCatalog.get("mini_faces_val").keypoint_names == LANDMARK_NAMES
-    assert utils.create_keypoint_hflip_indices(["mini_faces_train"]) == [1, 0, 2, 4, 3]
+    assert utils.create_keypoint_hflip_indices(["mini_faces_train"]) == LANDMARK_FLIP_INDICES == [1, 0, 2, 4, 3]
 
 
 def test_attach_landmarks_refuses_other_boxes(mini_faces_dir, tmp_path):

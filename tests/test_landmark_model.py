@@ -152,12 +152,48 @@ def test_off_adds_nothing():
     assert not result.has("pred_keypoints") and "loss_landmarks" not in losses
 
 
-def test_export_and_multi_scale_test_refuse_landmarks_they_would_drop():
+def test_export_refuses_landmarks_it_would_drop():
     from srn_d2.deploy.export import check_exportable
+
+    with pytest.raises(ValueError, match="MODEL.SRN.LANDMARKS.ENABLED = True: the export does not output landmarks"):
+        check_exportable(landmark_cfg())
+
+
+# Each point's offset from its anchor's centre, in anchor widths / heights: the image's left eye
+# left of the centre, the right one mirrored, and so the mouth corners. Mirrored and swapped, a face
+# keeps these offsets; mirrored and not swapped, its left eye would be right of the centre.
+POINT_OFFSETS = torch.tensor([[-0.2, -0.1], [0.2, -0.1], [0.0, 0.05], [-0.15, 0.3], [0.15, 0.3]])
+
+
+@pytest.mark.parametrize("inclusive", [False, True])
+def test_multi_scale_test_carries_landmarks_through_flips_resizes_and_the_vote(inclusive):
+    """With zero box deltas every box is its anchor and each point sits at a fixed offset in it. Each
+    pass maps points back with its boxes; a flipped pass that did not swap left and right would put
+    the left eye right of the centre, and the vote would mix the two."""
     from srn_d2.modeling.test_time_augmentation import SRNWithTTA
 
     cfg = landmark_cfg()
-    with pytest.raises(ValueError, match="MODEL.SRN.LANDMARKS.ENABLED = True: the export does not output landmarks"):
-        check_exportable(cfg)
-    with pytest.raises(ValueError, match="MODEL.SRN.LANDMARKS.ENABLED = True: the multi-scale test does not carry"):
-        SRNWithTTA(cfg, build_tiny_srn(cfg))
+    cfg.TEST.AUG.ENABLED = True
+    cfg.TEST.AUG.SRN.MAX_SIZE = 120
+    cfg.TEST.AUG.SRN.INCLUSIVE_PIXEL_BOXES = inclusive
+    model = build_tiny_srn(cfg).eval()
+    shared = model.head.shared
+    for conv in (shared.bbox_pred, shared.landmark_pred):
+        torch.nn.init.zeros_(conv.weight)
+        torch.nn.init.zeros_(conv.bias)
+    with torch.no_grad():
+        shared.landmark_pred.bias.copy_(POINT_OFFSETS.flatten().repeat(shared.landmark_pred.bias.numel() // 10))
+    model.test_score_thresh = 0.0
+    tta = SRNWithTTA(cfg, model)
+    assert len(tta.passes(70, 90)) >= 4 and any(p.flip for p in tta.passes(70, 90))
+    image = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 70, 90))).float()
+    result = tta([{"image": image}])[0]["instances"]
+    boxes = result.pred_boxes.tensor
+    inside = (boxes[:, 0] > 0) & (boxes[:, 1] > 0) & (boxes[:, 2] < 90 - tta.offset) & (boxes[:, 3] < 70 - tta.offset)
+    assert int(inside.sum()) > 5
+    # The coding's sizes are x2 - x1 in both box conventions; the maps back are linear in both.
+    sizes = boxes[inside, 2:] - boxes[inside, :2]
+    centres = (boxes[inside, :2] + boxes[inside, 2:]) / 2
+    expected = centres[:, None] + POINT_OFFSETS.double() * sizes[:, None]
+    torch.testing.assert_close(result.pred_keypoints[inside, :, :2], expected, atol=1e-3, rtol=0)
+    torch.testing.assert_close(result.pred_keypoints[..., 2], result.scores[:, None].expand(-1, 5))

@@ -37,6 +37,8 @@ LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
 # A horizontal flip turns the image's left eye into its right eye, and so the mouth corners.
 LANDMARK_FLIP_MAP = (("left_eye", "right_eye"), ("left_mouth", "right_mouth"))
 NUM_LANDMARKS = len(LANDMARK_NAMES)
+# Where each point goes on a horizontal flip, as detection_utils.create_keypoint_hflip_indices makes it.
+LANDMARK_FLIP_INDICES = [1, 0, 2, 4, 3]
 
 _BOX_FIELDS = 4
 _FIELDS_WITH_LANDMARKS = _BOX_FIELDS + 3 * NUM_LANDMARKS + 1

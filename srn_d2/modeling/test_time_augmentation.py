@@ -35,6 +35,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..data.image_io import image_to_tensor, read_image
+from ..data.retinaface_labels import LANDMARK_FLIP_INDICES
 from ..errors import require
 from ..utils.box_iou import aligned_iou, box_areas
 
@@ -152,25 +153,27 @@ def _single_thread():
         torch.set_num_threads(num_threads)
 
 
-def _vote(boxes: torch.Tensor, scores: torch.Tensor, iou_thresh: float, max_dets: int):
+def _vote(values: torch.Tensor, scores: torch.Tensor, iou_thresh: float, max_dets: int):
+    """:func:`bbox_vote` of (N, 4 + E) rows whose first four columns are the boxes: the groups
+    are the boxes', and every column (a box's landmarks after it) is averaged with the same weights."""
     order = torch.sort(scores, descending=True, stable=True).indices
-    boxes, scores = boxes[order], scores[order]
-    areas = box_areas(boxes, plus_one=True)
-    merged_boxes, merged_scores = [], []
-    while len(boxes) > 0 and len(merged_boxes) < max_dets:
-        iou = aligned_iou(boxes[:1], boxes, area_a=areas[:1], area_b=areas, plus_one=True)
+    values, scores = values[order], scores[order]
+    areas = box_areas(values[:, :4], plus_one=True)
+    merged_values, merged_scores = [], []
+    while len(values) > 0 and len(merged_values) < max_dets:
+        iou = aligned_iou(values[:1, :4], values[:, :4], area_a=areas[:1], area_b=areas, plus_one=True)
         group = iou >= iou_thresh
         # A degenerate top box can miss its own group; it must leave anyway.
         group[0] = True
         if int(group.sum()) > 1:
             weights = scores[group]
-            merged_boxes.append((boxes[group] * weights[:, None]).sum(dim=0) / weights.sum())
+            merged_values.append((values[group] * weights[:, None]).sum(dim=0) / weights.sum())
             merged_scores.append(scores[0])
         remaining = ~group
-        boxes, scores, areas = boxes[remaining], scores[remaining], areas[remaining]
-    if not merged_boxes:
-        return boxes.new_zeros((0, 4)), scores.new_zeros((0,))
-    return torch.stack(merged_boxes), torch.stack(merged_scores)
+        values, scores, areas = values[remaining], scores[remaining], areas[remaining]
+    if not merged_values:
+        return values.new_zeros((0, values.shape[1])), scores.new_zeros((0,))
+    return torch.stack(merged_values), torch.stack(merged_scores)
 
 
 def _as_uint8(image: torch.Tensor) -> torch.Tensor:
@@ -184,11 +187,13 @@ def _as_uint8(image: torch.Tensor) -> torch.Tensor:
     return as_uint8
 
 
-def _no_detections(image_size: Tuple[int, int]) -> Instances:
+def _no_detections(image_size: Tuple[int, int], num_landmarks: int = 0) -> Instances:
     result = Instances(image_size)
     result.pred_boxes = Boxes(torch.zeros((0, 4)))
     result.scores = torch.zeros((0,))
     result.pred_classes = torch.zeros((0,), dtype=torch.int64)
+    if num_landmarks:
+        result.pred_keypoints = torch.zeros((0, num_landmarks, 3))
     return result
 
 
@@ -247,10 +252,9 @@ class SRNWithTTA(nn.Module):
                 f"TEST.AUG.ENABLED: the SRN multi-scale test needs a model whose inference() can "
                 f"return unclipped boxes, such as SRN; got {type(model).__name__}"
             )
-        require(not getattr(model, "has_landmarks", False), "MODEL.SRN.LANDMARKS.ENABLED", True,
-                "the multi-scale test does not carry landmarks through its flips and vote yet; test single-scale "
-                "(TEST.AUG.ENABLED False) for landmarks, or set this key False for boxes alone")
         self.model = model
+        # A landmark model's points follow their boxes: mirrored, left and right swapped, on flipped passes.
+        self.num_landmarks = model.head.shared.num_landmarks if getattr(model, "has_landmarks", False) else 0
         self.max_size = max_size
         self.shrink = shrink
         self.enlarge_base = enlarge_base
@@ -309,7 +313,7 @@ class SRNWithTTA(nn.Module):
             # OpenCV's output size: each side times the scale, rounded half to even.
             if min(round(resized.shape[-2] * scale), round(resized.shape[-1] * scale)) == 0:
                 logger.debug(f"{tuple(image.shape[-2:])} px image: pass {tta_pass} resizes it to nothing")
-                return _no_detections(tuple(image.shape[-2:]))
+                return _no_detections(tuple(image.shape[-2:]), self.num_landmarks)
             resized = _resize(resized, scale)
         if tta_pass.flip:
             resized = resized.flip(-1)
@@ -328,6 +332,13 @@ class SRNWithTTA(nn.Module):
         result.pred_boxes = Boxes(boxes[keep])
         result.scores = instances.scores[keep]
         result.pred_classes = instances.pred_classes[keep]
+        if self.num_landmarks:
+            points = instances.pred_keypoints.clone()
+            if tta_pass.flip:
+                points[..., 0] = resized.shape[-1] - points[..., 0] - self.offset
+                points = points[:, LANDMARK_FLIP_INDICES]
+            points[..., :2] = (points[..., :2] - self.offset * (scale - 1) / 2.0) / scale
+            result.pred_keypoints = points[keep]
         return result
 
     def _vote(self, detections: Instances) -> Instances:
@@ -337,20 +348,29 @@ class SRNWithTTA(nn.Module):
         passes into a float64 array, and rounding the merged boxes to float32
         would move some of its integer submission coordinates by a pixel.
         """
-        boxes, scores, classes = [], [], []
-        all_boxes, all_scores = detections.pred_boxes.tensor.double(), detections.scores.double()
+        values, scores, classes = [], [], []
+        # Each row: the box, then (with landmarks) its points, voted with the box's weights.
+        all_values = detections.pred_boxes.tensor.double()
+        if self.num_landmarks:
+            all_values = torch.cat([all_values, detections.pred_keypoints[..., :2].flatten(1).double()], dim=1)
+        all_scores = detections.scores.double()
         for cls in detections.pred_classes.unique().tolist():
             in_class = detections.pred_classes == cls
-            class_boxes, class_scores = bbox_vote(
-                all_boxes[in_class], all_scores[in_class], self.vote_iou, self.max_dets
-            )
-            boxes.append(class_boxes)
+            with _single_thread():
+                class_values, class_scores = _vote(all_values[in_class], all_scores[in_class], self.vote_iou,
+                                                   self.max_dets)
+            values.append(class_values)
             scores.append(class_scores)
             classes.append(torch.full((len(class_scores),), cls, dtype=torch.int64))
+        merged = torch.cat(values) if values else torch.zeros((0, all_values.shape[1]), dtype=torch.float64)
         result = Instances(detections.image_size)
-        result.pred_boxes = Boxes(torch.cat(boxes) if boxes else torch.zeros((0, 4), dtype=torch.float64))
+        result.pred_boxes = Boxes(merged[:, :4])
         result.scores = torch.cat(scores) if scores else torch.zeros((0,), dtype=torch.float64)
         result.pred_classes = torch.cat(classes) if classes else torch.zeros((0,), dtype=torch.int64)
+        if self.num_landmarks:
+            points = merged[:, 4:].reshape(len(merged), self.num_landmarks, 2)
+            point_scores = result.scores[:, None, None].expand(-1, self.num_landmarks, 1)
+            result.pred_keypoints = torch.cat([points, point_scores], dim=-1)
         order = torch.sort(result.scores, descending=True, stable=True).indices[: self.max_dets]
         return result[order]
 
