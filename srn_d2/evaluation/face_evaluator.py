@@ -1,7 +1,7 @@
 """What the face evaluators share: each image's detections as ``x, y, w, h, score``
 rows, collected from every process as Detectron2's evaluators do."""
 import logging
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 from detectron2.evaluation import DatasetEvaluator
@@ -52,17 +52,17 @@ class FaceDetectionEvaluator(DatasetEvaluator):
 
     def _gathered_predictions(self) -> Optional[Dict[str, np.ndarray]]:
         """All processes' predictions merged on the main process; None on the others."""
-        return self._gathered(self._predictions)
+        outputs = self._gathered_outputs()
+        return None if outputs is None else outputs[0]
 
-    def _gathered_keypoints(self) -> Optional[Dict[str, np.ndarray]]:
-        """All processes' predicted points merged on the main process (empty without landmarks)."""
-        return self._gathered(self._keypoints)
-
-    def _gathered(self, per_image: Dict[str, np.ndarray]) -> Optional[Dict[str, np.ndarray]]:
+    def _gathered_outputs(self) -> Optional[Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]]:
+        """All processes' (predictions, predicted points) merged on the main process, in one
+        gather that every process joins; None on the others."""
         if not self._distributed:
-            return per_image
+            return self._predictions, self._keypoints
         comm.synchronize()
-        gathered = comm.gather(per_image, dst=0)
+        gathered = comm.gather((self._predictions, self._keypoints), dst=0)
         if not comm.is_main_process():
             return None
-        return {k: v for part in gathered for k, v in part.items()}
+        return ({k: v for predictions, _ in gathered for k, v in predictions.items()},
+                {k: v for _, keypoints in gathered for k, v in keypoints.items()})

@@ -97,9 +97,10 @@ class WiderFaceEvaluator(FaceDetectionEvaluator):
         return self._gt
 
     def evaluate(self):
-        predictions = self._gathered_predictions()
-        if predictions is None:
+        outputs = self._gathered_outputs()
+        if outputs is None:
             return {}
+        predictions, keypoints = outputs
 
         if self._output_dir:
             pred_dir = os.path.join(self._output_dir, PREDICTIONS_DIR)
@@ -121,7 +122,6 @@ class WiderFaceEvaluator(FaceDetectionEvaluator):
         self._logger.info(f"WIDER FACE evaluation took {time.perf_counter() - start:.2f} s")
 
         results = {k: (100.0 * v if k.startswith("AP") else v) for k, v in metrics.items()}
-        keypoints = self._gathered_keypoints()
         if keypoints:
             results.update(self._landmark_metrics(predictions, keypoints))
         self._logger.info(
