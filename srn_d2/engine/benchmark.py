@@ -53,7 +53,7 @@ def _training_batch(size: int, batch: int, faces: int, device: str):
         instances.gt_classes = torch.zeros(faces, dtype=torch.long)
         # Every face has landmarks, which only a landmark model reads.
         points = boxes[:, None, :2] + _LANDMARKS_IN_BOX * (boxes[:, None, 2:] - boxes[:, None, :2])
-        instances.gt_keypoints = Keypoints(torch.cat([points, torch.full((faces, 5, 1), 2.0)], dim=-1))
+        instances.gt_keypoints = Keypoints(torch.cat([points, torch.full((faces, len(_LANDMARKS_IN_BOX), 1), 2.0)], dim=-1))
         image = torch.randint(0, 256, (3, size, size), generator=generator).float()
         inputs.append({"image": image.to(device), "instances": instances.to(device)})
     return inputs

@@ -3,13 +3,13 @@ from ..utils import quiet_import  # noqa: F401  (first: before anything imports 
 import os
 import time
 from collections import OrderedDict
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.structures import BoxMode
 from detectron2.utils.logger import create_small_table
 
+from ..data.dataset_mapper import annotation_boxes_xyxy
 from ..data.datasets_root import resolve_dataset_path
 from ..data.retinaface_labels import NUM_LANDMARKS
 from .face_evaluator import FaceDetectionEvaluator
@@ -74,6 +74,7 @@ class WiderFaceEvaluator(FaceDetectionEvaluator):
                 "metadata 'gt_mat_dir' or 'difficulty_by_size'"
             )
         self._gt: Optional[WiderFaceGroundTruth] = None
+        self._dicts: Optional[List[Dict]] = None
         self.pr_curves: Dict[str, PRCurve] = {}
 
     @classmethod
@@ -91,10 +92,14 @@ class WiderFaceEvaluator(FaceDetectionEvaluator):
             if self._gt_dir:
                 self._gt = load_widerface_gt_mat(self._gt_dir)
             else:
-                self._gt = widerface_gt_from_dicts(
-                    DatasetCatalog.get(self._dataset_name), tuple(self._difficulty_by_size)
-                )
+                self._gt = widerface_gt_from_dicts(self._dataset_dicts(), tuple(self._difficulty_by_size))
         return self._gt
+
+    def _dataset_dicts(self) -> List[Dict]:
+        """The dataset's dicts, loaded once for the ground truth and the landmark error."""
+        if self._dicts is None:
+            self._dicts = DatasetCatalog.get(self._dataset_name)
+        return self._dicts
 
     def evaluate(self):
         outputs = self._gathered_outputs()
@@ -131,8 +136,7 @@ class WiderFaceEvaluator(FaceDetectionEvaluator):
 
     def _landmark_metrics(self, predictions: Dict[str, np.ndarray], keypoints: Dict[str, np.ndarray]):
         """NME over the dataset's faces with landmarks; nothing (and a log line) for a dataset without."""
-        records = [r for r in DatasetCatalog.get(self._dataset_name)
-                   if any("keypoints" in a for a in r.get("annotations", []))]
+        records = [r for r in self._dataset_dicts() if any("keypoints" in a for a in r.get("annotations", []))]
         if not records:
             self._logger.info(f"{self._dataset_name} has no landmarks: the predicted ones are not scored")
             return {}
@@ -140,8 +144,8 @@ class WiderFaceEvaluator(FaceDetectionEvaluator):
         for record in records:
             image_id = str(record["image_id"])
             faces = record["annotations"]
-            gt_xywh = np.array([BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYWH_ABS) for a in faces],
-                               dtype=np.float64).reshape(-1, 4)
+            gt_xyxy = annotation_boxes_xyxy(faces)
+            gt_xywh = np.concatenate([gt_xyxy[:, :2], gt_xyxy[:, 2:] - gt_xyxy[:, :2]], axis=1)
             gt_keypoints = np.array([a.get("keypoints", [0.0] * 3 * NUM_LANDMARKS) for a in faces], dtype=np.float64)
             image_errors, image_missed = face_landmark_errors(
                 predictions.get(image_id, np.zeros((0, 5))), keypoints.get(image_id, np.zeros((0, 5, 2))),

@@ -229,15 +229,16 @@ class SRN(DenseDetector):
         return self.forward_training(images, features, self.head(features), gt_instances)
 
     @property
-    def has_landmarks(self) -> bool:
-        return bool(getattr(self.head.shared, "num_landmarks", 0))
+    def num_landmarks(self) -> int:
+        """Points per face in ``pred_keypoints``; 0 without landmarks."""
+        return self.head.num_landmarks
 
     def _flatten(self, predictions: TwoStepPredictions) -> TwoStepPredictions:
         """Maps (N, A * K, H, W) -> (N, H * W * A, K), per level; landmarks to (N, H * W * A, 10)."""
         k = self.num_classes
         return TwoStepPredictions(
             *(None if maps is None else {level: permute_to_N_HWA_K(x, dim) for level, x in maps.items()}
-              for maps, dim in zip(predictions, (k, 4, k, 4, 2 * getattr(self.head.shared, "num_landmarks", 0))))
+              for maps, dim in zip(predictions, (k, 4, k, 4, 2 * self.num_landmarks)))
         )
 
     def _anchors(self, features: Dict[str, torch.Tensor]) -> Dict[str, Boxes]:
@@ -271,7 +272,7 @@ class SRN(DenseDetector):
         step1_deltas = {level: d.detach() for level, d in predictions.step1_deltas.items()}
         step2_anchors = self.str.step2_anchors(anchors, step1_deltas)
         step2_labels, step2_gt_boxes, step2_gt_keypoints = self.label_anchors(
-            step2_anchors, gt_instances, self.step2_matcher, layouts, with_keypoints=self.has_landmarks
+            step2_anchors, gt_instances, self.step2_matcher, layouts, with_keypoints=self.num_landmarks > 0
         )
         step2_labels = self.stc.ignore_rejected(step2_labels, predictions.step1_logits)
         return self.losses(

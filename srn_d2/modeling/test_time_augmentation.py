@@ -125,16 +125,17 @@ def bbox_vote(
     In decreasing score order, the best remaining box and every remaining box
     with IoU >= ``iou_thresh`` to it (areas with the legacy +1) form a group and
     are removed. A group of one box is dropped; a larger group yields the
-    score-weighted mean of its boxes with the group's highest score.
+    score-weighted mean of its boxes with the group's highest score. Columns
+    after a box's four (its landmarks) are averaged with the same weights.
 
     Args:
-        boxes: (N, 4) boxes (x1, y1, x2, y2).
+        boxes: (N, 4 + E) boxes (x1, y1, x2, y2), each followed by E values voted with it.
         scores: (N,) scores.
         iou_thresh: grouping IoU.
         max_dets: at most this many merged boxes are returned.
 
     Returns:
-        (M, 4) merged boxes and (M,) scores, by decreasing score.
+        (M, 4 + E) merged rows and (M,) scores, by decreasing score.
     """
     with _single_thread():
         return _vote(boxes, scores, iou_thresh, max_dets)
@@ -154,8 +155,6 @@ def _single_thread():
 
 
 def _vote(values: torch.Tensor, scores: torch.Tensor, iou_thresh: float, max_dets: int):
-    """:func:`bbox_vote` of (N, 4 + E) rows whose first four columns are the boxes: the groups
-    are the boxes', and every column (a box's landmarks after it) is averaged with the same weights."""
     order = torch.sort(scores, descending=True, stable=True).indices
     values, scores = values[order], scores[order]
     areas = box_areas(values[:, :4], plus_one=True)
@@ -254,7 +253,7 @@ class SRNWithTTA(nn.Module):
             )
         self.model = model
         # A landmark model's points follow their boxes: mirrored, left and right swapped, on flipped passes.
-        self.num_landmarks = model.head.shared.num_landmarks if getattr(model, "has_landmarks", False) else 0
+        self.num_landmarks = getattr(model, "num_landmarks", 0)
         self.max_size = max_size
         self.shrink = shrink
         self.enlarge_base = enlarge_base
@@ -356,8 +355,7 @@ class SRNWithTTA(nn.Module):
         all_scores = detections.scores.double()
         for cls in detections.pred_classes.unique().tolist():
             in_class = detections.pred_classes == cls
-            with _single_thread():
-                class_values, class_scores = _vote(all_values[in_class], all_scores[in_class], self.vote_iou,
+            class_values, class_scores = bbox_vote(all_values[in_class], all_scores[in_class], self.vote_iou,
                                                    self.max_dets)
             values.append(class_values)
             scores.append(class_scores)

@@ -40,6 +40,11 @@ class SelectiveTwoStepHead(nn.Module):
         self.shared = head
         self.plan = plan
 
+    @property
+    def num_landmarks(self) -> int:
+        """Points per face the shared head predicts in step 2 (0: none, or a head without the option)."""
+        return getattr(self.shared, "num_landmarks", 0)
+
     def forward(self, features: Dict[str, torch.Tensor]) -> TwoStepPredictions:
         """
         Args:
@@ -56,7 +61,7 @@ class SelectiveTwoStepHead(nn.Module):
         step1_deltas = run(self.shared.regress, plan.str_levels, step1=True)
         step2_logits = run(self.shared.classify, plan.levels, step1=False)
         step2_landmarks = None
-        if getattr(self.shared, "num_landmarks", 0):
+        if self.num_landmarks:
             deltas, landmarks = self.shared.regress_with_landmarks([features[level] for level in plan.levels])
             step2_deltas, step2_landmarks = dict(zip(plan.levels, deltas)), dict(zip(plan.levels, landmarks))
         else:
