@@ -14,8 +14,11 @@ Rows, all run by ``ONNXFaceDetector``:
 
 Columns: AP easy / medium / hard and hard AP at IoU 0.7 (points, with the
 difference to fp32), and the agreement with fp32: of its detections scoring >= 0.5,
-the share found again at IoU >= 0.9. int8 is calibrated on the first
-``--calibration-images`` of mini_faces_train, never on val.
+the share found again at IoU >= 0.9. A model trained with landmarks
+(``configs/SRN_mini_landmarks.yaml``) adds their error on the val faces (NME, % of
+the face's size, as the WIDER evaluator reports it) and the largest shift of a
+matched face's point against fp32, in % of that face's size. int8 is calibrated
+on the first ``--calibration-images`` of mini_faces_train, never on val.
 """
 from srn_d2.utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import argparse
@@ -31,6 +34,7 @@ from srn_d2.deploy.onnx_runtime import ONNXFaceDetector
 from srn_d2.deploy.quantize import calibration_images, detection_agreement, quantize_int8
 from srn_d2.engine import setup_cfg
 from srn_d2.evaluation.face_evaluator import boxes_to_xywhs
+from srn_d2.evaluation.widerface_evaluator import dataset_landmark_metrics
 from srn_d2.evaluation.widerface_gt import widerface_gt_from_dicts
 from srn_d2.evaluation.widerface_protocol import WiderFaceMatches, widerface_metrics
 
@@ -39,8 +43,12 @@ METRICS = (("AP_easy", "AP easy"), ("AP_medium", "AP medium"), ("AP_hard", "AP h
 
 
 def _scores(detections, records, gt):
-    predictions = {str(r["image_id"]): boxes_to_xywhs(*d) for r, d in zip(records, detections)}
+    """WIDER FACE metrics of each image's (boxes, scores[, landmarks]), and the landmark error."""
+    predictions = {str(r["image_id"]): boxes_to_xywhs(*d[:2]) for r, d in zip(records, detections)}
     metrics, _ = widerface_metrics(WiderFaceMatches(predictions, gt))
+    if all(len(d) > 2 for d in detections):
+        keypoints = {str(r["image_id"]): d[2] for r, d in zip(records, detections)}
+        metrics["NME"] = dataset_landmark_metrics(records, predictions, keypoints)["NME"] / 100
     return metrics
 
 
@@ -83,22 +91,28 @@ def main(argv=None):
                 results[name] = detector(images)
     reference_name = next(iter(results))
     reference = _scores(results[reference_name], records, gt)
+    metrics = METRICS + ((("NME", "NME %"),) if "NME" in reference else ())
     rows = []
     for name, detections in results.items():
-        metrics = reference if name == reference_name else _scores(detections, records, gt)
+        scores = reference if name == reference_name else _scores(detections, records, gt)
         agreement = detection_agreement(results[reference_name], detections)
         row = [name]
-        for key, _ in METRICS:
-            value, delta = 100 * metrics[key], 100 * (metrics[key] - reference[key])
-            row.append(f"{value:.1f}" if name == reference_name else f"{value:.1f} ({delta:+.1f})")
+        for key, _ in metrics:
+            # NME is a few percent: two decimals show its changes.
+            digits = 2 if key == "NME" else 1
+            value, delta = 100 * scores[key], 100 * (scores[key] - reference[key])
+            row.append(f"{value:.{digits}f}" + ("" if name == reference_name else f" ({delta:+.{digits}f})"))
         row.append(f"{100 * agreement['found_again'] / max(agreement['reference_confident'], 1):.1f}% of "
                    f"{agreement['reference_confident']}")
+        if "largest_landmark_shift" in agreement:
+            row.append(f"{100 * agreement['largest_landmark_shift']:.2f}")
         row.append(str(agreement["other_detections"]))
         rows.append(row)
+    headers = ["model", *(h for _, h in metrics), "fp32 >= 0.5 found at IoU 0.9",
+               *(["largest point shift %"] if "NME" in reference else []), "detections"]
     print(f"{args.config_file} ({args.weights}) on {args.dataset} ({len(records)} images), int8 calibrated on "
           f"{len(calibration)} images of {args.calibration_dataset}; AP in %, (difference to fp32):")
-    print(tabulate(rows, headers=["model", *(h for _, h in METRICS), "fp32 >= 0.5 found at IoU 0.9", "detections"],
-                   disable_numparse=True))
+    print(tabulate(rows, headers=headers, disable_numparse=True))
 
 
 if __name__ == "__main__":

@@ -154,3 +154,25 @@ def train_tiny_srn(folder, datasets_root, steps=150, seed=0):
     DetectionCheckpointer(model.eval(), save_dir=str(folder)).save("trained_tiny")
     cfg.MODEL.WEIGHTS = os.path.join(str(folder), "trained_tiny.pth")
     return cfg
+
+
+def spread_landmark_srn(folder, **overrides):
+    """A tiny landmark SRN whose every anchor is a candidate and whose predictors are far from
+    their initialization, so that scores are distinct (no ties for NMS to break) and boxes and
+    points spread over the image; its cfg and weights."""
+    cfg = tiny_srn_cfg()
+    cfg.MODEL.SRN.LANDMARKS.ENABLED = True
+    cfg.MODEL.SRN.SCORE_THRESH_TEST = 0.0
+    cfg.TEST.DETECTIONS_PER_IMAGE = 60
+    for key, value in overrides.items():
+        cfg.merge_from_list([key, value])
+    model = build_tiny_srn(cfg).eval()
+    generator = torch.Generator().manual_seed(3)
+    shared = model.head.shared
+    for conv in (shared.cls_score, shared.bbox_pred, *([shared.landmark_pred] if model.num_landmarks else [])):
+        conv.weight.data = 0.05 * torch.randn(conv.weight.shape, generator=generator)
+        conv.bias.data = 0.2 * torch.randn(conv.bias.shape, generator=generator)
+    weights = os.path.join(folder, "tiny_landmarks.pth")
+    torch.save({"model": model.state_dict()}, weights)
+    cfg.MODEL.WEIGHTS = weights
+    return cfg, model

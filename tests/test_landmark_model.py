@@ -152,13 +152,6 @@ def test_off_adds_nothing():
     assert not result.has("pred_keypoints") and "loss_landmarks" not in losses
 
 
-def test_export_refuses_landmarks_it_would_drop():
-    from srn_d2.deploy.export import check_exportable
-
-    with pytest.raises(ValueError, match="MODEL.SRN.LANDMARKS.ENABLED = True: the export does not output landmarks"):
-        check_exportable(landmark_cfg())
-
-
 # Each point's offset from its anchor's centre, in anchor widths / heights: the image's left eye
 # left of the centre, the right one mirrored, and so the mouth corners. Mirrored and swapped, a face
 # keeps these offsets; mirrored and not swapped, its left eye would be right of the centre.

@@ -124,3 +124,39 @@ def test_int8_detections_agree_with_fp32_on_a_trained_model(trained_tiny, tmp_pa
     assert report["found_again"] >= 0.9 * report["reference_confident"]
     assert report["largest_score_change"] <= 0.2
     assert abs(report["other_detections"] - report["reference_detections"]) <= 0.1 * report["reference_detections"]
+
+
+def test_agreement_measures_the_landmark_shift_in_face_sizes():
+    """One confident face, found again at IoU 1; one of its points moved by (3, 4) px on a 10 x 10
+    box: 5 px, half the face's size. A face under 0.5 is not compared."""
+    from srn_d2.deploy.quantize import detection_agreement
+
+    boxes = np.array([[0, 0, 10, 10], [50, 50, 70, 70]], np.float32)
+    scores = np.array([0.9, 0.3], np.float32)
+    points = np.zeros((2, 5, 2), np.float32)
+    moved = points.copy()
+    moved[0, 2] += (3, 4)
+    moved[1] += 100
+    report = detection_agreement([(boxes, scores, points)], [(boxes, scores - 0.05, moved)])
+    assert (report["reference_confident"], report["found_again"]) == (1, 1)
+    assert report["largest_landmark_shift"] == pytest.approx(0.5)
+    assert report["largest_score_change"] == pytest.approx(0.05)
+    assert "largest_landmark_shift" not in detection_agreement([(boxes, scores)], [(boxes, scores)])
+
+
+def test_int8_landmark_model_runs_and_reports_its_landmark_shift(tmp_path, monkeypatch, caplog):
+    from srn_d2.deploy.export import export
+    from srn_d2.deploy.quantize import calibration_images
+    from srn_testing import spread_landmark_srn
+
+    monkeypatch.setenv("SRN_DATASETS", str(tmp_path / "datasets"))
+    caplog.set_level(logging.INFO, logger="srn_d2.export")
+    cfg, _ = spread_landmark_srn(str(tmp_path))
+    path = export(cfg, "onnx", str(tmp_path))
+    report = quantize_int8(path, calibration_images(cfg, "mini_faces_train", 3))
+    assert "landmarks moved by at most" in caplog.text
+    assert report["reference_detections"] == 3 * 60 and "largest_landmark_shift" in report
+    int8 = ONNXFaceDetector(int8_path(path))
+    assert int8.has_landmarks and int8.precision == "int8"
+    boxes, scores, landmarks = int8(np.zeros((70, 90, 3), np.uint8))
+    assert landmarks.shape == (len(scores), 5, 2) == (60, 5, 2)

@@ -11,8 +11,9 @@ has not seen. :class:`BatchedSRN` does every step on the whole batch instead:
 3. per level, the anchors outside an image's own feature map (ceil(size /
    stride) cells each way) are left out and the score threshold follows the
    image's own number of cells, as if the image had been run alone;
-4. the top candidates per image and level, decoding, NMS within each image,
-   the cap per image, and Detectron2's clipping to the image.
+4. the top candidates per image and level, decoding (boxes, and landmarks
+   for a model with them), NMS within each image, the cap per image, and
+   Detectron2's clipping of the boxes to the image.
 
 Each image's result equals the one-image model's but for the border: the
 convolutions near the bottom and right edge of a padded image see the padding
@@ -87,7 +88,8 @@ class BatchedSRN(nn.Module):
 
         Returns:
             boxes (N, 4) x1 y1 x2 y2, clipped to their image; scores (N,);
-            classes (N,); batch_index (N,): the image of each detection.
+            classes (N,); batch_index (N,): the image of each detection; and for a
+            model with landmarks, landmarks (N, K, 2) x, y (not clipped).
             Grouped by image, best first within each.
         """
         model = self.model
@@ -101,18 +103,19 @@ class BatchedSRN(nn.Module):
                                    image_sizes)
             for level in model.plan.levels
         ]
-        boxes, scores, classes = (torch.cat(parts, dim=1) for parts in zip(*candidates))
+        boxes, scores, classes, *landmarks = (torch.cat(parts, dim=1) for parts in zip(*candidates))
         nms_boxes = boxes + boxes.new_tensor([0.0, 0.0, 1.0, 1.0]) if model.nms_area_plus_one else boxes
         # ONNX gets the NonMaxSuppression operator; TorchScript keeps the scripted loop over images.
         nms = BatchedNMS.apply if torch.onnx.is_in_onnx_export() else _nms_each_image
         kept = nms(nms_boxes, scores[:, None, :], model.test_nms_thresh)
         batch_index, candidate = kept[:, 0], kept[:, 2]
-        boxes, scores, classes = (x[batch_index, candidate] for x in (boxes, scores, classes))
+        boxes, scores, classes, *landmarks = (x[batch_index, candidate] for x in (boxes, scores, classes, *landmarks))
         keep = self._rank_in_image(batch_index, images.shape[0]) < model.max_detections_per_image
-        boxes, scores, classes, batch_index = boxes[keep], scores[keep], classes[keep], batch_index[keep]
+        boxes, scores, classes, batch_index, *landmarks = (
+            x[keep] for x in (boxes, scores, classes, batch_index, *landmarks))
         boxes = self._clip(boxes, image_sizes[batch_index])
         nonempty = (boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)
-        return boxes[nonempty], scores[nonempty], classes[nonempty], batch_index[nonempty]
+        return tuple(x[nonempty] for x in (boxes, scores, classes, batch_index, *landmarks))
 
     def _normalize(self, images: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> normalized, zero outside each image, padded to the backbone's size divisibility."""
@@ -158,7 +161,8 @@ class BatchedSRN(nn.Module):
 
         Returns:
             boxes (B, k, 4) decoded, scores (B, k), classes (B, k), with k =
-            min(topk candidates, R_l * K); a slot without a candidate scores -1.
+            min(topk candidates, R_l * K), and, for a model with landmarks, their
+            (B, k, num_landmarks, 2) points; a slot without a candidate scores -1.
         """
         model = self.model
         batch, cells, num_classes = scores.shape
@@ -181,7 +185,11 @@ class BatchedSRN(nn.Module):
         images = torch.arange(batch, device=scores.device)[:, None]
         anchor_boxes = anchors[images, anchor] if anchors.dim() == 3 else anchors[anchor]
         deltas = predictions.step2_deltas[level][images, anchor]
-        return model.box2box_transform.apply_deltas(deltas, anchor_boxes), top_scores, classes
+        candidates = (model.box2box_transform.apply_deltas(deltas, anchor_boxes), top_scores, classes)
+        if predictions.step2_landmarks is None:
+            return candidates
+        points = model.landmark_coder.apply_deltas(predictions.step2_landmarks[level][images, anchor], anchor_boxes)
+        return (*candidates, points)
 
     @staticmethod
     def _rank_in_image(batch_index: torch.Tensor, batch: int) -> torch.Tensor:

@@ -5,14 +5,17 @@ normalization), network, STC filter, STR refinement, decoding, NMS, the cap
 on detections and Detectron2's clipping to the image. Its input is one image,
 ``image``: (3, H, W) float32 in INPUT.FORMAT's channel order, any H and W (after
 the test-time resize, if INPUT.MIN_SIZE_TEST asks for one). Its outputs are
-``boxes`` (N, 4) x1 y1 x2 y2, ``scores`` (N,) and ``classes`` (N,), best first.
+``boxes`` (N, 4) x1 y1 x2 y2, ``scores`` (N,) and ``classes`` (N,), best first,
+and for a model with landmarks (MODEL.SRN.LANDMARKS.ENABLED) ``landmarks``
+(N, K, 2): x, y of each detection's points, its ``pred_keypoints`` without the
+score column (which repeats the detection's score).
 
 :func:`export` writes ``model.onnx`` (opset 17; its metadata tells
 :class:`srn_d2.deploy.onnx_runtime.ONNXFaceDetector` the channel order and the
 resize) or ``model.ts`` (TorchScript, with the same facts in ``srn_d2.json``).
 Before it returns, the export runs on two image sizes and must give the
-PyTorch model's detections: the same count, boxes within 0.01 px, scores
-within 1e-4; otherwise it raises :class:`ExportError`. Sample images may give
+PyTorch model's detections: the same count, boxes and landmarks within 0.01 px,
+scores within 1e-4; otherwise it raises :class:`ExportError`. Sample images may give
 no detection at all (an untrained model, or a face model on noise), which
 would verify nothing about the network: its raw outputs (every head map,
 before any threshold) are also exported and compared with PyTorch's
@@ -22,7 +25,8 @@ only once verified: a failed export leaves the previous model untouched.
 ``batched=True`` (``export --batch``) writes ``model_batched.onnx`` / ``.ts``
 instead: :class:`srn_d2.deploy.batched.BatchedSRN`, whose inputs are
 ``images`` (B, 3, H, W) and ``image_sizes`` (B, 2), dynamic in B, H and W, and
-whose outputs add ``batch_index`` (N,), the image of each detection. It is
+whose outputs add ``batch_index`` (N,), the image of each detection (before
+``landmarks``, which stays last). It is
 verified on the two sample images in one padded batch, against the same
 computation in PyTorch, and the unpadded one against the one-image model.
 """
@@ -45,7 +49,7 @@ from ..modeling import SRN
 from ..utils.file_io import atomic_write, atomic_write_path, check_output_path
 from .batched import BatchedSRN
 from .onnx_runtime import BATCHED_INTERFACE, INPUT_FORMAT, MAX_SIZE_TEST, MIN_SIZE_TEST, PRECISION, SINGLE_INTERFACE, \
-    pad_images
+    pad_images, with_landmarks
 
 __all__ = ["FORMATS", "ExportError", "batched_runner", "check_exportable", "deployment_metadata", "export",
            "export_onnx", "export_torchscript", "exported_file", "exported_runner", "traceable", "verify",
@@ -78,18 +82,19 @@ def check_exportable(cfg, batched: bool = False) -> None:
             "the multi-scale test resizes with OpenCV and votes box by box, outside any graph; "
             "export the single-scale model (TEST.AUG.ENABLED False) and run the passes around it")
     require(cfg.INPUT.FORMAT in ("BGR", "RGB"), "INPUT.FORMAT", cfg.INPUT.FORMAT, "the export takes BGR or RGB input")
-    require(not (cfg.MODEL.META_ARCHITECTURE == "SRN" and cfg.MODEL.SRN.LANDMARKS.ENABLED),
-            "MODEL.SRN.LANDMARKS.ENABLED", True, "the export does not output landmarks yet; set this key False "
-            "to export the boxes alone (the landmark predictor's weights are then left unused)")
 
 
-def _detections(model, inputs) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _detections(model, inputs) -> Tuple[torch.Tensor, ...]:
+    """(boxes, scores, classes), and (N, K, 2) landmarks from a model with landmarks."""
     instances = model(inputs)[0]["instances"]
-    return instances.pred_boxes.tensor, instances.scores, instances.pred_classes
+    detections = (instances.pred_boxes.tensor, instances.scores, instances.pred_classes)
+    if instances.has("pred_keypoints"):
+        return (*detections, instances.pred_keypoints[..., :2])
+    return detections
 
 
 def traceable(model) -> torch.nn.Module:
-    """The model as a function of one (3, H, W) image tensor, returning (boxes, scores, classes)."""
+    """The model as a function of one (3, H, W) image tensor, returning (boxes, scores, classes[, landmarks])."""
     with warnings.catch_warnings():
         # As srn_d2.utils.quiet_import: Detectron2's export package scripts code when imported.
         warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
@@ -112,9 +117,10 @@ def deployment_metadata(cfg) -> Dict[str, str]:
 
 def _graph(model, batched: bool) -> Tuple[torch.nn.Module, Tuple[Tuple[str, int], ...], Tuple[str, ...]]:
     """The module to trace and its interface: (input name, rank) pairs and output names."""
-    if batched:
-        return BatchedSRN(model).eval(), *BATCHED_INTERFACE
-    return traceable(model), *SINGLE_INTERFACE
+    interface = BATCHED_INTERFACE if batched else SINGLE_INTERFACE
+    if isinstance(model, SRN) and model.num_landmarks:
+        interface = with_landmarks(interface)
+    return (BatchedSRN(model) if batched else traceable(model)).eval(), *interface
 
 
 def export_onnx(model, sample: Tuple[torch.Tensor, ...], path: str, metadata: Dict[str, str],
@@ -159,8 +165,8 @@ def export_torchscript(model, sample: Tuple[torch.Tensor, ...], path: str, metad
 
 def exported_runner(path: str, export_format: str) -> Callable[..., Tuple[np.ndarray, ...]]:
     """The exported file as a function of numpy inputs, in the graph's order, to numpy outputs:
-    a (3, H, W) float32 image -> (boxes, scores, classes), or, batched, (images, image_sizes)
-    -> (boxes, scores, classes, batch_index)."""
+    a (3, H, W) float32 image -> (boxes, scores, classes[, landmarks]), or, batched, (images,
+    image_sizes) -> (boxes, scores, classes, batch_index[, landmarks])."""
     if export_format == "onnx":
         import onnxruntime
 
@@ -177,14 +183,12 @@ def exported_runner(path: str, export_format: str) -> Callable[..., Tuple[np.nda
 
 
 def batched_runner(path: str, export_format: str) -> Callable[[List[np.ndarray]], List[Tuple[np.ndarray, ...]]]:
-    """(3, H_i, W_i) float32 images -> each one's (boxes, scores, classes), from one call of the
-    batched export on the images padded together."""
+    """(3, H_i, W_i) float32 images -> each one's (boxes, scores, classes[, landmarks]), from one
+    call of the batched export on the images padded together."""
     run = exported_runner(path, export_format)
 
     def run_batch(images):
-        boxes, scores, classes, batch_index = run(*pad_images(images))
-        return [(boxes[batch_index == i], scores[batch_index == i], classes[batch_index == i])
-                for i in range(len(images))]
+        return _per_image(run(*pad_images(images)), len(images))
 
     return run_batch
 
@@ -210,26 +214,34 @@ def verify_batched(model, run_batch, images: Tuple[torch.Tensor, ...]) -> Dict[s
             "the first image must be the largest, the one left unpadded")
     got = run_batch(arrays)
     with torch.no_grad():
-        boxes, scores, classes, batch_index = (
-            t.cpu().numpy() for t in BatchedSRN(model).eval()(torch.from_numpy(batch).to(model.device),
-                                                              torch.from_numpy(sizes).to(model.device)))
+        expected = _per_image([t.cpu().numpy() for t in BatchedSRN(model).eval()(
+            torch.from_numpy(batch).to(model.device), torch.from_numpy(sizes).to(model.device))], len(images))
     report = {}
     for i, image in enumerate(images):
-        mine = batch_index == i
-        report[f"image {i}"] = _compare((boxes[mine], scores[mine], classes[mine]), got[i], tuple(image.shape[-2:]))
+        report[f"image {i}"] = _compare(expected[i], got[i], tuple(image.shape[-2:]))
     with torch.no_grad():
         alone = [t.cpu().numpy() for t in _detections(model, [{"image": images[0]}])]
     report["image 0 alone"] = _compare(alone, got[0], tuple(images[0].shape[-2:]))
     return report
 
 
+def _per_image(outputs, count: int) -> List[Tuple[np.ndarray, ...]]:
+    """The batched graph's outputs -> each image's (boxes, scores, classes[, landmarks])."""
+    batch_index = outputs[3]
+    detections = (*outputs[:3], *outputs[4:])
+    return [tuple(x[batch_index == i] for x in detections) for i in range(count)]
+
+
 def _compare(expected, got, size) -> Dict[str, float]:
-    """(boxes, scores, classes) of one image, expected and exported: ExportError on any difference."""
+    """(boxes, scores, classes[, landmarks]) of one image, expected and exported: ExportError on
+    any difference."""
     from scipy.optimize import linear_sum_assignment
 
+    if len(got) != len(expected):
+        raise ExportError(f"{size} px: the export gives {len(got)} outputs, PyTorch {len(expected)}")
     if len(got[0]) != len(expected[0]):
         raise ExportError(f"{size} px: the export gives {len(got[0])} detections, PyTorch {len(expected[0])}")
-    box_diff = score_diff = 0.0
+    box_diff = score_diff = landmark_diff = 0.0
     if len(expected[0]):
         cost = np.abs(expected[0][:, None] - got[0][None]).max(-1) + 1e3 * np.abs(expected[1][:, None] - got[1][None])
         rows, cols = linear_sum_assignment(cost)
@@ -237,9 +249,15 @@ def _compare(expected, got, size) -> Dict[str, float]:
         score_diff = float(np.abs(expected[1][rows] - got[1][cols]).max())
         if not np.array_equal(expected[2][rows], got[2][cols]):
             raise ExportError(f"{size} px: classes differ from PyTorch's")
-    if box_diff > BOX_TOLERANCE_PX or score_diff > SCORE_TOLERANCE:
-        raise ExportError(f"{size} px: boxes differ by up to {box_diff:.4f} px, scores by {score_diff:.2e}")
-    return {"detections": len(expected[0]), "box_diff_px": box_diff, "score_diff": score_diff}
+        if len(expected) > 3:
+            landmark_diff = float(np.abs(expected[3][rows] - got[3][cols]).max())
+    if box_diff > BOX_TOLERANCE_PX or score_diff > SCORE_TOLERANCE or landmark_diff > BOX_TOLERANCE_PX:
+        raise ExportError(f"{size} px: boxes differ by up to {box_diff:.4f} px, scores by {score_diff:.2e}, "
+                          f"landmarks by {landmark_diff:.4f} px")
+    report = {"detections": len(expected[0]), "box_diff_px": box_diff, "score_diff": score_diff}
+    if len(expected) > 3:
+        report["landmark_diff_px"] = landmark_diff
+    return report
 
 
 def _sample_images(device) -> Tuple[torch.Tensor, torch.Tensor]:

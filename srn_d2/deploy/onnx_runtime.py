@@ -6,6 +6,8 @@
     boxes, scores = detector(cv2.imread("photo.jpg"))   # (N, 4) x1 y1 x2 y2, (N,), best first
     for boxes, scores in detector([image_a, image_b]):  # a list: one result per image
         ...
+    # a model trained with landmarks (MODEL.SRN.LANDMARKS.ENABLED) also gives (N, 5, 2) points
+    boxes, scores, landmarks = ONNXFaceDetector("export_landmarks/model.onnx")(image)
 
 A batched export (``export --batch``, ``model_batched.onnx``) runs a list in
 one call per image size, or in one padded call with ``pad=True``; a one-image
@@ -32,12 +34,24 @@ PRECISION = "srn_d2.precision"
 # The graph's interfaces, as srn_d2.deploy.export writes them: (input name, rank) pairs and output names.
 SINGLE_INTERFACE = ((("image", 3),), ("boxes", "scores", "classes"))
 BATCHED_INTERFACE = ((("images", 4), ("image_sizes", 2)), ("boxes", "scores", "classes", "batch_index"))
-# One image's boxes (N, 4) and scores (N,).
-Detections = Tuple[np.ndarray, np.ndarray]
+# The output a landmark model adds last to either interface: (N, K, 2) x, y of each detection's points.
+LANDMARKS = "landmarks"
+# One image's boxes (N, 4) and scores (N,), and a landmark model's (N, K, 2) points.
+Detections = Tuple[np.ndarray, ...]
+
+
+def with_landmarks(interface):
+    """``interface`` with the landmark output added."""
+    inputs, outputs = interface
+    return inputs, (*outputs, LANDMARKS)
+
+
+INTERFACES = (SINGLE_INTERFACE, BATCHED_INTERFACE, with_landmarks(SINGLE_INTERFACE), with_landmarks(BATCHED_INTERFACE))
 
 
 class ONNXFaceDetector:
-    """An exported SRN: a BGR image in, boxes and scores out, as :class:`detectron2.engine.DefaultPredictor`."""
+    """An exported SRN: a BGR image in, boxes and scores (and landmarks) out, as
+    :class:`detectron2.engine.DefaultPredictor`."""
 
     def __init__(self, path: str, num_threads: Optional[int] = None, spin_wait: bool = True):
         """
@@ -80,13 +94,19 @@ class ONNXFaceDetector:
     def _check_interface(self, path: str) -> None:
         interface = (tuple((i.name, len(i.shape)) for i in self.session.get_inputs()),
                      tuple(o.name for o in self.session.get_outputs()))
-        if interface not in (SINGLE_INTERFACE, BATCHED_INTERFACE):
+        if interface not in INTERFACES:
             raise ValueError(
                 f"{path}: takes {list(interface[0])} and gives {list(interface[1])}; a model exported by "
                 f"srn_d2.tools.export takes {list(SINGLE_INTERFACE[0])} and gives {list(SINGLE_INTERFACE[1])}, "
-                f"or, batched, takes {list(BATCHED_INTERFACE[0])} and gives {list(BATCHED_INTERFACE[1])}"
+                f"or, batched, takes {list(BATCHED_INTERFACE[0])} and gives {list(BATCHED_INTERFACE[1])}, "
+                f"either followed by {LANDMARKS!r} for a landmark model"
             )
-        self.batched = interface == BATCHED_INTERFACE
+        self.batched = interface[0] == BATCHED_INTERFACE[0]
+        self.has_landmarks = interface[1][-1] == LANDMARKS
+        rank = len(self.session.get_outputs()[-1].shape)
+        if self.has_landmarks and rank != 3:
+            raise ValueError(f"{path}: gives {LANDMARKS!r} of rank {rank}; the export writes them as (N, K, 2) "
+                             "x, y per detection and point")
 
     def __call__(self, images: Union[np.ndarray, Sequence[np.ndarray]], pad: bool = False
                  ) -> Union[Detections, List[Detections]]:
@@ -101,7 +121,10 @@ class ONNXFaceDetector:
 
         Returns:
             for one image: boxes (N, 4) float32 x1, y1, x2, y2 in the image's pixels,
-            clipped to it, and scores (N,) float32, best first; for a list, a list of those.
+            clipped to it, and scores (N,) float32, best first; from a landmark model
+            (``has_landmarks``) also landmarks (N, K, 2) float32 x, y in the image's
+            pixels, not clipped (as Detectron2's ``detector_postprocess`` leaves keypoints).
+            For a list, a list of those.
         """
         if not isinstance(images, (list, tuple)):
             return self([check_bgr_image(images)])[0]
@@ -114,8 +137,8 @@ class ONNXFaceDetector:
         results: List[Optional[Detections]] = [None] * len(images)
         for group in self._calls(prepared, pad):
             chw = [prepared[i][0] for i in group]
-            for i, (boxes, scores) in zip(group, self.run_graph(chw)):
-                results[i] = self._to_original(boxes, prepared[i][0].shape[1:], prepared[i][1]), scores
+            for i, detections in zip(group, self.run_graph(chw)):
+                results[i] = self._to_original(detections, prepared[i][0].shape[1:], prepared[i][1])
         return results
 
     def _prepare(self, bgr: np.ndarray) -> Tuple[np.ndarray, Tuple[int, int]]:
@@ -138,12 +161,15 @@ class ONNXFaceDetector:
 
     def run_graph(self, images: List[np.ndarray]) -> List[Detections]:
         """(3, h, w) float32 images as the graph takes them (resized, in its channel order; one
-        for a one-image model) -> their (boxes, scores) in those pixels, from one session call."""
-        outputs = self.session.run(None, graph_inputs(images, self.batched))
+        for a one-image model) -> their (boxes, scores[, landmarks]) in those pixels, from one
+        session call."""
+        outputs = dict(zip((o.name for o in self.session.get_outputs()),
+                           self.session.run(None, graph_inputs(images, self.batched))))
+        kept = [outputs[name] for name in ("boxes", "scores", LANDMARKS) if name in outputs]
         if not self.batched:
-            return [tuple(outputs[:2])]
-        boxes, scores, _, batch_index = outputs
-        return [(boxes[batch_index == i], scores[batch_index == i]) for i in range(len(images))]
+            return [tuple(kept)]
+        batch_index = outputs["batch_index"]
+        return [tuple(x[batch_index == i] for x in kept) for i in range(len(images))]
 
     def _resize(self, image: np.ndarray) -> np.ndarray:
         """Detectron2's ResizeShortestEdge at test time (INPUT.MIN_SIZE_TEST, 0 = none), with PIL as it resizes."""
@@ -159,13 +185,15 @@ class ONNXFaceDetector:
         return np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
 
     @staticmethod
-    def _to_original(boxes: np.ndarray, resized: Tuple[int, int], original: Tuple[int, int]) -> np.ndarray:
-        """Boxes of the resized image in the original's pixels, clipped, as detector_postprocess does."""
+    def _to_original(detections: Detections, resized: Tuple[int, int], original: Tuple[int, int]) -> Detections:
+        """Detections of the resized image in the original's pixels, as detector_postprocess maps
+        them: boxes scaled and clipped, landmarks scaled."""
         if resized == original:
-            return boxes
-        scale = np.array([original[1] / resized[1], original[0] / resized[0]] * 2, dtype=np.float32)
-        boxes = boxes * scale
-        return np.clip(boxes, 0, np.array([original[1], original[0]] * 2, dtype=np.float32))
+            return detections
+        boxes, scores, *landmarks = detections
+        scale = np.array([original[1] / resized[1], original[0] / resized[0]], dtype=np.float32)
+        boxes = np.clip(boxes * np.tile(scale, 2), 0, np.array([original[1], original[0]] * 2, dtype=np.float32))
+        return (boxes, scores, *(points * scale for points in landmarks))
 
 
 def graph_inputs(images: Sequence[np.ndarray], batched: bool) -> Dict[str, np.ndarray]:

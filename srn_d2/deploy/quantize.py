@@ -162,12 +162,13 @@ def _set_metadata(graph, key: str, value: str) -> None:
 
 
 def detection_agreement(reference: Sequence[Detections], other: Sequence[Detections]) -> Dict[str, float]:
-    """How far ``other`` reproduces ``reference``, image by image, each a list of (boxes, scores):
-    how many reference detections scoring >= 0.5 have a detection of ``other`` at IoU >= 0.9
-    (and by how much their scores moved), and the two counts."""
+    """How far ``other`` reproduces ``reference``, image by image, each a list of (boxes, scores)
+    or (boxes, scores, landmarks): how many reference detections scoring >= 0.5 have a detection
+    of ``other`` at IoU >= 0.9 (and by how much their scores, and their landmarks, in units of
+    the reference box's sqrt(w * h) as the landmark error counts them, moved), and the two counts."""
     confident = found = reference_total = other_total = 0
-    largest_score_change = 0.0
-    for (boxes_a, scores_a), (boxes_b, scores_b) in zip(reference, other):
+    largest_score_change = largest_landmark_shift = 0.0
+    for (boxes_a, scores_a, *points_a), (boxes_b, scores_b, *points_b) in zip(reference, other):
         reference_total, other_total = reference_total + len(scores_a), other_total + len(scores_b)
         keep = scores_a >= COMPARED_SCORE
         confident += int(keep.sum())
@@ -179,7 +180,12 @@ def detection_agreement(reference: Sequence[Detections], other: Sequence[Detecti
             if matched.any():
                 change = np.abs(scores_a[keep][matched] - scores_b[best[matched]]).max()
                 largest_score_change = max(largest_score_change, float(change))
-    return {
+            if matched.any() and points_a:
+                boxes = boxes_a[keep][matched]
+                sizes = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+                shift = np.linalg.norm(points_a[0][keep][matched] - points_b[0][best[matched]], axis=-1).max(axis=1)
+                largest_landmark_shift = max(largest_landmark_shift, float((shift / sizes).max()))
+    report = {
         "images": len(reference),
         "reference_detections": reference_total,
         "other_detections": other_total,
@@ -187,6 +193,9 @@ def detection_agreement(reference: Sequence[Detections], other: Sequence[Detecti
         "found_again": found,
         "largest_score_change": largest_score_change,
     }
+    if reference and len(reference[0]) > 2:
+        report["largest_landmark_shift"] = largest_landmark_shift
+    return report
 
 
 def compare_precisions(fp32_path: str, quantized_path: str, images: Sequence[np.ndarray]) -> Dict[str, float]:
@@ -197,7 +206,9 @@ def compare_precisions(fp32_path: str, quantized_path: str, images: Sequence[np.
     logger.info(f"int8 against fp32 on {len(images)} calibration images: {report['found_again']} of "
                 f"{report['reference_confident']} fp32 detections scoring >= {COMPARED_SCORE} found again at IoU >= "
                 f"{MATCHING_IOU} (their scores moved by at most {report['largest_score_change']:.3f}); "
-                f"{report['other_detections']} int8 detections against {report['reference_detections']} fp32")
+                f"{report['other_detections']} int8 detections against {report['reference_detections']} fp32"
+                + (f"; their landmarks moved by at most {report['largest_landmark_shift']:.3f} of the face's size"
+                   if "largest_landmark_shift" in report else ""))
     return report
 
 

@@ -69,11 +69,16 @@ def onnx_predictor(path: str) -> Callable[[np.ndarray], Instances]:
     detector = ONNXFaceDetector(path)
 
     def predict(bgr: np.ndarray) -> Instances:
-        boxes, scores = detector(bgr)
+        boxes, scores, *landmarks = detector(bgr)
         instances = Instances(bgr.shape[:2])
         instances.pred_boxes = Boxes(torch.from_numpy(boxes))
         instances.scores = torch.from_numpy(scores)
         instances.pred_classes = torch.zeros(len(scores), dtype=torch.int64)
+        if landmarks:  # a landmark model's (N, K, 2) points
+            (points,) = landmarks
+            # Detectron2's layout, as the PyTorch model gives it: x, y and the face's score.
+            point_scores = np.broadcast_to(scores[:, None, None], (*points.shape[:2], 1))
+            instances.pred_keypoints = torch.from_numpy(np.concatenate([points, point_scores], axis=-1))
         return instances
 
     return predict

@@ -136,20 +136,35 @@ class WiderFaceEvaluator(FaceDetectionEvaluator):
 
     def _landmark_metrics(self, predictions: Dict[str, np.ndarray], keypoints: Dict[str, np.ndarray]):
         """NME over the dataset's faces with landmarks; nothing (and a log line) for a dataset without."""
-        records = [r for r in self._dataset_dicts() if any("keypoints" in a for a in r.get("annotations", []))]
-        if not records:
+        metrics = dataset_landmark_metrics(self._dataset_dicts(), predictions, keypoints)
+        if metrics is None:
             self._logger.info(f"{self._dataset_name} has no landmarks: the predicted ones are not scored")
             return {}
-        errors, missed = [], 0
-        for record in records:
-            image_id = str(record["image_id"])
-            faces = record["annotations"]
-            gt_xyxy = annotation_boxes_xyxy(faces)
-            gt_xywh = np.concatenate([gt_xyxy[:, :2], gt_xyxy[:, 2:] - gt_xyxy[:, :2]], axis=1)
-            gt_keypoints = np.array([a.get("keypoints", [0.0] * 3 * NUM_LANDMARKS) for a in faces], dtype=np.float64)
-            image_errors, image_missed = face_landmark_errors(
-                predictions.get(image_id, np.zeros((0, 5))), keypoints.get(image_id, np.zeros((0, 5, 2))),
-                gt_xywh, gt_keypoints.reshape(len(faces), -1, 3))
-            errors.append(image_errors)
-            missed += image_missed
-        return landmark_metrics(np.concatenate(errors), missed)
+        return metrics
+
+
+def dataset_landmark_metrics(dataset_dicts: List[Dict], predictions: Dict[str, np.ndarray],
+                             keypoints: Dict[str, np.ndarray]) -> Optional[Dict[str, float]]:
+    """:func:`landmark_metrics` over the faces with ``keypoints`` of ``dataset_dicts``, or None if
+    no face has any.
+
+    Args:
+        predictions: image_id -> (n, 5) x, y, w, h, score detections.
+        keypoints: image_id -> (n, K, 2) their points.
+    """
+    records = [r for r in dataset_dicts if any("keypoints" in a for a in r.get("annotations", []))]
+    if not records:
+        return None
+    errors, missed = [], 0
+    for record in records:
+        image_id = str(record["image_id"])
+        faces = record["annotations"]
+        gt_xyxy = annotation_boxes_xyxy(faces)
+        gt_xywh = np.concatenate([gt_xyxy[:, :2], gt_xyxy[:, 2:] - gt_xyxy[:, :2]], axis=1)
+        gt_keypoints = np.array([a.get("keypoints", [0.0] * 3 * NUM_LANDMARKS) for a in faces], dtype=np.float64)
+        image_errors, image_missed = face_landmark_errors(
+            predictions.get(image_id, np.zeros((0, 5))), keypoints.get(image_id, np.zeros((0, NUM_LANDMARKS, 2))),
+            gt_xywh, gt_keypoints.reshape(len(faces), -1, 3))
+        errors.append(image_errors)
+        missed += image_missed
+    return landmark_metrics(np.concatenate(errors), missed)
