@@ -9,6 +9,8 @@ Rows, all run by ``ONNXFaceDetector``:
 * fp32, image by image: the reference (the export equals PyTorch, see tests/test_export.py);
 * int8, convolutions only (``export --quantize int8``, what srn_d2 ships);
 * int8, the whole network (every float operator before the decoding) for comparison;
+* int8, convolutions with 7-bit weights (``export --int8-weight-bits 7``, for CPUs without
+  AVX-512 VNNI);
 * fp32 batched, ``--batch`` images padded into one call (``pad=True``), and
   int8 (convolutions) batched the same way.
 
@@ -72,12 +74,14 @@ def main(argv=None):
         batched = export(cfg, "onnx", folder, batched=True)
         quantize_int8(single, calibration)
         quantize_int8(single, calibration, scope="network", output_path=os.path.join(folder, "network_int8.onnx"))
+        quantize_int8(single, calibration, output_path=os.path.join(folder, "int8_7bit.onnx"), weight_bits=7)
         quantize_int8(batched, calibration)
         detectors = {
             "fp32, image by image": (ONNXFaceDetector(single), False),
             "int8 convolutions, image by image": (ONNXFaceDetector(os.path.join(folder, "model_int8.onnx")), False),
             "int8 whole network, image by image": (ONNXFaceDetector(os.path.join(folder, "network_int8.onnx")),
                                                    False),
+            "int8 convolutions, 7-bit weights": (ONNXFaceDetector(os.path.join(folder, "int8_7bit.onnx")), False),
             f"fp32 batched, {args.batch} padded per call": (ONNXFaceDetector(batched), True),
             f"int8 convolutions batched, {args.batch} padded per call": (
                 ONNXFaceDetector(os.path.join(folder, "model_batched_int8.onnx")), True),

@@ -79,6 +79,31 @@ def test_the_network_scope_quantizes_more_than_the_convolutions(tiny_model, tmp_
         quantize_int8(path, images, scope="everything")
 
 
+def _largest_int8_weight(path):
+    """The largest magnitude among the int8 weights of a quantized graph."""
+    from onnx import TensorProto, numpy_helper
+
+    return max(int(np.abs(numpy_helper.to_array(t).astype(np.int32)).max())
+               for t in onnx.load(path).graph.initializer if t.data_type == TensorProto.INT8 and t.dims)
+
+
+def test_seven_bit_weights_stay_within_64(tiny_model, tmp_path):
+    """Per channel, each output channel's largest weight maps to the end of the range: 127 in
+    8 bits, 64 in 7 (onnxruntime's reduce_range), where AVX2's 16-bit sums cannot overflow."""
+    from srn_d2.deploy.export import export
+    from srn_d2.engine import setup_cfg
+
+    config_file, weights = tiny_model
+    path = export(setup_cfg(config_file, ["MODEL.WEIGHTS", weights]), "onnx", str(tmp_path))
+    images = [np.random.default_rng(i).integers(0, 256, (3, 64, 80)).astype(np.float32) for i in range(2)]
+    quantize_int8(path, images, output_path=str(tmp_path / "eight.onnx"))
+    quantize_int8(path, images, output_path=str(tmp_path / "seven.onnx"), weight_bits=7)
+    assert _largest_int8_weight(str(tmp_path / "eight.onnx")) == 127
+    assert _largest_int8_weight(str(tmp_path / "seven.onnx")) == 64
+    with pytest.raises(ValueError, match="--int8-weight-bits = 4: must be one of"):
+        quantize_int8(path, images, weight_bits=4)
+
+
 def test_int8_path_sits_beside_its_fp32_model():
     assert int8_path("/a/model.onnx") == "/a/model_int8.onnx"
     assert int8_path("/a/model_batched.onnx") == "/a/model_batched_int8.onnx"

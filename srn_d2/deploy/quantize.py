@@ -36,6 +36,8 @@ logger = logging.getLogger("srn_d2.export")
 SCOPES = ("conv", "network")
 NETWORK_OPS = ("Conv", "Add", "Mul", "Relu", "Concat", "Resize", "MaxPool", "AveragePool", "HardSigmoid",
                "HardSwish", "GlobalAveragePool", "Sigmoid")
+# Weight precisions quantize_int8 writes (7: onnxruntime's reduce_range).
+WEIGHT_BITS = (8, 7)
 # A fp32 detection at least this confident must be found again by the int8 model, at this IoU.
 COMPARED_SCORE, MATCHING_IOU = 0.5, 0.9
 
@@ -75,7 +77,7 @@ class _Images:
 
 
 def quantize_int8(fp32_path: str, images: Sequence[np.ndarray], scope: str = "conv",
-                  output_path: Optional[str] = None) -> Dict[str, float]:
+                  output_path: Optional[str] = None, weight_bits: int = 8) -> Dict[str, float]:
     """Write the int8 twin of ``fp32_path`` (at ``output_path``, default :func:`int8_path`),
     calibrated on ``images``; return :func:`compare_precisions` on them.
 
@@ -84,11 +86,16 @@ def quantize_int8(fp32_path: str, images: Sequence[np.ndarray], scope: str = "co
             network (:data:`NETWORK_OPS`: the additions and upsampling of the pyramid,
             RFE's concatenations, ...) as well, for ``benchmarks/benchmark_deploy_accuracy.py``
             to measure against. What follows the head stays fp32 in both.
+        weight_bits: 8, or 7 (onnxruntime's ``reduce_range``): CPUs without AVX-512
+            VNNI multiply uint8 by int8 with 16-bit saturating sums (AVX2's
+            ``vpmaddubsw``), which two full-range products can overflow; 7-bit
+            weights cannot.
     """
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     require(scope in SCOPES, "scope", scope, f"must be one of {SCOPES}")
+    require(weight_bits in WEIGHT_BITS, "--int8-weight-bits", weight_bits, f"must be one of {WEIGHT_BITS}")
     target = output_path or int8_path(fp32_path)
     with atomic_write_path(target) as temporary, tempfile.TemporaryDirectory(prefix="srn_d2-int8-") as folder:
         prepared = _prepared_for_quantization(fp32_path, folder)
@@ -108,7 +115,8 @@ def quantize_int8(fp32_path: str, images: Sequence[np.ndarray], scope: str = "co
             onnx.utils.extract_model(prepared, network, input_names=input_names, output_names=calibrated)
         options = dict(quant_format=QuantFormat.QDQ, op_types_to_quantize=sorted({n.op_type for n in nodes}),
                        nodes_to_quantize=[n.name for n in nodes], per_channel=True,
-                       activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                       activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                       reduce_range=weight_bits == 7)
         ranges = os.path.join(folder, "ranges.json")
         quantize_static(network, os.path.join(folder, "network_int8.onnx"), reader, calibration_cache_path=ranges,
                         **options)

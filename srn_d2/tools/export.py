@@ -40,6 +40,8 @@ def _export(argv) -> int:
                         help="registered dataset whose images calibrate int8 (e.g. widerface_train, mini_faces_train)")
     parser.add_argument("--calibration-images", type=int, default=100, metavar="N",
                         help="how many of its images (default 100)")
+    parser.add_argument("--int8-weight-bits", type=int, choices=(8, 7), default=8,
+                        help="7 for CPUs without AVX-512 VNNI, whose int8 kernels can overflow on 8-bit weights")
     parser.add_argument(
         "--allow-random-weights",
         action="store_true",
@@ -60,7 +62,7 @@ def _export(argv) -> int:
         images = calibration_images(cfg, args.calibration_dataset, args.calibration_images)
     path = export(cfg, args.format, args.output, args.allow_random_weights, args.batch)
     if args.quantize == "int8":
-        quantize_int8(path, images)
+        quantize_int8(path, images, weight_bits=args.int8_weight_bits)
     return 0
 
 
