@@ -176,3 +176,20 @@ def spread_landmark_srn(folder, **overrides):
     torch.save({"model": model.state_dict()}, weights)
     cfg.MODEL.WEIGHTS = weights
     return cfg, model
+
+
+def onnx_demo_detections(model_path, bgr, folder):
+    """What ``demo.py --onnx`` writes in its JSON for ``bgr`` (every detection, threshold 0)."""
+    import json
+    import subprocess
+    import sys
+
+    import cv2
+
+    cv2.imwrite(os.path.join(str(folder), "photo.png"), bgr)
+    demo = [sys.executable, "demo.py", "--onnx", model_path, "--input", os.path.join(str(folder), "photo.png"),
+            "--output", os.path.join(str(folder), "out"), "--confidence-threshold", "0"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run(demo, cwd=root, check=True, capture_output=True)
+    with open(os.path.join(str(folder), "out", "photo.json")) as f:
+        return json.load(f)

@@ -1,6 +1,5 @@
 """ONNX and TorchScript export: the exported graph gives the PyTorch model's detections on
 any image size, and the ONNX runtime class and the demo run it without Detectron2's model."""
-import json
 import re
 import os
 import subprocess
@@ -19,7 +18,7 @@ from srn_d2.deploy.export import FORMATS, batched_runner, export, exported_file,
 from srn_d2.deploy.onnx_runtime import pad_images
 from srn_d2.engine import FacePredictor
 from srn_d2.tools.export import main
-from srn_testing import build_tiny_srn, converted_released_weights, tiny_srn_cfg
+from srn_testing import build_tiny_srn, converted_released_weights, onnx_demo_detections, tiny_srn_cfg
 
 # Odd and non-square sides; 41 x 57 leaves P4 below 120 cells, where the official
 # config drops the score floor (a choice the traced graph must keep per size).
@@ -89,13 +88,7 @@ def test_onnx_runtime_class_and_demo_give_the_predictor_detections(official, tmp
     assert boxes[:, 2].max() <= 243 and boxes[:, 3].max() <= 181
 
     # demo.py --onnx: the same detections, written as the config route writes them.
-    cv2.imwrite(str(tmp_path / "photo.png"), bgr)
-    demo = [sys.executable, "demo.py", "--onnx", path, "--input", str(tmp_path / "photo.png"),
-            "--output", str(tmp_path / "out"), "--confidence-threshold", "0"]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    subprocess.run(demo, cwd=root, check=True, capture_output=True)
-    written = json.loads((tmp_path / "out" / "photo.json").read_text())
-    assert len(written) == len(boxes)
+    assert len(onnx_demo_detections(path, bgr, tmp_path)) == len(boxes)
 
 
 def test_runtime_imports_neither_torch_nor_detectron2():

@@ -1,11 +1,6 @@
 """The export of a landmark model: ONNX and TorchScript, one image and batched, give PyTorch's
 points within 0.01 px; ONNXFaceDetector and demo.py --onnx return and write them; a graph
 whose landmark output is not what the export writes is refused by name."""
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -13,7 +8,7 @@ import torch
 from srn_d2.deploy.export import FORMATS, batched_runner, export, exported_runner, verify, verify_batched
 from srn_d2.deploy.onnx_runtime import LANDMARKS, ONNXFaceDetector
 from srn_d2.engine import FacePredictor
-from srn_testing import spread_landmark_srn
+from srn_testing import onnx_demo_detections, spread_landmark_srn
 
 SIZES = [(97, 131), (64, 48), (150, 101)]
 
@@ -73,14 +68,7 @@ def test_onnx_face_detector_and_demo_return_the_predictor_landmarks(tmp_path):
     ((_, _, listed),) = detector([bgr])
     np.testing.assert_array_equal(listed, landmarks)
 
-    import cv2
-
-    cv2.imwrite(str(tmp_path / "photo.png"), bgr)
-    demo = [sys.executable, "demo.py", "--onnx", path, "--input", str(tmp_path / "photo.png"),
-            "--output", str(tmp_path / "out"), "--confidence-threshold", "0"]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    subprocess.run(demo, cwd=root, check=True, capture_output=True)
-    written = json.loads((tmp_path / "out" / "photo.json").read_text())
+    written = onnx_demo_detections(path, bgr, tmp_path)
     assert len(written) == 60
     by_score = sorted(written, key=lambda d: -d["score"])
     np.testing.assert_allclose(np.array([d["landmarks"] for d in by_score]), landmarks[order], atol=0.01)
