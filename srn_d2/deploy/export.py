@@ -49,7 +49,7 @@ from ..modeling import SRN
 from ..utils.file_io import atomic_write, atomic_write_path, check_output_path
 from .batched import BatchedSRN
 from .onnx_runtime import BATCHED_INTERFACE, INPUT_FORMAT, MAX_SIZE_TEST, MIN_SIZE_TEST, PRECISION, SINGLE_INTERFACE, \
-    pad_images, with_landmarks
+    pad_images, split_by_image, with_landmarks
 
 __all__ = ["FORMATS", "ExportError", "batched_runner", "check_exportable", "deployment_metadata", "export",
            "export_onnx", "export_torchscript", "exported_file", "exported_runner", "traceable", "verify",
@@ -227,9 +227,7 @@ def verify_batched(model, run_batch, images: Tuple[torch.Tensor, ...]) -> Dict[s
 
 def _per_image(outputs, count: int) -> List[Tuple[np.ndarray, ...]]:
     """The batched graph's outputs -> each image's (boxes, scores, classes[, landmarks])."""
-    batch_index = outputs[3]
-    detections = (*outputs[:3], *outputs[4:])
-    return [tuple(x[batch_index == i] for x in detections) for i in range(count)]
+    return split_by_image((*outputs[:3], *outputs[4:]), outputs[3], count)
 
 
 def _compare(expected, got, size) -> Dict[str, float]:

@@ -168,8 +168,7 @@ class ONNXFaceDetector:
         kept = [outputs[name] for name in ("boxes", "scores", LANDMARKS) if name in outputs]
         if not self.batched:
             return [tuple(kept)]
-        batch_index = outputs["batch_index"]
-        return [tuple(x[batch_index == i] for x in kept) for i in range(len(images))]
+        return split_by_image(kept, outputs["batch_index"], len(images))
 
     def _resize(self, image: np.ndarray) -> np.ndarray:
         """Detectron2's ResizeShortestEdge at test time (INPUT.MIN_SIZE_TEST, 0 = none), with PIL as it resizes."""
@@ -203,6 +202,11 @@ def graph_inputs(images: Sequence[np.ndarray], batched: bool) -> Dict[str, np.nd
         (image,) = images
         return {SINGLE_INTERFACE[0][0][0]: image}
     return {name: value for (name, _), value in zip(BATCHED_INTERFACE[0], pad_images(images))}
+
+
+def split_by_image(arrays: Sequence[np.ndarray], batch_index: np.ndarray, count: int) -> List[Tuple[np.ndarray, ...]]:
+    """Per-detection outputs of a batched graph -> each of its ``count`` images' own rows of them."""
+    return [tuple(x[batch_index == i] for x in arrays) for i in range(count)]
 
 
 def pad_images(images: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:

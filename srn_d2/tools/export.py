@@ -25,6 +25,7 @@ def main(argv=None) -> int:
 
 def _export(argv) -> int:
     from ..deploy.export import FORMATS, export
+    from ..deploy.quantize import WEIGHT_BITS
     from ..engine import setup_cfg
     from ..errors import require
 
@@ -40,7 +41,7 @@ def _export(argv) -> int:
                         help="registered dataset whose images calibrate int8 (e.g. widerface_train, mini_faces_train)")
     parser.add_argument("--calibration-images", type=int, default=100, metavar="N",
                         help="how many of its images (default 100)")
-    parser.add_argument("--int8-weight-bits", type=int, choices=(8, 7), default=8,
+    parser.add_argument("--int8-weight-bits", type=int, choices=WEIGHT_BITS, default=WEIGHT_BITS[0],
                         help="7 for CPUs without AVX-512 VNNI, whose int8 kernels can overflow on 8-bit weights")
     parser.add_argument(
         "--allow-random-weights",
