@@ -5,6 +5,8 @@ import os
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Boxes, BoxMode, Instances
@@ -22,6 +24,7 @@ from srn_d2.evaluation import (
     read_widerface_predictions,
     widerface_gt_from_dicts,
 )
+from srn_d2.evaluation.widerface_gt import WiderFaceGroundTruth, size_bin_names, with_size_bins
 from srn_d2.tools.evaluate_widerface import main as widerface_cli
 
 # One image: a 60 px face (easy), a 30 px face (medium), a 10 px face (hard only)
@@ -209,3 +212,69 @@ def test_command_line(tmp_path, capsys):
     assert aps == pytest.approx({"easy": 0.25, "medium": 4 / 9, "hard": 9 / 16})
     assert out_png.stat().st_size > 0
     assert "hard" in capsys.readouterr().out
+
+
+def test_size_bins_list_hard_faces_by_size():
+    gt = with_size_bins(widerface_gt_from_dicts(_dataset_dicts(), (50, 20)), [30, 60])
+    assert size_bin_names([30, 60]) == ["<30px", "30-60px", ">=60px"]
+    # Faces of 60, 30, 10 px and the invalid 40 px face, which no bin lists; an edge opens the upper bin.
+    assert gt.listed["<30px"].tolist() == [False, False, True, False]
+    assert gt.listed["30-60px"].tolist() == [False, True, False, False]
+    assert gt.listed[">=60px"].tolist() == [True, False, False, False]
+    assert gt.listed["hard"].tolist() == [True, True, True, False]
+
+
+@given(
+    sizes=st.lists(st.floats(0, 500, allow_nan=False, allow_subnormal=False), min_size=1, max_size=40),
+    edges=st.lists(st.floats(0.5, 400, allow_nan=False, allow_subnormal=False), min_size=1, max_size=6, unique=True),
+    invalid=st.lists(st.booleans(), min_size=40, max_size=40),
+)
+def test_size_bins_split_the_hard_set(sizes, edges, invalid):
+    boxes = np.array([[0, 0, s, s] for s in sizes], dtype=np.float64)
+    hard = ~np.array(invalid[: len(sizes)])
+    gt = WiderFaceGroundTruth(("a/1",), boxes, np.array([0, len(sizes)]),
+                              {"easy": hard.copy(), "medium": hard.copy(), "hard": hard})
+    binned = with_size_bins(gt, sorted(edges))
+    counts = np.sum([binned.listed[name] for name in size_bin_names(sorted(edges))], axis=0)
+    # Every hard face in exactly one bin, no other face in any.
+    assert counts.tolist() == hard.astype(int).tolist()
+
+
+@pytest.mark.parametrize("edges", [[], [20, 10], [0, 10], [10, float("inf")], [10, 10]])
+def test_size_bins_refuse_bad_edges(edges):
+    gt = widerface_gt_from_dicts(_dataset_dicts(), (50, 20))
+    with pytest.raises(ValueError, match="--size-bins"):
+        with_size_bins(gt, edges, key="--size-bins")
+
+
+def test_command_line_dataset_and_size_bins(tiny_dataset, tmp_path, capsys):
+    pred_dir = tmp_path / "pred"
+    (pred_dir / "0--Tiny").mkdir(parents=True)
+    # The 60 px face, a false positive, the 30 px face, another false positive, the 10 px face.
+    rows = [[0, 0, 60, 60, 0.9], [500, 500, 20, 20, 0.8], [100, 0, 30, 30, 0.7],
+            [500, 0, 20, 20, 0.65], [200, 0, 10, 10, 0.6]]
+    (pred_dir / "0--Tiny" / "img_1.txt").write_text(
+        "img_1\n5\n" + "".join("%g %g %g %g %g\n" % tuple(r) for r in rows))
+    out_json = tmp_path / "ap.json"
+    with pytest.warns(UserWarning, match="1 image"):
+        assert widerface_cli(["--pred", str(pred_dir), "--dataset", tiny_dataset,
+                              "--size-bins", "20", "50", "--json", str(out_json)]) == 0
+    aps = json.loads(out_json.read_text())
+    # Detections of faces outside a bin are discarded, not false positives:
+    # <20px: FP, FP, the 10 px face -> 1/3; 20-50px: FP, the 30 px face -> 1/2; >=50px: found first -> 1.
+    # medium: (1/2, 1), (1, 2/3) -> 5/6; hard: (1/3, 1), (2/3, 2/3), (1, 3/5) -> (1 + 2/3 + 3/5) / 3 = 34/45.
+    assert aps == pytest.approx({"easy": 1.0, "medium": 5 / 6, "hard": 34 / 45,
+                                 "<20px": 1 / 3, "20-50px": 1 / 2, ">=50px": 1.0})
+    assert "20-50px" in capsys.readouterr().out
+
+
+def test_command_line_refuses_bad_ground_truth_choices(tiny_dataset, tmp_path, capsys):
+    pred = str(tmp_path)
+    assert widerface_cli(["--pred", pred, "--dataset", "no_such_dataset"]) == 2
+    assert "--dataset = 'no_such_dataset': not a registered dataset" in capsys.readouterr().err
+    assert widerface_cli(["--pred", pred, "--dataset", tiny_dataset, "--size-bins", "50", "20"]) == 2
+    assert "--size-bins = [50.0, 20.0]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        widerface_cli(["--pred", pred, "--dataset", tiny_dataset, "--gt-dir", pred])
+    with pytest.raises(SystemExit):
+        widerface_cli(["--pred", pred])

@@ -26,6 +26,8 @@ from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
 import numpy as np
 from scipy.io import loadmat
 
+from ..errors import require
+
 SETTINGS = ("easy", "medium", "hard")
 
 
@@ -177,3 +179,34 @@ def widerface_gt_from_dicts(
         listed["medium"].append(~invalid & (size >= medium_min))
         listed["hard"].append(~invalid)
     return _from_per_image(image_ids, boxes, listed)
+
+
+def size_bin_names(edges: Sequence[float]) -> List[str]:
+    """Setting names of the bins that ``edges`` cut: ``"<e1px"``, ``"e1-e2px"``, ..., ``">=ekpx"``."""
+    inner = [f"{low:g}-{high:g}px" for low, high in zip(edges[:-1], edges[1:])]
+    return [f"<{edges[0]:g}px", *inner, f">={edges[-1]:g}px"]
+
+
+def with_size_bins(gt: WiderFaceGroundTruth, edges: Sequence[float], key: str = "size bins") -> WiderFaceGroundTruth:
+    """``gt`` with one more setting per face-size bin (:func:`size_bin_names`).
+
+    A bin lists the hard set's faces whose size ``sqrt(w * h)`` lies in
+    ``[edges[i - 1], edges[i])``, the first bin from 0 and the last to infinity.
+    The faces of the other bins stay in the face list unlisted, so a detection of
+    one of them is discarded rather than counted as a false positive: a bin's AP
+    asks how well faces of that size are found, whatever the detector does with
+    the rest. Easy and medium nest inside hard; the bins split it into
+    disjoint sizes, which shows where a difference in hard AP comes from.
+
+    Raises ConfigValueError naming ``key`` unless ``edges`` are finite, positive and increasing.
+    """
+    values = np.asarray(list(edges), dtype=np.float64)
+    require(values.ndim == 1 and len(values) > 0 and bool(np.all(np.isfinite(values))) and bool(np.all(values > 0))
+            and bool(np.all(np.diff(values) > 0)), key, list(edges),
+            "needs one or more finite face sizes in pixels, positive and increasing")
+    size = np.sqrt(np.clip(gt.boxes[:, 2] * gt.boxes[:, 3], 0, None))
+    bounds = np.concatenate([[0.0], values, [np.inf]])
+    listed = dict(gt.listed)
+    for name, low, high in zip(size_bin_names(values), bounds[:-1], bounds[1:]):
+        listed[name] = gt.listed["hard"] & (size >= low) & (size < high)
+    return WiderFaceGroundTruth(gt.image_ids, gt.boxes, gt.offsets, listed)
