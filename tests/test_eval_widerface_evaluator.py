@@ -271,7 +271,7 @@ def test_command_line_dataset_and_size_bins(tiny_dataset, tmp_path, capsys):
 def test_command_line_refuses_bad_ground_truth_choices(tiny_dataset, tmp_path, capsys):
     pred = str(tmp_path)
     assert widerface_cli(["--pred", pred, "--dataset", "no_such_dataset"]) == 2
-    assert "--dataset = 'no_such_dataset': not a registered dataset" in capsys.readouterr().err
+    assert "--dataset = 'no_such_dataset': is not a registered dataset" in capsys.readouterr().err
     assert widerface_cli(["--pred", pred, "--dataset", tiny_dataset, "--size-bins", "50", "20"]) == 2
     assert "--size-bins = [50.0, 20.0]" in capsys.readouterr().err
     with pytest.raises(SystemExit):

@@ -24,6 +24,7 @@ import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from ..errors import require
 from ..evaluation.face_benchmarks import BENCHMARKS
 from .face_benchmarks import load_face_benchmark
 from .fddb import NUM_FOLDS, fold_file_name, load_fddb
@@ -47,6 +48,13 @@ _FACE_CLASSES = ["face"]
 
 def _under_root(*parts: str) -> str:
     return os.path.join(datasets_root(), *parts)
+
+
+def require_registered_dataset(name: str, key: str) -> str:
+    """``name`` if a dataset is registered under it; else ConfigValueError naming ``key``
+    (Detectron2's own KeyError would escape the commands' one-line error report)."""
+    require(name in DatasetCatalog.list(), key, name, "is not a registered dataset (see datasets/README.md)")
+    return name
 
 
 def _require_file(path: str, dataset_name: str) -> str:

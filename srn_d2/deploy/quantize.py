@@ -47,11 +47,11 @@ def calibration_images(cfg, dataset_name: str, count: int) -> List[np.ndarray]:
     (3, H, W) float32 after the model's test-time preprocessing (SRNDatasetMapper, is_train=False)."""
     from detectron2.data import DatasetCatalog
 
+    from ..data.builtin import require_registered_dataset
     from ..data.dataset_mapper import SRNDatasetMapper
 
     require(count >= 1, "--calibration-images", count, "must be at least 1")
-    require(dataset_name in DatasetCatalog.list(), "--calibration-dataset", dataset_name,
-            "is not a registered dataset (see datasets/README.md)")
+    require_registered_dataset(dataset_name, "--calibration-dataset")
     mapper = SRNDatasetMapper(cfg, is_train=False)
     records = DatasetCatalog.get(dataset_name)[:count]
     require(len(records) > 0, "--calibration-dataset", dataset_name, "holds no image")

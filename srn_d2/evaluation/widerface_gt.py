@@ -151,6 +151,11 @@ def load_mat(path: str, keys: Sequence[str]) -> Dict:
     return content
 
 
+def face_sizes(boxes_xywh: np.ndarray) -> np.ndarray:
+    """(F,) face sizes ``sqrt(w * h)`` in pixels of (F, 4) x, y, w, h boxes; a degenerate box is 0."""
+    return np.sqrt(np.clip(boxes_xywh[:, 2] * boxes_xywh[:, 3], 0, None))
+
+
 def widerface_gt_from_dicts(
     dataset_dicts: Iterable[Mapping], difficulty_by_size: Tuple[float, float] = (50, 20)
 ) -> WiderFaceGroundTruth:
@@ -172,7 +177,7 @@ def widerface_gt_from_dicts(
         invalid = np.array(
             [bool(a.get("invalid", a.get("iscrowd", 0))) for a in annotations], dtype=bool
         )
-        size = np.sqrt(np.clip(image_boxes[:, 2] * image_boxes[:, 3], 0, None))
+        size = face_sizes(image_boxes)
         image_ids.append(str(record["image_id"]))
         boxes.append(image_boxes)
         listed["easy"].append(~invalid & (size >= easy_min))
@@ -204,7 +209,7 @@ def with_size_bins(gt: WiderFaceGroundTruth, edges: Sequence[float], key: str = 
     require(values.ndim == 1 and len(values) > 0 and bool(np.all(np.isfinite(values))) and bool(np.all(values > 0))
             and bool(np.all(np.diff(values) > 0)), key, list(edges),
             "needs one or more finite face sizes in pixels, positive and increasing")
-    size = np.sqrt(np.clip(gt.boxes[:, 2] * gt.boxes[:, 3], 0, None))
+    size = face_sizes(gt.boxes)
     bounds = np.concatenate([[0.0], values, [np.inf]])
     listed = dict(gt.listed)
     for name, low, high in zip(size_bin_names(values), bounds[:-1], bounds[1:]):

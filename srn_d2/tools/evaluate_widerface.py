@@ -17,7 +17,7 @@ import time
 
 from . import run_command
 from ..evaluation.prediction_files import list_prediction_ids, read_widerface_predictions
-from ..evaluation.widerface_gt import SETTINGS, load_widerface_gt_mat, size_bin_names, with_size_bins
+from ..evaluation.widerface_gt import load_widerface_gt_mat, with_size_bins
 from ..evaluation.widerface_plot import plot_pr_curves
 from ..evaluation.widerface_protocol import WiderFaceMatches, warn_unmatched_ids, widerface_metrics
 from ..utils.file_io import write_text
@@ -51,10 +51,8 @@ def _evaluate(argv) -> int:
         parser.error(f"--pred {args.pred} is not a folder")
 
     gt = load_widerface_gt_mat(args.gt_dir) if args.gt_dir else _dataset_ground_truth(args.dataset)
-    settings = list(SETTINGS)
     if args.size_bins:
         gt = with_size_bins(gt, args.size_bins, key="--size-bins")
-        settings += size_bin_names(args.size_bins)
     start = time.perf_counter()
     predictions = read_widerface_predictions(args.pred, gt.image_ids)
     read_s = time.perf_counter() - start
@@ -62,7 +60,7 @@ def _evaluate(argv) -> int:
 
     start = time.perf_counter()
     matches = WiderFaceMatches(predictions, gt)
-    curves = {setting: matches.pr_curve(setting, args.iou) for setting in settings}
+    curves = {setting: matches.pr_curve(setting, args.iou) for setting in gt.listed}
     extras, _ = widerface_metrics(matches)
     eval_s = time.perf_counter() - start
 
@@ -85,16 +83,10 @@ def _evaluate(argv) -> int:
 
 def _dataset_ground_truth(name: str):
     """The ground truth ``WiderFaceEvaluator`` scores ``name`` with (Detectron2 imported only here)."""
-    from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
-    from .. import data  # noqa: F401  (registers the datasets)
-    from detectron2.data import DatasetCatalog
-
-    from ..errors import require
+    from ..data.builtin import require_registered_dataset
     from ..evaluation.widerface_evaluator import WiderFaceEvaluator
 
-    require(name in DatasetCatalog.list(), "--dataset", name,
-            "not a registered dataset; e.g. " + ", ".join(sorted(DatasetCatalog.list())[:8]))
-    return WiderFaceEvaluator(name, distributed=False).ground_truth()
+    return WiderFaceEvaluator(require_registered_dataset(name, "--dataset"), distributed=False).ground_truth()
 
 
 if __name__ == "__main__":
