@@ -59,6 +59,14 @@ def _add_solver_config(cfg):
     # "SGD" (Detectron2's: momentum SOLVER.MOMENTUM, Nesterov SOLVER.NESTEROV), the paper's, or
     # "AdamW" (betas 0.9 / 0.999), which trains the CPU-scale models from scratch in fewer steps.
     cfg.SOLVER.OPTIMIZER = "SGD"
+    # A moving average of the weights while training (srn_d2.engine.ema; the key names are d2go's).
+    cfg.MODEL_EMA = CN()
+    # Off: the model keeps the weights of its last iteration. On: after the last iteration it
+    # takes the average, which the final checkpoint, the final evaluation and predictors see.
+    cfg.MODEL_EMA.ENABLED = False
+    # Weight of the average so far at each iteration; the average spans about 1 / (1 - DECAY)
+    # iterations: 0.99 suits the 300-step CPU schedules, long schedules want more (0.999 and up).
+    cfg.MODEL_EMA.DECAY = 0.99
 
 
 def _add_model_config(cfg):

@@ -1,0 +1,70 @@
+"""An exponential moving average of the weights while training (``MODEL_EMA``).
+
+A network trained from scratch for a few hundred steps ends wherever the last
+noisy steps left it, and which seed ends well varies. Averaging the weights over
+the last ``1 / (1 - MODEL_EMA.DECAY)`` iterations evaluates the average instead.
+The average is timm's :class:`~timm.utils.ModelEmaV3`; this hook decides when it
+starts, what it is saved with, and when the model takes its weights:
+
+* it starts from the weights after the first iteration trained (not the random
+  initialization, which would otherwise keep ``DECAY ** MAX_ITER`` of the weight),
+  or from the checkpoint's average when training resumes;
+* checkpoints carry it under ``"model_ema"``, so a resumed run averages on;
+* after the last iteration the model takes the averaged weights, before the
+  hooks that follow it (PreciseBN, PeriodicCheckpointer, EvalHook) run: the
+  final checkpoint's ``"model"``, the final evaluation and every predictor loading
+  ``model_final.pth`` see the average. Evaluations during training
+  (``TEST.EVAL_PERIOD``) score the weights being trained.
+"""
+import logging
+from typing import Dict
+
+import torch
+from detectron2.engine import HookBase
+from timm.utils import ModelEmaV3
+from torch.nn.parallel import DistributedDataParallel
+
+from ..errors import require
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_KEY = "model_ema"
+
+
+def require_ema_decay(decay: float, key: str = "MODEL_EMA.DECAY") -> float:
+    """``decay`` if it lies in [0, 1); else ConfigValueError naming ``key``."""
+    require(isinstance(decay, (int, float)) and 0.0 <= decay < 1.0, key, decay,
+            "needs 0 <= decay < 1 (the weight of the average so far at each iteration)")
+    return float(decay)
+
+
+class WeightAverageHook(HookBase):
+    """Keeps the moving average of a trainer's weights and hands it to the model at the end.
+
+    It is also a checkpointable (``state_dict`` / ``load_state_dict``): register it
+    with the trainer's checkpointer under :data:`CHECKPOINT_KEY` before the
+    checkpointer loads, so resuming restores the average.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self._model = model.module if isinstance(model, DistributedDataParallel) else model
+        self.decay = require_ema_decay(decay)
+        self.average = ModelEmaV3(self._model, decay=self.decay)
+        self._started = False
+
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        return self.average.module.state_dict()
+
+    def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
+        self.average.module.load_state_dict(state)
+        self._started = True
+
+    def after_step(self):
+        if self._started:
+            self.average.update(self._model)
+        else:
+            self.average.set(self._model)
+            self._started = True
+        if self.trainer.iter + 1 >= self.trainer.max_iter:
+            self._model.load_state_dict(self.average.module.state_dict())
+            logger.info("The model takes its weights' moving average (MODEL_EMA.DECAY = %s)", self.decay)
