@@ -154,11 +154,17 @@ def _reported_metrics(log):
 
 @pytest.mark.timeout(900)
 def test_lazy_training_resumes_and_reports_a_typo_as_an_error(tmp_path):
-    no_test = "dataloader.test.dataset.names=[]"
-    status, log = _train(tmp_path, "train.max_iter=2", no_test)
+    no_test, ema = "dataloader.test.dataset.names=[]", "train.model_ema.enabled=True"
+    status, log = _train(tmp_path, "train.max_iter=2", no_test, ema)
     assert status == 0, log[-3000:]
-    status, log = _train(tmp_path, "--resume", "train.max_iter=4", no_test)
+    # With the weights' moving average on, the final checkpoint carries it and the model ends on it.
+    final = torch.load(tmp_path / "out" / "model_final.pth", map_location="cpu", weights_only=True)
+    assert final["model"].keys() == final["model_ema"].keys()
+    assert all(torch.equal(value, final["model_ema"][name]) for name, value in final["model"].items())
+    status, log = _train(tmp_path, "--resume", "train.max_iter=4", no_test, ema)
     assert status == 0, log[-3000:]
     assert "Starting training from iteration 2" in (tmp_path / "out" / "log.txt").read_text()
+    status, log = _train(tmp_path, "train.max_iter=4", no_test, ema, "train.model_ema.decay=1.5")
+    assert status == 2 and "train.model_ema.decay = 1.5: needs 0 <= decay < 1" in log, log[-3000:]
     status, log = _train(tmp_path, "train.max_itr=4")
     assert status == 2 and "has no key 'train.max_itr'" in log

@@ -17,10 +17,10 @@ starts, what it is saved with, and when the model takes its weights:
   (``TEST.EVAL_PERIOD``) score the weights being trained.
 """
 import logging
-from typing import Dict
+from typing import Dict, List, Optional
 
 import torch
-from detectron2.engine import HookBase
+from detectron2.engine import HookBase, hooks
 from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
 
@@ -46,25 +46,35 @@ class WeightAverageHook(HookBase):
     checkpointer loads, so resuming restores the average.
     """
 
-    def __init__(self, model: torch.nn.Module, decay: float):
+    def __init__(self, model: torch.nn.Module, decay: float, decay_key: str = "MODEL_EMA.DECAY"):
         self._model = model.module if isinstance(model, DistributedDataParallel) else model
-        self.decay = require_ema_decay(decay)
+        self.decay = require_ema_decay(decay, decay_key)
         self.average = ModelEmaV3(self._model, decay=self.decay)
-        self._started = False
+        self.started = False
 
     def state_dict(self) -> Dict[str, torch.Tensor]:
         return self.average.module.state_dict()
 
     def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
         self.average.module.load_state_dict(state)
-        self._started = True
+        self.started = True
 
     def after_step(self):
-        if self._started:
+        if self.started:
             self.average.update(self._model)
         else:
             self.average.set(self._model)
-            self._started = True
+            self.started = True
         if self.trainer.iter + 1 >= self.trainer.max_iter:
             self._model.load_state_dict(self.average.module.state_dict())
-            logger.info("The model takes its weights' moving average (MODEL_EMA.DECAY = %s)", self.decay)
+            logger.info("The model takes its weights' moving average (decay %s)", self.decay)
+
+
+def insert_weight_average(trainer_hooks: List[Optional[HookBase]], model: torch.nn.Module, checkpointer,
+                          decay: float, decay_key: str = "MODEL_EMA.DECAY") -> None:
+    """Put a :class:`WeightAverageHook` into ``trainer_hooks`` right after the LR scheduler and
+    register it with ``checkpointer`` (call before the checkpointer loads)."""
+    average = WeightAverageHook(model, decay, decay_key)
+    checkpointer.add_checkpointable(CHECKPOINT_KEY, average)
+    after_scheduler = next(i for i, h in enumerate(trainer_hooks) if isinstance(h, hooks.LRScheduler)) + 1
+    trainer_hooks.insert(after_scheduler, average)

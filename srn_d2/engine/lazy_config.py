@@ -24,6 +24,7 @@ from detectron2.utils import comm
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ..checkpoint import SafeCheckpointer, load_inference_weights
+from .ema import insert_weight_average
 from ..errors import ConfigValueError, require
 from ..utils.file_io import check_output_folder
 
@@ -162,14 +163,18 @@ def do_train(args, cfg) -> None:
     model = create_ddp_model(model, **ddp)
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optimizer)
     checkpointer = SafeCheckpointer(model, cfg.train.output_dir, trainer=trainer)
-    trainer.register_hooks([
+    trainer_hooks = [
         hooks.IterationTimer(),
         hooks.LRScheduler(scheduler=instantiate_checked(cfg.lr_multiplier, "lr_multiplier")),
         hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
         hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
         hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period)
         if comm.is_main_process() else None,
-    ])
+    ]
+    model_ema = cfg.train.get("model_ema", {})
+    if model_ema and model_ema.get("enabled"):
+        insert_weight_average(trainer_hooks, model, checkpointer, model_ema.get("decay"), "train.model_ema.decay")
+    trainer.register_hooks(trainer_hooks)
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
     trainer.train(start_iter, cfg.train.max_iter)

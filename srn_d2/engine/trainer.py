@@ -10,7 +10,7 @@ import weakref
 import torch
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, hooks
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
@@ -19,7 +19,7 @@ from ..errors import require
 from ..data import SRNDatasetMapper
 from ..evaluation.build import build_evaluator
 from ..modeling import SRNWithTTA
-from .ema import CHECKPOINT_KEY, WeightAverageHook
+from .ema import insert_weight_average
 
 logger = logging.getLogger(__name__)
 
@@ -63,15 +63,12 @@ class SRNTrainer(DefaultTrainer):
 
     def build_hooks(self):
         """DefaultTrainer's hooks, and with ``MODEL_EMA.ENABLED`` the weights' moving average
-        (:class:`WeightAverageHook`) right after the LR scheduler: it hands the averaged
+        (:class:`srn_d2.engine.ema.WeightAverageHook`) right after the LR scheduler: it hands the averaged
         weights to the model before PreciseBN, the final checkpoint and the final evaluation.
         """
         ret = super().build_hooks()
         if self.cfg.MODEL_EMA.ENABLED:
-            average = WeightAverageHook(self.model, self.cfg.MODEL_EMA.DECAY)
-            self.checkpointer.add_checkpointable(CHECKPOINT_KEY, average)
-            after_scheduler = next(i for i, h in enumerate(ret) if isinstance(h, hooks.LRScheduler)) + 1
-            ret.insert(after_scheduler, average)
+            insert_weight_average(ret, self.model, self.checkpointer, self.cfg.MODEL_EMA.DECAY)
         return ret
 
     @classmethod

@@ -10,6 +10,8 @@ train = dict(
     log_period=20,
     device="cuda",
     seed=-1,
+    # MODEL_EMA.*: the weights' moving average, which the model takes after the last iteration.
+    model_ema=dict(enabled=False, decay=0.99),
     clip_gradients=dict(enabled=False, clip_type="value", clip_value=1.0, norm_type=2.0),
     # The authors' multi-scale test (TEST.AUG.*): run after training / with --eval-only when enabled.
     tta=dict(enabled=False, max_size=2100, shrink=0.5, enlarge_base=1.5, flip=True, shrink_min_box=30.0,
