@@ -12,7 +12,7 @@ setup(
     # torch, torchvision and detectron2 are installed by the Makefile: detectron2
     # is not on PyPI under its own name (see README, Install).
     install_requires=[
-        "numpy", "scipy", "opencv-python-headless", "matplotlib", "tqdm", "fvcore", "tabulate", "timm>=0.9",
+        "numpy", "scipy", "opencv-python-headless", "matplotlib", "tqdm", "fvcore", "tabulate", "timm>=1.0",
     ],
     extras_require={
         "test": ["pytest", "pytest-timeout", "hypothesis"],
