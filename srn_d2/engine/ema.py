@@ -31,13 +31,6 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_KEY = "model_ema"
 
 
-def require_ema_decay(decay: float, key: str = "MODEL_EMA.DECAY") -> float:
-    """``decay`` if it lies in [0, 1); else ConfigValueError naming ``key``."""
-    require(isinstance(decay, (int, float)) and 0.0 <= decay < 1.0, key, decay,
-            "needs 0 <= decay < 1 (the weight of the average so far at each iteration)")
-    return float(decay)
-
-
 class WeightAverageHook(HookBase):
     """Keeps the moving average of a trainer's weights and hands it to the model at the end.
 
@@ -47,8 +40,10 @@ class WeightAverageHook(HookBase):
     """
 
     def __init__(self, model: torch.nn.Module, decay: float, decay_key: str = "MODEL_EMA.DECAY"):
+        require(isinstance(decay, (int, float)) and 0.0 <= decay < 1.0, decay_key, decay,
+                "needs 0 <= decay < 1 (the weight of the average so far at each iteration)")
         self._model = model.module if isinstance(model, DistributedDataParallel) else model
-        self.decay = require_ema_decay(decay, decay_key)
+        self.decay = float(decay)
         self.average = ModelEmaV3(self._model, decay=self.decay)
         self.started = False
 

@@ -24,9 +24,9 @@ from detectron2.utils import comm
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ..checkpoint import SafeCheckpointer, load_inference_weights
-from .ema import insert_weight_average
 from ..errors import ConfigValueError, require
 from ..utils.file_io import check_output_folder
+from .ema import insert_weight_average
 
 __all__ = ["load_lazy_config", "instantiate_checked", "build_lazy_model", "do_test", "do_train", "main"]
 
