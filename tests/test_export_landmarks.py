@@ -116,3 +116,21 @@ def test_a_graph_with_other_landmark_outputs_is_refused_by_name(tmp_path, output
     with pytest.raises(ValueError, match=message) as error:
         ONNXFaceDetector(path)
     assert str(error.value).startswith(path)
+
+
+@pytest.mark.parametrize("export_format", FORMATS)
+@pytest.mark.parametrize("batched", [False, True], ids=["one_image", "batched"])
+def test_a_landmark_export_runs_on_images_without_a_candidate_face(tmp_path, export_format, batched):
+    """A faceless frame leaves no candidate: the graph must return empty outputs, not fail in
+    the landmark decoding (a reshape with an inferred dimension cannot resolve on zero rows)."""
+    cfg, _ = spread_landmark_srn(str(tmp_path), **{"MODEL.SRN.SCORE_THRESH_TEST": "1.0"})
+    path = export(cfg, export_format, str(tmp_path), batched=batched)
+    run = exported_runner(path, export_format)
+    black = np.zeros((3, 77, 93), dtype=np.float32)
+    outputs = run(black[None], np.array([[77, 93]])) if batched else run(black)
+    boxes, landmarks = outputs[0], outputs[-1]
+    assert boxes.shape == (0, 4) and landmarks.shape == (0, 5, 2)
+    if export_format == "onnx" and not batched:
+        detector = ONNXFaceDetector(path)
+        boxes, scores, points = detector(np.zeros((120, 160, 3), dtype=np.uint8))
+        assert boxes.shape == (0, 4) and scores.shape == (0,) and points.shape == (0, 5, 2)

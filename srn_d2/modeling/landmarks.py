@@ -52,8 +52,11 @@ class LandmarkCoder:
             (..., K, 2) points.
         """
         centres, sizes = self._centres_and_sizes(anchors)
-        offsets = deltas.float().unflatten(-1, (-1, 2)) / deltas.new_tensor(self.weights, dtype=torch.float32)
-        return offsets * sizes + centres
+        deltas = deltas.float()
+        # Split by stride rather than reshaped to (..., -1, 2): exported, a reshape with an inferred
+        # dimension cannot resolve on zero candidates, and a faceless image would crash the graph.
+        offsets = torch.stack((deltas[..., 0::2], deltas[..., 1::2]), dim=-1)
+        return offsets / deltas.new_tensor(self.weights) * sizes + centres
 
 
 def landmark_loss(
