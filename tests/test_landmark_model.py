@@ -8,6 +8,7 @@ from detectron2.utils.events import EventStorage
 
 from srn_d2.data import SRNDatasetMapper
 from srn_d2.modeling import TwoStepPredictions
+from srn_d2.modeling.anchor_labelling import AnchorLabels
 from srn_d2.modeling.landmarks import LandmarkCoder, landmark_loss
 from srn_testing import build_tiny_srn, face_instances, random_image, tiny_srn_cfg
 
@@ -70,9 +71,9 @@ def test_model_loss_trains_positives_with_landmarks_divided_by_their_count():
     with_points = torch.tensor(HAND_MADE_POINTS, dtype=torch.float)
     keypoints = {level: torch.stack([with_points if level == "p2" else torch.zeros(5, 3), with_points])[None]
                  for level in LEVELS}
-    with EventStorage():
-        losses = model.losses(anchors, {k: a.tensor for k, a in anchors.items()}, predictions, step1, gt_boxes,
-                              step2, gt_boxes, keypoints)
+    anchors = {k: a.tensor for k, a in anchors.items()}
+    losses, _ = model.loss(anchors, anchors, predictions, AnchorLabels(step1, gt_boxes, None),
+                           AnchorLabels(step2, gt_boxes, keypoints))
     # One trained anchor (the second anchors are background although their keypoints are set).
     assert losses["loss_landmarks"].item() == pytest.approx(0.5 * HAND_MADE_SUM / 1)
     assert set(losses) == {"loss_cls_step1", "loss_box_step1", "loss_cls_step2", "loss_box_step2", "loss_landmarks"}

@@ -8,6 +8,7 @@ from detectron2.structures import Boxes, pairwise_iou
 from detectron2.utils.events import EventStorage
 
 from srn_d2.modeling import AnchorLevel
+from srn_d2.modeling.anchor_labelling import FaceBatch, label_anchors
 from srn_testing import build_tiny_srn, face_instances, tiny_srn_cfg
 
 FACE = [0.0, 0.0, 10.0, 10.0]
@@ -63,26 +64,35 @@ def test_model_labels_use_background_class_and_ignore():
     cfg.MODEL.SRN.ALLOW_LOW_QUALITY_MATCHES = False
     model = build_tiny_srn(cfg)
     gt = face_instances((64, 64), [FACE])
-    labels, boxes, _ = model.label_anchors({"p2": _anchors().tensor[None]}, [gt], model.step2_matcher, {})
+    step = label_anchors({"p2": _anchors().tensor[None]}, FaceBatch.from_instances([gt]), model.step2_matcher, {}, 1)
     # class 0 = face, num_classes (1) = background, -1 = ignored
-    assert labels["p2"][0].tolist() == [0, 0, 0, -1, 1, 1, 1, 1]
-    torch.testing.assert_close(boxes["p2"][0, :3], torch.tensor([FACE] * 3))
+    assert step.labels["p2"][0].tolist() == [0, 0, 0, -1, 1, 1, 1, 1]
+    torch.testing.assert_close(step.gt_boxes["p2"][0, :3], torch.tensor([FACE] * 3))
 
 
 def test_image_without_faces_is_all_background():
     model = build_tiny_srn()
-    labels, _, _ = model.label_anchors(
-        {"p2": _anchors().tensor[None]}, [face_instances((64, 64), [])], model.step1_matcher, {}
-    )
-    assert labels["p2"][0].tolist() == [1] * len(_anchors())
+    step = label_anchors({"p2": _anchors().tensor[None]}, FaceBatch.from_instances([face_instances((64, 64), [])]),
+                         model.step1_matcher, {}, 1)
+    assert step.labels["p2"][0].tolist() == [1] * len(_anchors())
 
 
 def test_faces_outside_the_image_are_counted_and_left_out():
     """A face with no pixel in the image overlaps no anchor; Detectron2's low-quality
     rule would then make every anchor its best match."""
+    inside, outside, degenerate, partly = [10.0, 10, 30, 30], [200.0, 200, 220, 220], [5.0, 5, 5, 25], [50, 50, 90, 70]
+    faces = FaceBatch.from_instances([face_instances((64, 64), [inside, outside, degenerate, partly]),
+                                      face_instances((64, 64), [])])
+    assert int(faces.num_outside_image) == 2
+    assert faces.valid.tolist() == [[True, False, False, True], [False] * 4]
+    # Matched as annotated: a face partly outside keeps its whole box.
+    assert faces.boxes[0].tolist() == [inside, [0.0] * 4, [0.0] * 4, partly]
+
+
+def test_the_training_step_counts_the_faces_outside_the_image():
     model = build_tiny_srn()
-    inside, outside, degenerate = [10.0, 10, 30, 30], [200.0, 200, 220, 220], [5.0, 5, 5, 25]
+    inside, outside = [10.0, 10, 30, 30], [200.0, 200, 220, 220]
+    batch = [{"image": torch.zeros(3, 64, 64), "instances": face_instances((64, 64), [inside, outside, outside])}]
     with EventStorage() as storage:
-        (kept,) = model._faces_in_image([face_instances((64, 64), [inside, outside, degenerate])])
+        model(batch)
         assert storage.latest()["num_faces_outside_image"][0] == 2
-    assert kept.gt_boxes.tensor.tolist() == [inside]

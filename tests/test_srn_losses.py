@@ -3,10 +3,12 @@ import math
 
 import pytest
 import torch
-from detectron2.structures import Boxes
-from detectron2.utils.events import EventStorage
 
-from srn_d2.modeling import TwoStepPredictions
+from srn_d2.modeling import LevelPlan, TwoStepPredictions
+from srn_d2.modeling.anchor_labelling import AnchorLabels
+from srn_d2.modeling.box_regression import SingleBoxTransform
+from srn_d2.modeling.landmarks import LandmarkCoder
+from srn_d2.modeling.srn_losses import SRNLosses
 from srn_testing import build_tiny_srn, tiny_srn_cfg
 
 LEVELS = ("p2", "p3", "p4", "p5", "p6", "p7")
@@ -31,23 +33,24 @@ CLS_STEP2_SUM, BOX_STEP2_SUM, STEP2_POS = 2 * POSITIVE + 9 * NEGATIVE, 2 * BOX, 
 
 
 def _losses(normalization):
-    cfg = tiny_srn_cfg()
-    cfg.MODEL.SRN.LOSS_NORMALIZATION = normalization
-    model = build_tiny_srn(cfg)
-    plan = model.plan
-    anchors = {level: Boxes(torch.tensor([ANCHOR, ANCHOR])) for level in LEVELS}
+    """The losses alone, without a model: SRN's plan, coding and loss parameters."""
+    plan = LevelPlan()
+    losses = SRNLosses(plan, 1, SingleBoxTransform((1.0, 1.0, 1.0, 1.0)), LandmarkCoder((1.0, 1.0)),
+                       normalization=normalization, normalizer_momentum=0.0)
+    anchors = {level: torch.tensor([ANCHOR, ANCHOR]) for level in LEVELS}
 
     def maps(levels, dim):
         return {level: torch.zeros(1, 2, dim) for level in levels}
 
     predictions = TwoStepPredictions(maps(plan.stc_levels, 1), maps(plan.str_levels, 4), maps(LEVELS, 1), maps(LEVELS, 4))
-    labels = lambda table: {level: torch.tensor([table[level]]) for level in LEVELS}  # noqa: E731
     gt_boxes = {level: torch.tensor([[FACE, FACE]]) for level in LEVELS}
-    step2_anchors = {level: a.tensor for level, a in anchors.items()}
-    with EventStorage():
-        losses = model.losses(anchors, step2_anchors, predictions, labels(STEP1_LABELS), gt_boxes,
-                              labels(STEP2_LABELS), gt_boxes)
-    return {key: value.item() for key, value in losses.items()}
+
+    def labels(table):
+        return AnchorLabels({level: torch.tensor([table[level]]) for level in LEVELS}, gt_boxes, None)
+
+    values, stats = losses(anchors, anchors, predictions, labels(STEP1_LABELS), labels(STEP2_LABELS))
+    assert stats["num_pos_cls_step1"].item() == CLS_STEP1_POS and stats["num_pos_cls_step2"].item() == STEP2_POS
+    return {key: value.item() for key, value in values.items()}
 
 
 N_S1 = CLS_STEP1_POS + BOX_STEP1_POS  # step 1's positives on the STC and STR levels together: 4

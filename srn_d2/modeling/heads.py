@@ -72,6 +72,8 @@ class SharedTowerHead(nn.Module):
             num_landmarks: points per face predicted from the box tower, 2 offsets each
                 per anchor (0: none; MODEL.SRN.LANDMARKS.ENABLED gives 5).
         """
+        require(init in HEAD_INITS, "MODEL.SRN.HEAD_INIT", init, f"(argument init) must be one of {HEAD_INITS}")
+        require(0.0 < prior_prob < 1.0, "MODEL.SRN.PRIOR_PROB", prior_prob, "(argument prior_prob) must lie in (0, 1)")
         super().__init__()
         self.num_classes = num_classes
         self.recompute_towers = recompute_towers
@@ -130,7 +132,6 @@ class SharedTowerHead(nn.Module):
         srn = cfg.MODEL.SRN
         require(srn.NUM_CLASSES >= 1, "MODEL.SRN.NUM_CLASSES", srn.NUM_CLASSES, "needs at least one class")
         require(0 < srn.PRIOR_PROB < 1, "MODEL.SRN.PRIOR_PROB", srn.PRIOR_PROB, "must lie in (0, 1)")
-        require(srn.HEAD_INIT in HEAD_INITS, "MODEL.SRN.HEAD_INIT", srn.HEAD_INIT, f"must be one of {HEAD_INITS}")
         require(srn.HEAD_ACTIVATION_CHECKPOINT in ("", "rfe", "towers"), "MODEL.SRN.HEAD_ACTIVATION_CHECKPOINT",
                 srn.HEAD_ACTIVATION_CHECKPOINT, 'must be "", "rfe" or "towers"')
         return {

@@ -6,7 +6,7 @@ multiplied by the box coding's centre weights (``MODEL.SRN.BBOX_REG_WEIGHTS``
 dx, dy), so that a landmark at a box's centre and that box's centre have the
 same targets. On STR levels the anchor is step 2's, refined by step 1.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from fvcore.nn import smooth_l1_loss
@@ -60,18 +60,28 @@ class LandmarkCoder:
 
 
 def landmark_loss(
-    deltas: torch.Tensor, anchors: torch.Tensor, gt_keypoints: torch.Tensor, coder: LandmarkCoder, beta: float
+    deltas: torch.Tensor,
+    anchors: torch.Tensor,
+    gt_keypoints: torch.Tensor,
+    coder: LandmarkCoder,
+    beta: float,
+    trained: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """Smooth L1 summed over the annotated points' coordinates.
+    """Smooth L1 summed over the annotated points' coordinates of the trained anchors.
 
     Args:
-        deltas: (P, 2K) predicted offsets of P anchors.
-        anchors: (P, 4) those anchors.
-        gt_keypoints: (P, K, 3) their faces' keypoints; points with visibility 0
+        deltas: (..., 2K) predicted offsets of the anchors.
+        anchors: (..., 4) those anchors.
+        gt_keypoints: (..., K, 3) their faces' keypoints; points with visibility 0
             (not annotated) add nothing, visible and occluded points count alike.
         coder: the landmark coding.
         beta: the smooth L1 transition (0: L1).
+        trained: (...) bool, the anchors that count; None: every anchor.
     """
     target = coder.get_deltas(anchors, gt_keypoints[..., :2])
-    annotated = (gt_keypoints[..., 2] > 0).repeat_interleave(2, dim=-1)
-    return smooth_l1_loss(deltas.float()[annotated], target[annotated], beta=beta, reduction="sum")
+    annotated = gt_keypoints[..., 2] > 0
+    if trained is not None:
+        annotated = annotated & trained[..., None]
+    loss = smooth_l1_loss(deltas.float(), target, beta=beta, reduction="none")
+    # A mask, not a selection: the number of annotated points is never read on the host.
+    return torch.where(annotated.repeat_interleave(2, dim=-1), loss, 0.0).sum()

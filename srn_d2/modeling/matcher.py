@@ -8,6 +8,8 @@ thresholds, or be its best anchor, are the few near it at compatible sizes.
 :class:`SparseGridMatcher` enumerates only those (face, anchor) pairs and
 gives Detectron2's answer; refined anchors (a few thousand) are matched densely.
 """
+import bisect
+import functools
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -15,7 +17,8 @@ import torch
 from detectron2.modeling.matcher import Matcher
 from detectron2.structures import Boxes, pairwise_iou
 
-from ..utils.box_iou import aligned_iou
+from ..errors import require, require_iou_thresholds
+from ..utils.box_iou import aligned_iou, box_areas
 
 __all__ = ["AnchorLevel", "SparseGridMatcher"]
 
@@ -34,17 +37,33 @@ class AnchorLevel:
     """One level's anchors, as its anchor generator lays them out.
 
     Attributes:
-        boxes: (R, 4) anchors. On a grid, ``H * W * A`` of them, position-major
-            (row by row), ``A`` per position, position (iy, ix) being the first
-            position's anchors shifted by ``(ix * stride, iy * stride)``.
-        grid: (H, W, A) for anchors on a grid; None for any other anchors
-            (e.g. anchors refined by STR), which are matched densely.
+        boxes: (R, 4) anchors shared by every image, or (N, R, 4) anchors of each
+            image of a batch (anchors refined by STR). On a grid, ``H * W * A`` shared
+            anchors, position-major (row by row), ``A`` per position, position
+            (iy, ix) being the first position's anchors shifted by
+            ``(ix * stride, iy * stride)``.
+        grid: (H, W, A) for anchors on a grid; None for any other anchors, which
+            are matched densely.
         stride: the grid's step in pixels.
     """
 
     boxes: torch.Tensor
     grid: Optional[Tuple[int, int, int]] = None
     stride: float = 0.0
+
+    @property
+    def num_anchors(self) -> int:
+        return self.boxes.shape[-2]
+
+
+@functools.lru_cache(maxsize=64)
+def _grid_columns(layout: Tuple[Tuple[Tuple[int, int, int], float, int], ...], device: torch.device) -> torch.Tensor:
+    """(6, T) float64 on ``device``: offset, anchor index in its cell, height, width, anchors per
+    cell and stride of each anchor shape of the grid levels ``layout`` lists as ((H, W, A),
+    stride, offset). Built from Python numbers, it is copied to the device once per layout."""
+    rows = [(offset, a, height, width, num_cell, stride)
+            for (height, width, num_cell), stride, offset in layout for a in range(num_cell)]
+    return torch.tensor(rows, dtype=torch.float64).T.contiguous().to(device)
 
 
 class SparseGridMatcher:
@@ -65,6 +84,10 @@ class SparseGridMatcher:
     rectangle, from the overlap IoU needs: ``O(faces)`` pairs in all. IoUs of
     candidates use pairwise_iou's float32 arithmetic, so ties come out as in
     the dense matrix.
+
+    :meth:`match_batch` labels every image of a batch in one set of operations
+    (faces padded per image); the host reads the device once a call, for the
+    number of candidate pairs. Calling the matcher labels one image.
     """
 
     def __init__(
@@ -79,6 +102,10 @@ class SparseGridMatcher:
             thresholds, labels, allow_low_quality_matches: as :class:`Matcher`'s.
             max_pairs: at most this many (face, anchor) pairs or IoUs are held at once.
         """
+        require_iou_thresholds(thresholds, "MODEL.SRN.STEP1_IOU_THRESHOLDS / STEP2_IOU_THRESHOLDS")
+        require(len(labels) == 3 and set(labels) <= {-1, 0, 1}, "MODEL.SRN.IOU_LABELS", list(labels),
+                "(argument labels) needs three labels from -1 (ignore), 0 (background), 1 (face)")
+        require(int(max_pairs) > 0, "MODEL.SRN.MATCHER_MAX_PAIRS", max_pairs, "(argument max_pairs) must be positive")
         self.matcher = Matcher(thresholds, labels, allow_low_quality_matches=allow_low_quality_matches)
         # The thresholds alone: the dense path adds the low-quality rule itself, chunk by chunk.
         self._threshold_matcher = Matcher(thresholds, labels, allow_low_quality_matches=False)
@@ -93,34 +120,60 @@ class SparseGridMatcher:
         """
         Args:
             gt_boxes: M faces.
-            levels: the anchors, level after level (R in all).
+            levels: the anchors, level after level (R in all), (R_l, 4) each.
 
         Returns:
             matches (R,) int64 and match_labels (R,) int8, as :class:`Matcher` returns them
             for the anchors of all levels concatenated.
         """
-        anchors = torch.cat([level.boxes for level in levels])
-        faces = gt_boxes.tensor
-        if len(faces) == 0:
-            return self.matcher(anchors.new_zeros((0, len(anchors))))
+        faces = gt_boxes.tensor[None]
+        valid = torch.ones(faces.shape[:2], dtype=torch.bool, device=faces.device)
+        matches, labels = self.match_batch(faces, valid, levels)
+        return matches[0], labels[0]
+
+    @torch.no_grad()
+    def match_batch(
+        self, faces: torch.Tensor, valid: torch.Tensor, levels: Sequence[AnchorLevel]
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Every image of a batch at once; each image as :meth:`__call__` would label it.
+
+        Args:
+            faces: (N, M, 4) each image's faces, padded to M.
+            valid: (N, M) bool, the real faces; padding is never matched.
+            levels: the anchors, level after level (R in all): (R_l, 4) shared or (N, R_l, 4).
+
+        Returns:
+            matches (N, R) int64, indices into M, and match_labels (N, R) int8.
+        """
+        num_images, num_faces = faces.shape[:2]
+        anchors = torch.cat([level.boxes.expand(num_images, -1, -1) for level in levels], dim=1)
+        num_anchors = anchors.shape[1]
+        if num_faces == 0:
+            return (anchors.new_zeros((num_images, num_anchors), dtype=torch.int64),
+                    anchors.new_full((num_images, num_anchors), self.matcher.labels[0], dtype=torch.int8))
+        faces = faces.float()
         placed = list(zip(levels, self._offsets(levels)))
         grid = [(level, offset) for level, offset in placed if level.grid is not None]
         free = [(level, offset) for level, offset in placed if level.grid is None]
         shapes = self._shapes(grid) if grid else None
-        best_possible = self._best_grid_iou(faces, shapes)
-        free_best = self._free_best_per_face(faces, free)
+        best_possible = self._best_grid_iou(faces.flatten(0, 1), shapes).view(num_images, num_faces)
+        free_best = self._free_best_per_face(faces, valid, free)
         if free_best is not None:
             best_possible = torch.maximum(best_possible, free_best.double())
-        if bool((best_possible < _TINY_BEST_IOU).any()):
-            return self._dense(faces, anchors)
-        return self._sparse(faces, anchors, shapes, free, best_possible, free_best)
+        # An image with a face that overlaps almost nothing is matched densely (see _dense).
+        tiny = ((best_possible < _TINY_BEST_IOU) & valid).any(dim=1)
+        matches, labels, tiny = self._sparse(faces, valid & ~tiny[:, None], tiny, anchors, shapes, free,
+                                             best_possible, free_best)
+        for image in [i for i, is_tiny in enumerate(tiny) if is_tiny]:
+            matches[image], labels[image] = self._dense(faces[image][valid[image]], anchors[image])
+        return matches, labels
 
     @staticmethod
     def _offsets(levels: Sequence[AnchorLevel]) -> List[int]:
         offsets, total = [], 0
         for level in levels:
             offsets.append(total)
-            total += len(level.boxes)
+            total += level.num_anchors
         return offsets
 
     # ----------------------------------------------------------------- grid levels, analytically
@@ -128,26 +181,21 @@ class SparseGridMatcher:
     @staticmethod
     def _shapes(grid) -> dict:
         """Per anchor shape of every grid level (T shapes in all), float64: (T,) tensors."""
-        rows = []
-        for level, offset in grid:
-            height, width, num_cell = level.grid
-            cells = level.boxes[:num_cell].double()
-            for a in range(num_cell):
-                rows.append((cells[a], offset, a, height, width, num_cell, float(level.stride)))
         device = grid[0][0].boxes.device
-        cell = torch.stack([r[0] for r in rows])
-        column = lambda i, dtype: torch.tensor([r[i] for r in rows], dtype=dtype, device=device)  # noqa: E731
+        layout = tuple((tuple(level.grid), float(level.stride), offset) for level, offset in grid)
+        offset, a, height, width, num_cell, stride = _grid_columns(layout, device)
+        cell = torch.cat([level.boxes[: level.grid[2]] for level, _ in grid]).double()
         return {
             "cx0": (cell[:, 0] + cell[:, 2]) / 2,
             "cy0": (cell[:, 1] + cell[:, 3]) / 2,
             "half_w": (cell[:, 2] - cell[:, 0]) / 2,
             "half_h": (cell[:, 3] - cell[:, 1]) / 2,
-            "offset": column(1, torch.int64),
-            "a": column(2, torch.int64),
-            "height": column(3, torch.int64),
-            "width": column(4, torch.int64),
-            "num_cell": column(5, torch.int64),
-            "stride": column(6, torch.float64),
+            "offset": offset.long(),
+            "a": a.long(),
+            "height": height.long(),
+            "width": width.long(),
+            "num_cell": num_cell.long(),
+            "stride": stride,
         }
 
     @staticmethod
@@ -176,17 +224,21 @@ class SparseGridMatcher:
         iou = torch.where(inter > 0, inter / union, torch.zeros_like(inter))
         return iou.max(dim=1).values
 
-    def _candidate_pairs(self, faces: torch.Tensor, s: dict, min_iou: float):
-        """(face, anchor) pairs of the grid levels that may reach IoU ``min_iou``, in chunks
-        of at most ``max_pairs``: a generator of (face index, anchor index) int64 tensors.
+    @staticmethod
+    def _candidate_rectangles(faces: torch.Tensor, s: dict, min_iou: torch.Tensor, active: torch.Tensor):
+        """Per face and anchor shape, the rectangle of grid positions that may reach IoU
+        ``min_iou``: (x_lo, y_lo, nx, ny), each (F, T); empty for faces not ``active``.
 
         For an anchor of width w_a and a face of width w_f, IoU >= t needs an
         intersection of at least t (A_a + A_f) / (1 + t), hence an x-overlap of at
         least that over min(h_a, h_f), hence a center distance of at most
-        (w_a + w_f) / 2 minus that overlap; likewise along y. The positions within
-        both distances form a rectangle per face and shape.
+        (w_a + w_f) / 2 minus that overlap; likewise along y.
+
+        Args:
+            faces: (F, 4); min_iou: (F,) float64; active: (F,) bool.
         """
         f = faces.double()[:, None, :]
+        min_iou = min_iou[:, None]
         fw, fh = f[..., 2] - f[..., 0], f[..., 3] - f[..., 1]
         fcx, fcy = (f[..., 0] + f[..., 2]) / 2, (f[..., 1] + f[..., 3]) / 2
         aw, ah = 2 * s["half_w"], 2 * s["half_h"]
@@ -199,104 +251,139 @@ class SparseGridMatcher:
         x_hi = torch.minimum(torch.floor((fcx + reach_x - s["cx0"]) / s["stride"]), (s["width"] - 1).double())
         y_lo = torch.ceil((fcy - reach_y - s["cy0"]) / s["stride"]).clamp(min=0)
         y_hi = torch.minimum(torch.floor((fcy + reach_y - s["cy0"]) / s["stride"]), (s["height"] - 1).double())
-        nx = (x_hi - x_lo + 1).clamp(min=0).long()
+        nx = (x_hi - x_lo + 1).clamp(min=0).long() * active[:, None]
         ny = (y_hi - y_lo + 1).clamp(min=0).long()
-        counts = (nx * ny).flatten()  # (M * T,), face-major
-        num_shapes = nx.shape[1]
-        per_face = counts.view(len(faces), num_shapes).sum(dim=1)
-        start = 0
-        while start < len(faces):
-            # As many faces as fit in max_pairs (at least one).
-            cumulative = per_face[start:].cumsum(0)
-            stop = start + max(1, int((cumulative <= self.max_pairs).sum()))
-            rows = torch.arange(start * num_shapes, stop * num_shapes, device=faces.device)
-            row_counts = counts[rows]
-            row = torch.repeat_interleave(rows, row_counts)
-            first = torch.repeat_interleave(row_counts.cumsum(0) - row_counts, row_counts)
-            local = torch.arange(len(row), device=faces.device) - first
-            face, shape = row // num_shapes, row % num_shapes
-            width_of_row = nx.flatten()[row]
-            iy = y_lo.flatten()[row].long() + local // width_of_row
-            ix = x_lo.flatten()[row].long() + local % width_of_row
-            anchor = s["offset"][shape] + (iy * s["width"][shape] + ix) * s["num_cell"][shape] + s["a"][shape]
-            yield face, anchor
-            start = stop
+        return x_lo.long(), y_lo.long(), nx, ny
+
+    def _candidate_chunks(self, rectangles, s: dict, pairs_so_far: List[int]):
+        """(face, anchor) int64 pairs of the grid levels inside ``rectangles``, in chunks of at most
+        ``max_pairs`` (whole faces; at least one face a chunk).
+
+        Args:
+            rectangles: as :meth:`_candidate_rectangles` returns them.
+            pairs_so_far: (F,) on the host, the pairs of faces 0..f together (cumulative).
+        """
+        x_lo, y_lo, nx, ny = (r.flatten() for r in rectangles)
+        num_shapes = rectangles[0].shape[1]
+        counts = nx * ny  # (F * T,), face-major
+        device = counts.device
+        start, done = 0, 0
+        while start < len(pairs_so_far):
+            stop = max(start + 1, bisect.bisect_right(pairs_so_far, done + self.max_pairs, lo=start))
+            total = pairs_so_far[stop - 1] - done
+            if total:
+                row_counts = counts[start * num_shapes: stop * num_shapes]
+                rows = torch.arange(start * num_shapes, stop * num_shapes, device=device)
+                row = torch.repeat_interleave(rows, row_counts, output_size=total)
+                first = torch.repeat_interleave(row_counts.cumsum(0) - row_counts, row_counts, output_size=total)
+                local = torch.arange(total, device=device) - first
+                face, shape = row // num_shapes, row % num_shapes
+                iy = y_lo[row] + local // nx[row]
+                ix = x_lo[row] + local % nx[row]
+                yield face, s["offset"][shape] + (iy * s["width"][shape] + ix) * s["num_cell"][shape] + s["a"][shape]
+            start, done = stop, pairs_so_far[stop - 1]
 
     # ----------------------------------------------------------------- non-grid levels, densely
 
-    def _free_blocks(self, faces: torch.Tensor, free):
-        """(face slice, anchor index offset, IoU block) over the non-grid levels, bounded by max_pairs."""
+    def _free_blocks(self, faces: torch.Tensor, valid: torch.Tensor, free):
+        """(face slice, anchor index offset, (N, m, R_l) IoU block) over the non-grid levels, at most
+        ``max_pairs`` IoUs a block; -1 for padding faces."""
+        num_images, num_faces = faces.shape[:2]
         for level, offset in free:
-            anchors = Boxes(level.boxes)
-            step = max(1, self.max_pairs // max(len(level.boxes), 1))
-            for start in range(0, len(faces), step):
-                yield slice(start, start + step), offset, pairwise_iou(Boxes(faces[start : start + step]), anchors)
+            anchors = level.boxes.expand(num_images, -1, -1)[:, None]
+            step = max(1, self.max_pairs // max(num_images * level.num_anchors, 1))
+            for start in range(0, num_faces, step):
+                rows = slice(start, start + step)
+                iou = aligned_iou(faces[:, rows, None], anchors)
+                yield rows, offset, iou.masked_fill(~valid[:, rows, None], -1.0)
 
-    def _free_best_per_face(self, faces: torch.Tensor, free) -> Optional[torch.Tensor]:
-        """(M,) each face's best IoU with the non-grid anchors (float32, as the dense matrix's)."""
+    def _free_best_per_face(self, faces: torch.Tensor, valid: torch.Tensor, free) -> Optional[torch.Tensor]:
+        """(N, M) each face's best IoU with the non-grid anchors (float32, as the dense matrix's)."""
         if not free:
             return None
-        best = faces.new_zeros(len(faces))
-        for rows, _, iou in self._free_blocks(faces, free):
-            if iou.shape[1]:
-                best[rows] = torch.maximum(best[rows], iou.max(dim=1).values)
+        best = faces.new_zeros(faces.shape[:2])
+        for rows, _, iou in self._free_blocks(faces, valid, free):
+            if iou.shape[2]:
+                best[:, rows] = torch.maximum(best[:, rows], iou.max(dim=2).values)
         return best
 
     # ----------------------------------------------------------------- the matching
 
-    def _sparse(self, faces, anchors, shapes, free, best_possible, free_best):
-        num_faces, num_anchors = len(faces), len(anchors)
-        face_areas, anchor_areas = Boxes(faces).area(), Boxes(anchors).area()
+    def _sparse(self, faces, valid, tiny, anchors, shapes, free, best_possible, free_best):
+        """The sparse matching of the ``valid`` faces; returns (matches, labels, tiny as a host list)."""
+        num_images, num_faces = faces.shape[:2]
+        num_anchors = anchors.shape[1]
+        trash = num_images * num_anchors  # the slot that takes what a scatter must leave out
         first_threshold = self.matcher.thresholds[1]
+        inf = torch.tensor(float("inf"), dtype=torch.float64)
+
+        def lowest_per_image(values):
+            return torch.where(valid, values, inf.to(values)).amin(dim=1)
+
         # Every pair that matters has an IoU of at least this (see the class docstring).
-        min_iou = min(first_threshold, float(best_possible.min())) * (1 - _SLACK)
-        pair_faces, pair_anchors, pair_ious = [], [], []
-        for face, anchor in (self._candidate_pairs(faces, shapes, min_iou) if shapes is not None else []):
-            iou = aligned_iou(faces[face], anchors[anchor], area_a=face_areas[face], area_b=anchor_areas[anchor])
-            keep = iou >= min_iou
-            pair_faces.append(face[keep])
-            pair_anchors.append(anchor[keep])
-            pair_ious.append(iou[keep])
-        face = torch.cat(pair_faces) if pair_faces else faces.new_zeros(0, dtype=torch.int64)
-        anchor = torch.cat(pair_anchors) if pair_anchors else face
-        iou = torch.cat(pair_ious) if pair_ious else faces.new_zeros(0)
+        min_iou = lowest_per_image(best_possible).clamp(max=first_threshold) * (1 - _SLACK)
+        flat_faces = faces.flatten(0, 1)
+        flat_anchors = anchors.flatten(0, 1)
+        image_of_face = torch.arange(num_images * num_faces, device=faces.device) // num_faces
+        pair_face, pair_anchor, pair_iou = [], [], []
+        tiny = tiny.tolist()
+        if shapes is not None:
+            rectangles = self._candidate_rectangles(flat_faces, shapes, min_iou[image_of_face], valid.flatten())
+            per_face = (rectangles[2] * rectangles[3]).sum(dim=1)
+            # The one read of the device: how many pairs each face has, to size the chunks.
+            pairs_so_far = per_face.cumsum(0).tolist()
+            face_areas, anchor_areas = box_areas(flat_faces), box_areas(flat_anchors)
+            min_iou32 = min_iou.float()
+            for face, anchor in self._candidate_chunks(rectangles, shapes, pairs_so_far):
+                anchor = image_of_face[face] * num_anchors + anchor
+                iou = aligned_iou(flat_faces[face], flat_anchors[anchor], area_a=face_areas[face],
+                                  area_b=anchor_areas[anchor])
+                pair_face.append(face)
+                pair_anchor.append(torch.where(iou >= min_iou32[image_of_face[face]], anchor, trash))
+                pair_iou.append(iou)
+        face = torch.cat(pair_face) if pair_face else faces.new_zeros(0, dtype=torch.int64)
+        anchor = torch.cat(pair_anchor) if pair_anchor else face
+        iou = torch.cat(pair_iou) if pair_iou else faces.new_zeros(0)
 
         # Each face's best IoU, exactly: from its candidates and the non-grid anchors.
-        best_per_face = faces.new_zeros(num_faces).scatter_reduce(0, face, iou, "amax")
+        face_slot = torch.where(anchor < trash, face, len(flat_faces))
+        best_per_face = faces.new_zeros(len(flat_faces) + 1).scatter_reduce(0, face_slot, iou, "amax")[:-1]
         if free_best is not None:
-            best_per_face = torch.maximum(best_per_face, free_best)
-        keep = iou >= min(first_threshold, float(best_per_face.min()))
-        face, anchor, iou = face[keep], anchor[keep], iou[keep]
+            best_per_face = torch.maximum(best_per_face, free_best.flatten())
+        keep_from = lowest_per_image(best_per_face.view(num_images, num_faces)).clamp(max=first_threshold)
+        anchor = torch.where(iou >= keep_from[image_of_face[face]], anchor, trash)
 
         # Each anchor's best IoU and, on ties, the first face that has it (Detectron2's argmax).
-        best = faces.new_zeros(num_anchors).scatter_reduce(0, anchor, iou, "amax")
-        is_best = iou == best[anchor]
-        matches = torch.full((num_anchors,), num_faces, dtype=torch.int64, device=faces.device)
-        matches.scatter_reduce_(0, anchor[is_best], face[is_best], "amin")
-        promoted = torch.zeros(num_anchors, dtype=torch.bool, device=faces.device)
-        promoted[anchor[iou == best_per_face[face]]] = True
-        for rows, offset, block in self._free_blocks(faces, free):
-            if block.shape[1] == 0:
+        best = faces.new_zeros(trash + 1).scatter_reduce(0, anchor, iou, "amax")
+        is_best = torch.where(iou == best[anchor], anchor, trash)
+        matches = torch.full((trash + 1,), num_faces, dtype=torch.int64, device=faces.device)
+        matches.scatter_reduce_(0, is_best, face % num_faces, "amin")
+        promoted = torch.zeros(trash + 1, dtype=torch.bool, device=faces.device)
+        promoted[torch.where(iou == best_per_face[face], anchor, trash)] = True
+        best, matches, promoted = (x[:trash].view(num_images, num_anchors) for x in (best, matches, promoted))
+        best_per_face = best_per_face.view(num_images, num_faces)
+        for rows, offset, block in self._free_blocks(faces, valid, free):
+            if block.shape[2] == 0:
                 continue
-            columns = slice(offset, offset + block.shape[1])
-            value, index = block.max(dim=0)
+            columns = slice(offset, offset + block.shape[2])
+            value, index = block.max(dim=1)
             # Blocks come in face order: a later one wins only with a strictly higher IoU.
-            better = value > best[columns]
-            best[columns] = torch.where(better, value, best[columns])
-            matches[columns] = torch.where(better, index + rows.start, matches[columns])
-            promoted[columns] |= (block == best_per_face[rows, None]).any(dim=0)
-        matches[matches == num_faces] = 0
+            better = value > best[:, columns]
+            best[:, columns] = torch.where(better, value, best[:, columns])
+            matches[:, columns] = torch.where(better, index + rows.start, matches[:, columns])
+            promoted[:, columns] |= (block == best_per_face[:, rows, None]).any(dim=1)
+        matches = matches.masked_fill(matches == num_faces, 0)
 
         labels = self._labels_by_threshold(best)
         if self.allow_low_quality_matches:
-            labels[promoted] = 1
-        return matches, labels
+            labels = labels.masked_fill(promoted, 1)
+        return matches, labels, tiny
 
     def _labels_by_threshold(self, best: torch.Tensor) -> torch.Tensor:
         labels = best.new_full(best.shape, 1, dtype=torch.int8)
         thresholds = self.matcher.thresholds
         for label, low, high in zip(self.matcher.labels, thresholds[:-1], thresholds[1:]):
-            labels[(best >= low) & (best < high)] = label
+            labels = labels.masked_fill((best >= low) & (best < high), label)
         return labels
 
     def _dense(self, faces, anchors):

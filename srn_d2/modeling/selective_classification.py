@@ -6,11 +6,11 @@ is confident are background leave step 2. In training they are ignored by
 step 2's classification loss, which then spends its effort on the hard
 negatives; in inference their score is 0, so they never become detections.
 """
-from typing import Dict, Sequence
+from typing import Dict, Sequence, Tuple
 
 import torch
-from detectron2.utils.events import get_event_storage
 
+from ..errors import require
 from .levels import cat_levels
 
 __all__ = ["SelectiveTwoStepClassification"]
@@ -26,6 +26,8 @@ class SelectiveTwoStepClassification:
             min_face_prob: step 2 keeps an anchor whose step-1 face probability is
                 at least this (MODEL.SRN.STC_MIN_FACE_PROB).
         """
+        require(0.0 <= min_face_prob <= 1.0, "MODEL.SRN.STC_MIN_FACE_PROB", min_face_prob,
+                "(argument stc_min_face_prob) is a probability and must lie in [0, 1] (0 keeps every anchor)")
         self.levels = tuple(levels)
         self.min_face_prob = min_face_prob
 
@@ -42,19 +44,20 @@ class SelectiveTwoStepClassification:
 
     def ignore_rejected(
         self, step2_labels: Dict[str, torch.Tensor], step1_logits: Dict[str, torch.Tensor]
-    ) -> Dict[str, torch.Tensor]:
+    ) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
         """Training: step 2 ignores (label -1) the anchors step 1 rejects.
 
         Args:
             step2_labels: level -> (N, R_l) step-2 labels.
             step1_logits: STC level -> (N, R_l, K).
         Returns:
-            level -> (N, R_l) labels; the kept fraction goes to the event storage.
+            level -> (N, R_l) labels, and the kept fraction of the STC levels' anchors (0-dim).
         """
         keep = {level: self.keep(step1_logits[level].detach()) for level in self.levels}
-        kept_fraction = cat_levels(keep, self.levels).float().mean().item() if keep else 1.0
-        get_event_storage().put_scalar("stc_kept_fraction", kept_fraction)
-        return {level: x.masked_fill(~keep[level], -1) if level in keep else x for level, x in step2_labels.items()}
+        kept_fraction = (cat_levels(keep, self.levels).float().mean() if keep
+                         else next(iter(step2_labels.values())).new_ones((), dtype=torch.float32))
+        labels = {level: x.masked_fill(~keep[level], -1) if level in keep else x for level, x in step2_labels.items()}
+        return labels, kept_fraction
 
     def scores(
         self, step2_logits: Dict[str, torch.Tensor], step1_logits: Dict[str, torch.Tensor]

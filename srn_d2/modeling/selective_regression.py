@@ -10,7 +10,6 @@ step 2's boxes; on small faces the paper finds the refinement hurts, hence
 from typing import Dict, Sequence
 
 import torch
-from detectron2.structures import Boxes
 
 from .box_regression import SingleBoxTransform
 
@@ -40,17 +39,17 @@ class SelectiveTwoStepRegression:
         return self.box2box_transform.apply_deltas(step1_deltas, anchors)
 
     def step2_anchors(
-        self, anchors: Dict[str, Boxes], step1_deltas: Dict[str, torch.Tensor]
+        self, anchors: Dict[str, torch.Tensor], step1_deltas: Dict[str, torch.Tensor]
     ) -> Dict[str, torch.Tensor]:
         """The anchors step 2 classifies and regresses from, level by level.
 
         Args:
-            anchors: level -> Boxes (R_l, 4) grid anchors, every level.
+            anchors: level -> (R_l, 4) grid anchors, every level.
             step1_deltas: STR level -> (..., R_l, 4) step-1 deltas (detached in training).
         Returns:
             level -> (R_l, 4) grid anchors, or (..., R_l, 4) refined ones on STR levels.
         """
         return {
-            level: self.refine(step1_deltas[level], boxes.tensor) if level in self.levels else boxes.tensor
+            level: self.refine(step1_deltas[level], boxes) if level in self.levels else boxes
             for level, boxes in anchors.items()
         }

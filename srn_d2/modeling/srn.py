@@ -16,7 +16,6 @@ import logging
 from typing import Dict, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.layers import batched_nms
 from detectron2.modeling import META_ARCH_REGISTRY, build_anchor_generator, build_backbone
@@ -26,44 +25,22 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
 from detectron2.utils.logger import log_every_n_seconds
-from fvcore.nn import sigmoid_focal_loss, smooth_l1_loss
 
 from ..errors import require, require_iou_thresholds
 from .box_regression import SingleBoxTransform
 from .heads import build_srn_head
-from .landmarks import LandmarkCoder, landmark_loss
-from .levels import LevelPlan, cat_levels, cat_levels_per_image, split_levels
-from .matcher import AnchorLevel, SparseGridMatcher
+from .landmarks import LandmarkCoder
+from .levels import LevelPlan
+from .anchor_labelling import FaceBatch, label_anchors
+from .matcher import SparseGridMatcher
 from .selective_classification import SelectiveTwoStepClassification
 from .selective_regression import SelectiveTwoStepRegression
+from .srn_losses import LOSS_NORMALIZATIONS, SRNLosses
 from .two_step_head import SelectiveTwoStepHead, TwoStepPredictions
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["SRN"]
-
-LOSS_NORMALIZATIONS = ("per_step", "per_loss", "step2")
-
-
-def _check_srn_keys(cfg) -> None:
-    """Values of MODEL.SRN / TEST keys that would otherwise fail late or silently."""
-    srn = cfg.MODEL.SRN
-    require(0.0 <= srn.STC_MIN_FACE_PROB <= 1.0, "MODEL.SRN.STC_MIN_FACE_PROB", srn.STC_MIN_FACE_PROB,
-            "is a probability and must lie in [0, 1] (0 keeps every anchor)")
-    require(len(srn.IOU_LABELS) == 3 and set(srn.IOU_LABELS) <= {-1, 0, 1}, "MODEL.SRN.IOU_LABELS",
-            srn.IOU_LABELS, "needs three labels from -1 (ignore), 0 (background), 1 (face)")
-    require(srn.LOSS_NORMALIZATION in LOSS_NORMALIZATIONS, "MODEL.SRN.LOSS_NORMALIZATION", srn.LOSS_NORMALIZATION,
-            f"must be one of {LOSS_NORMALIZATIONS}")
-    require(srn.MATCHER_MAX_PAIRS > 0, "MODEL.SRN.MATCHER_MAX_PAIRS", srn.MATCHER_MAX_PAIRS, "must be positive")
-    require(0.0 <= srn.SCORE_THRESH_TEST <= 1.0, "MODEL.SRN.SCORE_THRESH_TEST", srn.SCORE_THRESH_TEST,
-            "must lie in [0, 1]")
-    require(0.0 <= srn.NMS_THRESH_TEST <= 1.0, "MODEL.SRN.NMS_THRESH_TEST", srn.NMS_THRESH_TEST,
-            "must lie in [0, 1]")
-    require(srn.TOPK_CANDIDATES_TEST >= 1, "MODEL.SRN.TOPK_CANDIDATES_TEST", srn.TOPK_CANDIDATES_TEST,
-            "must be at least 1")
-    require(cfg.TEST.DETECTIONS_PER_IMAGE >= 1, "TEST.DETECTIONS_PER_IMAGE", cfg.TEST.DETECTIONS_PER_IMAGE,
-            "must be at least 1")
-
 
 @META_ARCH_REGISTRY.register()
 class SRN(DenseDetector):
@@ -148,19 +125,26 @@ class SRN(DenseDetector):
             box2box_transform = SingleBoxTransform(box2box_transform.weights, box2box_transform.scale_clamp)
         self.box2box_transform = box2box_transform
         self.landmark_coder = LandmarkCoder(tuple(box2box_transform.weights[:2]))
-        self.landmark_loss_weight = landmark_loss_weight
         self.step1_matcher = step1_matcher
         self.step2_matcher = step2_matcher
         # SRN's two ideas.
         self.stc = SelectiveTwoStepClassification(plan.stc_levels, stc_min_face_prob)
         self.str = SelectiveTwoStepRegression(plan.str_levels, self.box2box_transform)
-        # Loss parameters:
-        self.focal_loss_alpha = focal_loss_alpha
-        self.focal_loss_gamma = focal_loss_gamma
-        self.smooth_l1_beta = smooth_l1_beta
-        self.loss_normalizer_momentum = loss_normalizer_momentum
-        self.loss_normalization = loss_normalization
+        self.loss = SRNLosses(
+            plan, num_classes, box2box_transform, self.landmark_coder,
+            focal_loss_alpha=focal_loss_alpha, focal_loss_gamma=focal_loss_gamma, smooth_l1_beta=smooth_l1_beta,
+            normalizer_momentum=loss_normalizer_momentum, normalization=loss_normalization,
+            landmark_loss_weight=landmark_loss_weight,
+        )
         # Inference parameters:
+        require(0.0 <= test_score_thresh <= 1.0, "MODEL.SRN.SCORE_THRESH_TEST", test_score_thresh,
+                "(argument test_score_thresh) must lie in [0, 1]")
+        require(0.0 <= test_nms_thresh <= 1.0, "MODEL.SRN.NMS_THRESH_TEST", test_nms_thresh,
+                "(argument test_nms_thresh) must lie in [0, 1]")
+        require(test_topk_candidates >= 1, "MODEL.SRN.TOPK_CANDIDATES_TEST", test_topk_candidates,
+                "(argument test_topk_candidates) must be at least 1")
+        require(max_detections_per_image >= 1, "TEST.DETECTIONS_PER_IMAGE", max_detections_per_image,
+                "(argument max_detections_per_image) must be at least 1")
         self.test_score_thresh = test_score_thresh
         self.test_score_thresh_min_cells = test_score_thresh_min_cells
         self.test_topk_candidates = test_topk_candidates
@@ -171,7 +155,6 @@ class SRN(DenseDetector):
     @classmethod
     def from_config(cls, cfg):
         srn = cfg.MODEL.SRN
-        _check_srn_keys(cfg)
         plan = LevelPlan.from_config(cfg)
         backbone = build_backbone(cfg)
         shapes = backbone.output_shape()
@@ -263,22 +246,18 @@ class SRN(DenseDetector):
             with landmarks.
         """
         predictions = self._flatten(predictions)
-        anchors = self._anchors(features)
+        anchors = {level: boxes.tensor for level, boxes in self._anchors(features).items()}
         layouts = self._grid_layouts(features)
-        gt_instances = self._faces_in_image(gt_instances)
-        step1_labels, step1_gt_boxes, _ = self.label_anchors(
-            {level: a.tensor for level, a in anchors.items()}, gt_instances, self.step1_matcher, layouts
-        )
+        faces = FaceBatch.from_instances(gt_instances, with_keypoints=self.num_landmarks > 0)
+        step1 = label_anchors(anchors, faces, self.step1_matcher, layouts, self.num_classes)
         step1_deltas = {level: d.detach() for level, d in predictions.step1_deltas.items()}
         step2_anchors = self.str.step2_anchors(anchors, step1_deltas)
-        step2_labels, step2_gt_boxes, step2_gt_keypoints = self.label_anchors(
-            step2_anchors, gt_instances, self.step2_matcher, layouts, with_keypoints=self.num_landmarks > 0
-        )
-        step2_labels = self.stc.ignore_rejected(step2_labels, predictions.step1_logits)
-        return self.losses(
-            anchors, step2_anchors, predictions, step1_labels, step1_gt_boxes, step2_labels, step2_gt_boxes,
-            step2_gt_keypoints,
-        )
+        step2 = label_anchors(step2_anchors, faces, self.step2_matcher, layouts, self.num_classes)
+        step2.labels, kept_fraction = self.stc.ignore_rejected(step2.labels, predictions.step1_logits)
+        losses, stats = self.loss(anchors, step2_anchors, predictions, step1, step2)
+        self._put_scalars({**stats, "stc_kept_fraction": kept_fraction,
+                           "num_faces_outside_image": faces.num_outside_image})
+        return losses
 
     def _grid_layouts(self, features: Dict[str, torch.Tensor]) -> Dict[str, Tuple[Tuple[int, int, int], int]]:
         """Each level's grid anchor layout for the sparse matcher: ((H, W, A), stride)."""
@@ -287,222 +266,16 @@ class SRN(DenseDetector):
             for level, num_cell in zip(self.plan.levels, self.anchor_generator.num_cell_anchors)
         }
 
-    def _faces_in_image(self, gt_instances: List[Instances]) -> List[Instances]:
-        """Each image's faces with at least some area inside the image; the others are
-        counted (``num_faces_outside_image``) and left out, since a face that overlaps no
-        anchor would make every anchor its best match."""
-        kept, dropped = [], 0
-        for gt_i in gt_instances:
-            boxes = gt_i.gt_boxes.clone()
-            boxes.clip(gt_i.image_size)
-            inside = boxes.nonempty()
-            dropped += int((~inside).sum())
-            kept.append(gt_i[inside])
-        get_event_storage().put_scalar("num_faces_outside_image", dropped)
-        if dropped:
-            log_every_n_seconds(logging.WARNING, f"left out {dropped} faces with no area inside their image", n=60)
-        return kept
-
-    @torch.no_grad()
-    def label_anchors(
-        self,
-        anchors: Dict[str, torch.Tensor],
-        gt_instances: List[Instances],
-        matcher: SparseGridMatcher,
-        layouts: Dict[str, Tuple[Tuple[int, int, int], int]],
-        with_keypoints: bool = False,
-    ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor], Optional[Dict[str, torch.Tensor]]]:
-        """
-        Args:
-            anchors: level -> (R_l, 4) anchors on the level's grid, shared by all
-                images, or (N, R_l, 4) per image (refined anchors, matched densely).
-            gt_instances: per image, Instances with ``gt_boxes`` and ``gt_classes``
-                (and ``gt_keypoints`` for ``with_keypoints``).
-            matcher: the step's matcher.
-            layouts: level -> the layout of its grid anchors (:meth:`_grid_layouts`).
-            with_keypoints: also gather each anchor's matched face's keypoints.
-
-        Returns:
-            labels: level -> (N, R_l): class index of positives, ``num_classes``
-                for background, -1 for ignored anchors.
-            matched_gt_boxes: level -> (N, R_l, 4): each anchor's matched box
-                (meaningful for positives only).
-            matched_gt_keypoints: level -> (N, R_l, K, 3) with ``with_keypoints``, else None.
-        """
-        sizes = {level: a.shape[-2] for level, a in anchors.items()}
-        labels, matched_boxes, matched_keypoints = [], [], []
-        for i, gt_i in enumerate(gt_instances):
-            levels = [
-                AnchorLevel(a, *layouts[level]) if a.dim() == 2 else AnchorLevel(a[i])
-                for level, a in anchors.items()
-            ]
-            matches, match_labels = matcher(gt_i.gt_boxes, levels)
-            if len(gt_i) > 0:
-                labels_i = gt_i.gt_classes[matches].clone()
-                labels_i[match_labels == 0] = self.num_classes
-                labels_i[match_labels == -1] = -1
-                boxes_i = gt_i.gt_boxes.tensor[matches]
-            else:
-                labels_i = torch.full_like(matches, self.num_classes)
-                boxes_i = matches.new_zeros((len(matches), 4), dtype=torch.float32)
-            labels.append(labels_i)
-            matched_boxes.append(boxes_i)
-            if with_keypoints:
-                keypoints = gt_i.gt_keypoints.tensor
-                matched_keypoints.append(
-                    keypoints[matches] if len(gt_i) else keypoints.new_zeros((len(matches), *keypoints.shape[1:])))
-        return (
-            split_levels(torch.stack(labels), sizes),
-            split_levels(torch.stack(matched_boxes), sizes),
-            split_levels(torch.stack(matched_keypoints), sizes) if with_keypoints else None,
-        )
-
-    def losses(
-        self,
-        anchors: Dict[str, Boxes],
-        step2_anchors: Dict[str, torch.Tensor],
-        predictions: TwoStepPredictions,
-        step1_labels: Dict[str, torch.Tensor],
-        step1_gt_boxes: Dict[str, torch.Tensor],
-        step2_labels: Dict[str, torch.Tensor],
-        step2_gt_boxes: Dict[str, torch.Tensor],
-        step2_gt_keypoints: Optional[Dict[str, torch.Tensor]] = None,
-    ) -> Dict[str, torch.Tensor]:
-        """Focal loss of each step's classification, smooth L1 of each step's regression
-        and, with landmarks, of step 2's landmarks.
-
-        Step 1 is trained on the STC levels (classification) and the STR levels
-        (regression) against the grid anchors; step 2 on every level against its
-        step-2 anchors. Each sum is divided by a running count of positives:
-        per step (N_s1, N_s2, the paper's) or per loss (``loss_normalization``).
-        The landmark loss trains the step-2 positives whose face has landmarks
-        and is divided by their own running count: a dataset where some faces
-        have none (a sixth of WIDER FACE's) does not weaken it.
-
-        Args:
-            anchors: level -> Boxes (R_l, 4) grid anchors.
-            step2_anchors: level -> (R_l, 4) or (N, R_l, 4), see
-                :meth:`SelectiveTwoStepRegression.step2_anchors`.
-            predictions: flattened, (N, R_l, K) logits and (N, R_l, 4) deltas per level.
-            step1_labels, step2_labels: level -> (N, R_l), see :meth:`label_anchors`.
-            step1_gt_boxes, step2_gt_boxes: level -> (N, R_l, 4).
-            step2_gt_keypoints: level -> (N, R_l, K, 3), with landmarks.
-        """
-        plan, num_images = self.plan, len(next(iter(step1_labels.values())))
-        sums, positives = {}, {}
-        if plan.stc_levels:
-            sums["cls_step1"], positives["cls_step1"] = self._classification_loss(
-                cat_levels(predictions.step1_logits, plan.stc_levels),
-                cat_levels(step1_labels, plan.stc_levels),
-                "step1",
-            )
-        if plan.str_levels:
-            sums["box_step1"], positives["box_step1"] = self._box_loss(
-                cat_levels(predictions.step1_deltas, plan.str_levels),
-                cat_levels_per_image({level: anchors[level].tensor for level in plan.str_levels}, plan.str_levels,
-                                     num_images),
-                cat_levels(step1_gt_boxes, plan.str_levels),
-                cat_levels(step1_labels, plan.str_levels),
-            )
-        step2_labels_all = cat_levels(step2_labels, plan.levels)
-        step2_anchors_all = cat_levels_per_image(step2_anchors, plan.levels, num_images)
-        sums["cls_step2"], positives["cls_step2"] = self._classification_loss(
-            cat_levels(predictions.step2_logits, plan.levels), step2_labels_all, "step2"
-        )
-        sums["box_step2"], positives["box_step2"] = self._box_loss(
-            cat_levels(predictions.step2_deltas, plan.levels),
-            step2_anchors_all,
-            cat_levels(step2_gt_boxes, plan.levels),
-            step2_labels_all,
-        )
-        normalizers = self._loss_normalizers(positives, step1_labels)
-        zero = predictions.step2_logits[plan.levels[0]].new_zeros(())
-        losses = {
-            f"loss_{name}": sums[name] / normalizers[name] if name in sums else zero
-            for name in ("cls_step1", "box_step1", "cls_step2", "box_step2")
-        }
-        if predictions.step2_landmarks is not None:
-            landmark_sum, num_with_landmarks = self._landmark_loss(
-                cat_levels(predictions.step2_landmarks, plan.levels),
-                step2_anchors_all,
-                cat_levels(step2_gt_keypoints, plan.levels),
-                step2_labels_all,
-            )
-            losses["loss_landmarks"] = (
-                self.landmark_loss_weight * landmark_sum / self._normalizer("landmarks", num_with_landmarks))
-        return losses
-
-    def _is_positive(self, labels: torch.Tensor) -> torch.Tensor:
-        return (labels >= 0) & (labels != self.num_classes)
-
-    def _loss_normalizers(
-        self, positives: Dict[str, int], step1_labels: Dict[str, torch.Tensor]
-    ) -> Dict[str, float]:
-        """The running positive count each loss is divided by (see ``loss_normalization``).
-
-        Args:
-            positives: loss name -> its positive anchors in this batch.
-            step1_labels: level -> (N, R_l) step-1 labels.
-        """
-        if self.loss_normalization == "per_loss":
-            return {name: self._normalizer(name, count) for name, count in positives.items()}
-        # N_s2: step 2's positives; its two losses count the same anchors.
-        normalizers = {"step2": self._normalizer("step2", positives["cls_step2"])}
-        if self.loss_normalization == "step2":
-            return {name: normalizers["step2"] for name in positives}
-        if self.plan.step1_levels:
-            # N_s1: step 1's positive anchors on every level a step-1 loss reads, each counted once.
-            num_step1 = int(self._is_positive(cat_levels(step1_labels, self.plan.step1_levels)).sum())
-            normalizers["step1"] = self._normalizer("step1", num_step1)
-        return {name: normalizers[name.rsplit("_", 1)[1]] for name in positives}
-
-    def _normalizer(self, name: str, num_positives: int) -> float:
-        value = max(num_positives, 1)
-        return self._ema_update(
-            f"loss_normalizer_{name}", value, initial_value=value, momentum=self.loss_normalizer_momentum
-        )
-
-    def _classification_loss(self, logits, labels, step: str) -> Tuple[torch.Tensor, int]:
-        """Sigmoid focal loss summed over the non-ignored anchors, and the number of positives.
-
-        Args:
-            logits: (N, R, K); labels: (N, R).
-        """
-        valid = labels >= 0
-        num_pos = int(self._is_positive(labels).sum())
-        get_event_storage().put_scalar(f"num_pos_cls_{step}", num_pos / labels.shape[0])
-        target = F.one_hot(labels[valid], num_classes=self.num_classes + 1)[:, :-1]
-        # In float32 under mixed precision: the loss sums ~10^5 anchors' terms.
-        loss = sigmoid_focal_loss(
-            logits[valid].float(),
-            target.float(),
-            alpha=self.focal_loss_alpha,
-            gamma=self.focal_loss_gamma,
-            reduction="sum",
-        )
-        return loss, num_pos
-
-    def _box_loss(self, deltas, anchors, gt_boxes, labels) -> Tuple[torch.Tensor, int]:
-        """Smooth L1 summed over the positive anchors' deltas, and the number of positives.
-
-        Args:
-            deltas, anchors, gt_boxes: (N, R, 4); labels: (N, R).
-        """
-        positive = self._is_positive(labels)
-        target = self.box2box_transform.get_deltas(anchors[positive], gt_boxes[positive])
-        loss = smooth_l1_loss(deltas[positive].float(), target, beta=self.smooth_l1_beta, reduction="sum")
-        return loss, int(positive.sum())
-
-    def _landmark_loss(self, deltas, anchors, gt_keypoints, labels) -> Tuple[torch.Tensor, int]:
-        """Smooth L1 of the landmarks of the positives whose face has any, and their number.
-
-        Args:
-            deltas: (N, R, 2K); anchors: (N, R, 4); gt_keypoints: (N, R, K, 3); labels: (N, R).
-        """
-        trained = self._is_positive(labels) & (gt_keypoints[..., 2] > 0).any(dim=-1)
-        loss = landmark_loss(deltas[trained], anchors[trained], gt_keypoints[trained], self.landmark_coder,
-                             self.smooth_l1_beta)
-        return loss, int(trained.sum())
+    @staticmethod
+    def _put_scalars(stats: Dict[str, torch.Tensor]) -> None:
+        """The step's counts to the event storage, read from the device in one transfer."""
+        values = torch.stack([v.float() for v in stats.values()]).tolist()
+        storage = get_event_storage()
+        for name, value in zip(stats, values):
+            storage.put_scalar(name, value)
+        if values[list(stats).index("num_faces_outside_image")]:
+            log_every_n_seconds(logging.WARNING, "left out faces with no area inside their image "
+                                "(counted in num_faces_outside_image)", n=60)
 
     # ------------------------------------------------------------------ inference
 
@@ -557,7 +330,8 @@ class SRN(DenseDetector):
             and with landmarks ``pred_keypoints`` (M, K, 3): x, y and the face's score.
         """
         scores = self.stc.scores(predictions.step2_logits, predictions.step1_logits)
-        step2_anchors = self.str.step2_anchors(anchors, predictions.step1_deltas)
+        step2_anchors = self.str.step2_anchors(
+            {level: boxes.tensor for level, boxes in anchors.items()}, predictions.step1_deltas)
         per_level = [
             self._decode_per_level_predictions(
                 Boxes(step2_anchors[level]),
