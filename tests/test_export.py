@@ -14,7 +14,8 @@ from detectron2.modeling import build_model
 from srn_d2.checkpoint import load_inference_weights
 from srn_d2.engine import setup_cfg
 from srn_d2.released_checkpoint import DEFAULT_CONFIG
-from srn_d2.deploy.export import FORMATS, batched_runner, export, exported_file, exported_runner, verify, verify_batched
+from srn_d2.deploy.export import FORMATS, ExportError, _Borders, _compare, batched_runner, export, exported_file, \
+    exported_runner, verify, verify_batched
 from srn_d2.deploy.onnx_runtime import pad_images
 from srn_d2.engine import FacePredictor
 from srn_d2.tools.export import main
@@ -227,3 +228,76 @@ def test_the_batched_export_takes_srn_only(tmp_path, capsys):
     assert "MODEL.META_ARCHITECTURE = 'RetinaNet': the batched export (--batch) takes SRN models" in \
         capsys.readouterr().err
     assert not os.listdir(tmp_path)
+
+
+# ------------------------------------------------------------------ the export's own check
+
+
+def test_a_config_that_trains_on_cuda_exports_on_the_cpu(tmp_path, tiny_model):
+    """Detectron2's default MODEL.DEVICE is "cuda": the export traces and verifies on the CPU
+    whether or not this machine has a GPU, and the file runs on the CPU."""
+    config_file, weights = tiny_model
+    cfg = setup_cfg(config_file, ["MODEL.WEIGHTS", weights])
+    cfg.defrost()
+    cfg.MODEL.DEVICE = "cuda"  # as a config comes to export() on a GPU machine
+    path = export(cfg, "torchscript", str(tmp_path))
+    boxes, scores, classes = exported_runner(path, "torchscript")(np.zeros((3, 64, 80), dtype=np.float32))
+    assert boxes.shape[1] == 4 and len(scores) == len(classes)
+    assert cfg.MODEL.DEVICE == "cuda"  # the caller's config is left as it was
+
+
+def _detections(boxes, scores):
+    return (np.array(boxes, dtype=np.float32).reshape(-1, 4), np.array(scores, dtype=np.float32),
+            np.zeros(len(scores), dtype=np.int64))
+
+
+A, B = [10.0, 10.0, 50.0, 60.0], [12.0, 10.0, 52.0, 60.0]  # IoU 0.9: NMS keeps one of the two
+FAR, FARTHER = [100.0, 100.0, 140.0, 150.0], [200.0, 10.0, 230.0, 50.0]
+# PyTorch's candidates before NMS: A and B tied, as each test's detections come from them.
+CANDIDATES = _detections([A, B, FAR, FARTHER, [0, 0, 5, 5]], [0.7, 0.7, 0.6, 0.3, 0.29998])[:2]
+BORDERS = _Borders(score_thresh=0.05, nms_thresh=0.5, max_detections=3, candidates=CANDIDATES)
+
+
+@pytest.mark.parametrize(
+    "expected, got",
+    [
+        # Tied scores: PyTorch's NMS kept A, the export's B.
+        (_detections([A, FAR], [0.7, 0.6]), _detections([B, FAR], [0.70000005, 0.6])),
+        # A candidate at the score threshold, kept on one side only.
+        (_detections([FAR, A], [0.6, 0.05003]), _detections([FAR], [0.6])),
+        # At the cap of 3, the lowest scores cut differently.
+        (_detections([FAR, A, FARTHER], [0.9, 0.3, 0.29999]), _detections([FAR, A, [0, 0, 5, 5]], [0.9, 0.3, 0.29998])),
+        # Order does not matter; numbers within tolerance do not either.
+        (_detections([A, FAR], [0.7, 0.6]), _detections([[10.004, 10, 50, 60], FAR][::-1], [0.70004, 0.6][::-1])),
+    ],
+    ids=["nms_tie", "score_threshold", "cap", "order"],
+)
+def test_the_check_accepts_what_the_post_processing_may_decide_either_way(expected, got):
+    report = _compare(expected, got, (64, 64), BORDERS)
+    assert report["detections"] == len(expected[0])
+
+
+@pytest.mark.parametrize(
+    "expected, got, message",
+    [
+        (_detections([A, FAR], [0.7, 0.6]), _detections([A, [101.0, 100, 141, 150]], [0.7, 0.6]), "no counterpart"),
+        (_detections([A, FAR], [0.7, 0.6]), _detections([A, FAR], [0.7, 0.61]), "no counterpart"),
+        (_detections([A, FAR], [0.7, 0.6]), _detections([A], [0.7]), "no counterpart"),
+        # Moved boxes, each "tied" with its twin, which PyTorch's candidates do not hold.
+        (_detections([A, FAR, FARTHER], [0.7, 0.6, 0.5]),
+         _detections([B, [102.0, 100, 142, 150], [202.0, 10, 232, 50]], [0.7, 0.6, 0.5]), "no counterpart"),
+    ],
+    ids=["moved_box", "other_score", "missing", "all_moved"],
+)
+def test_the_check_refuses_a_real_difference(expected, got, message):
+    with pytest.raises(ExportError, match=message):
+        _compare(expected, got, (64, 64), BORDERS)
+
+
+def test_without_candidates_ties_explain_at_most_a_quarter_of_the_detections():
+    expected = _detections([A, FAR, FARTHER], [0.7, 0.6, 0.5])
+    moved = _detections([B, [102.0, 100, 142, 150], [202.0, 10, 232, 50]], [0.7, 0.6, 0.5])
+    with pytest.raises(ExportError, match="more than NMS"):
+        _compare(expected, moved, (64, 64), BORDERS._replace(candidates=None))
+    one_tie = _detections([B, FAR, FARTHER], [0.7, 0.6, 0.5])
+    assert _compare(expected, one_tie, (64, 64), BORDERS._replace(candidates=None))["decided_otherwise"] == 2

@@ -97,7 +97,7 @@ class BatchedSRN(nn.Module):
         predictions = model._flatten(model.head(features))
         anchors = model._anchors(features)
         scores = model.stc.scores(predictions.step2_logits, predictions.step1_logits)
-        step2_anchors = model.str.step2_anchors(anchors, predictions.step1_deltas)
+        step2_anchors = model.str.step2_anchors({k: a.tensor for k, a in anchors.items()}, predictions.step1_deltas)
         candidates = [
             self._level_candidates(level, features[level], scores[level], predictions, step2_anchors[level],
                                    image_sizes)

@@ -17,17 +17,18 @@ from ..utils.file_io import check_output_folder
 from ..utils.image_checks import check_bgr_image
 from .config_files import merge_config_file
 
-__all__ = ["setup_cfg", "split_overrides", "FacePredictor"]
+__all__ = ["setup_cfg", "resolve_device", "split_overrides", "FacePredictor"]
 
 logger = logging.getLogger(__name__)
 
 
-def setup_cfg(config_file: str, opts: Sequence[str] = (), args=None):
+def setup_cfg(config_file: str, opts: Sequence[str] = (), args=None, run_setup: bool = True):
     """A frozen config: Detectron2's defaults, srn_d2's keys, ``config_file``, then ``opts``.
 
-    The file is read by :func:`merge_config_file` (no code runs). A CUDA
-    device falls back to the CPU when no GPU is present (with a warning). With
-    ``args`` (a command line's), Detectron2's ``default_setup`` also runs:
+    The file is read by :func:`merge_config_file` (no code runs). MODEL.DEVICE
+    goes through :func:`resolve_device`. With
+    ``args`` (a command line's), the device is checked for training on ``--num-gpus``
+    and, unless ``run_setup`` is False, Detectron2's ``default_setup`` also runs:
     output folder, logs, seed; srn_d2's own log goes beside Detectron2's.
     """
     cfg = get_srn_cfg()
@@ -45,16 +46,50 @@ def setup_cfg(config_file: str, opts: Sequence[str] = (), args=None):
     # yacs reports an unknown key as an AssertionError, a bad value as ValueError or KeyError.
     except (AssertionError, KeyError, ValueError) as error:
         raise ConfigValueError(f"config override: {error.args[0] if error.args else error}") from None
-    if not torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda"):
-        logger.warning("CUDA is not available: running on the CPU")
-        cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.DEVICE = resolve_device(cfg.MODEL.DEVICE, "MODEL.DEVICE", training=_trains(args),
+                                      num_gpus=getattr(args, "num_gpus", 1))
     cfg.freeze()
-    if args is not None:
+    if args is not None and run_setup:
         # Checked now, not at the first checkpoint an hour into training.
         check_output_folder(cfg.OUTPUT_DIR)
         default_setup(cfg, args)
         setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="srn_d2").setLevel(logging.INFO)
     return cfg
+
+
+def _trains(args) -> bool:
+    return args is not None and not getattr(args, "eval_only", False)
+
+
+def resolve_device(device: str, key: str, training: bool = False, num_gpus: int = 1) -> str:
+    """The device to run on, or a ConfigValueError naming ``key`` and the cause.
+
+    CUDA asked for where torch has none: training stops, since a run planned for GPUs would
+    crawl on the CPU for days; anything else (evaluating, exporting, a demo) goes on on the
+    CPU with a warning, since its results do not depend on the device. A CPU device with
+    ``num_gpus`` > 1 on a machine with CUDA is refused: Detectron2's ``launch`` then joins the
+    processes over NCCL, which takes only CUDA tensors (on a machine without CUDA it uses
+    GLOO, and CPU processes train).
+    """
+    wants_cuda = device.startswith("cuda")
+    if wants_cuda and not torch.cuda.is_available():
+        if torch.version.cuda is None:
+            cause = f"this torch ({torch.__version__}) is a CPU-only build"
+        else:
+            cause = (f"this torch ({torch.__version__}) is built for CUDA {torch.version.cuda} but finds no GPU it "
+                     "can use (none, or a driver older than that CUDA: nvidia-smi shows the driver's CUDA version)")
+        if training:
+            raise ConfigValueError(
+                f"{key} = {device!r}: {cause}. Install a torch build that matches the driver (make install "
+                f"TORCH_INDEX_URL=https://download.pytorch.org/whl/cuXYZ, see docs/INSTALL.md), or set {key} cpu to "
+                "train on the CPU")
+        logger.warning(f"{key} = {device!r} but {cause}: running on the CPU")
+        return "cpu"
+    if not wants_cuda and num_gpus > 1 and torch.cuda.is_available():
+        raise ConfigValueError(
+            f"{key} = {device!r} with --num-gpus {num_gpus}: on a machine with CUDA, Detectron2's launch joins the "
+            f"processes over NCCL, which takes CUDA tensors only; set {key} cuda to train on {num_gpus} GPUs")
+    return device
 
 
 def split_overrides(entry: str, key: str) -> Tuple[str, List[str]]:

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from ..checkpoint import SafeCheckpointer, load_inference_weights
 from ..errors import ConfigValueError, require
 from ..utils.file_io import check_output_folder
+from .defaults import resolve_device
 from .ema import insert_weight_average
 
 __all__ = ["load_lazy_config", "instantiate_checked", "build_lazy_model", "do_test", "do_train", "main"]
@@ -85,12 +86,17 @@ def _paths_of_key(node: Any, key: str, prefix: str) -> List[str]:
     return found
 
 
-def _device(cfg) -> str:
-    device = cfg.train.device
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning("CUDA is not available: running on the CPU")
-        cfg.train.device = device = "cpu"
-    return device
+def _device(cfg, args=None) -> str:
+    """``train.device`` through :func:`resolve_device`, which may move it to the CPU."""
+    cfg.train.device = resolve_device(cfg.train.device, "train.device",
+                                      training=args is not None and not args.eval_only,
+                                      num_gpus=getattr(args, "num_gpus", 1))
+    return cfg.train.device
+
+
+def check_device(args) -> str:
+    """The device a ``.py`` config's ``train.device`` resolves to for this command line."""
+    return _device(load_lazy_config(args.config_file, args.opts), args)
 
 
 def build_lazy_model(cfg) -> torch.nn.Module:
@@ -183,7 +189,7 @@ def do_train(args, cfg) -> None:
 def main(args) -> Optional[dict]:
     """One process's work for a ``.py`` config (``train_net.py`` launches it in each)."""
     cfg = load_lazy_config(args.config_file, args.opts)
-    _device(cfg)
+    _device(cfg, args)
     check_output_folder(cfg.train.output_dir)
     default_setup(cfg, args)
     if args.eval_only:

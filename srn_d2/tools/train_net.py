@@ -62,11 +62,17 @@ def _launch(argv) -> int:
     print("Command Line Args:", args)
     # A .py config is a LazyConfig (overrides key=value); anything else a YAML config (KEY VALUE).
     if args.config_file.endswith(".py"):
-        from ..engine.lazy_config import main as lazy_main
+        from ..engine.lazy_config import check_device, main as lazy_main
 
         process_main = lazy_main
     else:
         process_main = main
+    if args.num_gpus * args.num_machines > 1:
+        # Checked here: raised in the spawned processes, the one-line error would come back as their tracebacks.
+        if process_main is main:
+            setup_cfg(args.config_file, args.opts, args, run_setup=False)
+        else:
+            check_device(args)
     launch(
         process_main,
         args.num_gpus,
