@@ -5,6 +5,11 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.14.1
 TORCHVISION_VERSION ?= 0.29.1
+# Where pip takes torch and torchvision from. Empty: the package index, which serves whatever
+# build it has (a CPU build, or a CUDA build that may be newer than the GPU's driver). A PyTorch
+# wheel index picks the build for the driver, e.g. https://download.pytorch.org/whl/cu126 (README, Install).
+TORCH_INDEX_URL ?=
+TORCH_INDEX := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 # "registry" installs the sal-detectron2 wheel (a re-publication of detectron2's
 # main branch, the only detectron2 on PyPI); "git" installs upstream from GitHub.
 DETECTRON2 ?= registry
@@ -20,7 +25,7 @@ install: $(STAMP)
 $(STAMP): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade "pip>=23"
-	$(PIP) install -q torch==$(TORCH_VERSION) torchvision==$(TORCHVISION_VERSION)
+	$(PIP) install -q $(TORCH_INDEX) torch==$(TORCH_VERSION) torchvision==$(TORCHVISION_VERSION)
 ifeq ($(DETECTRON2),git)
 	$(PIP) install -q --no-build-isolation "$(DETECTRON2_GIT)"
 else

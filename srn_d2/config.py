@@ -67,6 +67,11 @@ def _add_solver_config(cfg):
     # Weight of the average so far at each iteration; the average spans about 1 / (1 - DECAY)
     # iterations: 0.99 suits the 300-step CPU schedules, long schedules want more (0.999 and up).
     cfg.MODEL_EMA.DECAY = 0.99
+    # True: training repeats bit for bit with the same SEED, on the CPU or a GPU
+    # (torch.use_deterministic_algorithms), or stops at start naming the key to change (on a GPU:
+    # MODEL.SRN.FUSE_UPSAMPLE "nearest", CUDNN_BENCHMARK False). False: a GPU's atomic additions
+    # make runs drift apart a little, at full speed (srn_d2.engine.determinism).
+    cfg.DETERMINISTIC = False
 
 
 def _add_model_config(cfg):

@@ -27,6 +27,7 @@ from ..checkpoint import SafeCheckpointer, load_inference_weights
 from ..errors import ConfigValueError, require
 from ..utils.file_io import check_output_folder
 from .defaults import resolve_device
+from .determinism import enable_deterministic_training
 from .ema import insert_weight_average
 
 __all__ = ["load_lazy_config", "instantiate_checked", "build_lazy_model", "do_test", "do_train", "main"]
@@ -156,6 +157,9 @@ def _optimizer(cfg, model):
 def do_train(args, cfg) -> None:
     """Detectron2's lazy training loop with srn_d2's SafeCheckpointer (safe weights, atomic saves)."""
     model = build_lazy_model(cfg)
+    if cfg.train.get("deterministic"):
+        enable_deterministic_training(model, cfg.train.device, "model.backbone.upsample_mode",
+                                      cfg.train.get("cudnn_benchmark", False))
     if cfg.train.device == "cpu":
         # As SRNTrainer: focal-loss gradients of easy negatives underflow to denormals, slow on CPUs.
         torch.set_flush_denormal(True)

@@ -19,6 +19,7 @@ from ..errors import require
 from ..data import SRNDatasetMapper
 from ..evaluation.build import build_evaluator
 from ..modeling import SRNWithTTA
+from .determinism import enable_deterministic_training
 from .ema import insert_weight_average
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ class SRNTrainer(DefaultTrainer):
             require(not cfg.SOLVER.AMP.ENABLED, "SOLVER.AMP.ENABLED", True,
                     "Detectron2's AMPTrainer needs CUDA; on the CPU, train in float32")
         model = self.build_model(cfg)
+        if cfg.DETERMINISTIC:
+            enable_deterministic_training(model, cfg.MODEL.DEVICE, "MODEL.SRN.FUSE_UPSAMPLE", cfg.CUDNN_BENCHMARK)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         ddp_options = {"device_ids": None} if cfg.MODEL.DEVICE == "cpu" else {}

@@ -10,6 +10,8 @@ train = dict(
     log_period=20,
     device="cuda",
     seed=-1,
+    # DETERMINISTIC: bit-for-bit repeatable training, or a stop at start naming the key to change.
+    deterministic=False,
     # MODEL_EMA.*: the weights' moving average, which the model takes after the last iteration.
     model_ema=dict(enabled=False, decay=0.99),
     clip_gradients=dict(enabled=False, clip_type="value", clip_value=1.0, norm_type=2.0),
