@@ -26,7 +26,7 @@ from ..data.image_io import bgr_to_model_input
 from ..utils.measure import interleaved_median_ms, peak_mib
 from .defaults import setup_cfg, split_overrides
 
-__all__ = ["Candidate", "benchmark", "parse_size", "random_faces", "resolve_config"]
+__all__ = ["Candidate", "benchmark", "parse_size", "random_faces", "resolve_config", "training_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,8 @@ def random_faces(num: int, size: int, generator: torch.Generator) -> torch.Tenso
 _LANDMARKS_IN_BOX = torch.tensor([[0.3, 0.4], [0.7, 0.4], [0.5, 0.55], [0.35, 0.75], [0.65, 0.75]])
 
 
-def _training_batch(size: int, batch: int, faces: int, device: str):
+def training_batch(size: int, batch: int, faces: int, device: str):
+    """``batch`` random size x size images with ``faces`` face-like boxes (and landmarks) each, on ``device``."""
     generator = torch.Generator().manual_seed(0)
     inputs = []
     for _ in range(batch):
@@ -91,7 +92,7 @@ class Candidate:
         }
         self.bgr = np.random.default_rng(1).integers(0, 256, (height, width, 3), dtype=np.uint8)
         self.inputs = [{"image": self._as_input(self.bgr)}]
-        self.batch = _training_batch(max(size), train_batch, faces, device) if train_batch else None
+        self.batch = training_batch(max(size), train_batch, faces, device) if train_batch else None
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-4, momentum=0.9)
 
     def _as_input(self, bgr: np.ndarray) -> torch.Tensor:
