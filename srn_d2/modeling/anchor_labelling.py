@@ -73,6 +73,23 @@ def _clipped(boxes: torch.Tensor, image_size: Tuple[int, int]) -> torch.Tensor:
     return torch.stack((x1.clamp(0, width), y1.clamp(0, height), x2.clamp(0, width), y2.clamp(0, height)), dim=1)
 
 
+def _anchor_levels(anchors: Dict[str, torch.Tensor], layouts) -> List[AnchorLevel]:
+    """Grid levels as laid out; neighbouring per-image levels (STR's refined anchors) joined into
+    one, which the matcher then takes in one dense block instead of one a level."""
+    levels, free = [], []
+    for level, boxes in anchors.items():
+        if boxes.dim() == 3:
+            free.append(boxes)
+            continue
+        if free:
+            levels.append(AnchorLevel(torch.cat(free, dim=1)))
+            free = []
+        levels.append(AnchorLevel(boxes, *layouts[level]))
+    if free:
+        levels.append(AnchorLevel(torch.cat(free, dim=1)))
+    return levels
+
+
 @dataclass
 class AnchorLabels:
     """What one step's matching gives each anchor, level by level.
@@ -106,8 +123,7 @@ def label_anchors(
         layouts: level -> ((H, W, A), stride) of its grid anchors.
         num_classes: the background label.
     """
-    levels = [AnchorLevel(a, *layouts[level]) if a.dim() == 2 else AnchorLevel(a) for level, a in anchors.items()]
-    matches, match_labels = matcher.match_batch(faces.boxes, faces.valid, levels)
+    matches, match_labels = matcher.match_batch(faces.boxes, faces.valid, _anchor_levels(anchors, layouts))
     has_faces = faces.valid.any(dim=1, keepdim=True)
     labels = faces.classes.gather(1, matches)
     labels = torch.where(match_labels == 0, num_classes, labels)

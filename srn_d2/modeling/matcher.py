@@ -180,22 +180,24 @@ class SparseGridMatcher:
 
     @staticmethod
     def _shapes(grid) -> dict:
-        """Per anchor shape of every grid level (T shapes in all), float64: (T,) tensors."""
+        """Per anchor shape of every grid level (T shapes in all), float64 unless said: the first
+        cell's center "c0" and half sides "half" as (T, 2) x, y pairs, the grid's "size" (T, 2)
+        width, height (int64), "stride" (T, 1), "area" (T,), and "offset", "a", "num_cell" (T,)
+        int64: where the level's anchors start, the shape's index in its cell, anchors per cell."""
         device = grid[0][0].boxes.device
         layout = tuple((tuple(level.grid), float(level.stride), offset) for level, offset in grid)
         offset, a, height, width, num_cell, stride = _grid_columns(layout, device)
         cell = torch.cat([level.boxes[: level.grid[2]] for level, _ in grid]).double()
+        half = (cell[:, 2:] - cell[:, :2]) / 2
         return {
-            "cx0": (cell[:, 0] + cell[:, 2]) / 2,
-            "cy0": (cell[:, 1] + cell[:, 3]) / 2,
-            "half_w": (cell[:, 2] - cell[:, 0]) / 2,
-            "half_h": (cell[:, 3] - cell[:, 1]) / 2,
+            "c0": (cell[:, :2] + cell[:, 2:]) / 2,
+            "half": half,
+            "area": 4 * half[:, 0] * half[:, 1],
+            "size": torch.stack([width, height], dim=1).long(),
+            "stride": stride[:, None],
             "offset": offset.long(),
             "a": a.long(),
-            "height": height.long(),
-            "width": width.long(),
             "num_cell": num_cell.long(),
-            "stride": stride,
         }
 
     @staticmethod
@@ -213,14 +215,13 @@ class SparseGridMatcher:
         """
         if s is None:
             return faces.new_zeros(len(faces), dtype=torch.float64)
-        f = faces.double()[:, None, :]  # (M, 1, 4) against (T,) shapes
-        fcx, fcy = (f[..., 0] + f[..., 2]) / 2, (f[..., 1] + f[..., 3]) / 2
-        cx = s["cx0"] + self._nearest(fcx, s["cx0"], s["stride"], s["width"]) * s["stride"]
-        cy = s["cy0"] + self._nearest(fcy, s["cy0"], s["stride"], s["height"]) * s["stride"]
-        ox = (torch.minimum(cx + s["half_w"], f[..., 2]) - torch.maximum(cx - s["half_w"], f[..., 0])).clamp(min=0)
-        oy = (torch.minimum(cy + s["half_h"], f[..., 3]) - torch.maximum(cy - s["half_h"], f[..., 1])).clamp(min=0)
-        inter = ox * oy
-        union = 4 * s["half_w"] * s["half_h"] + (f[..., 2] - f[..., 0]) * (f[..., 3] - f[..., 1]) - inter
+        f = faces.double()[:, None, :]  # (M, 1, 4) against (T,) shapes; x and y side by side below
+        center = s["c0"] + self._nearest((f[..., :2] + f[..., 2:]) / 2, s["c0"], s["stride"], s["size"]) * s["stride"]
+        overlap = (torch.minimum(center + s["half"], f[..., 2:]) - torch.maximum(center - s["half"], f[..., :2]))
+        overlap = overlap.clamp(min=0)
+        inter = overlap[..., 0] * overlap[..., 1]
+        sides = f[..., 2:] - f[..., :2]
+        union = s["area"] + sides[..., 0] * sides[..., 1] - inter
         iou = torch.where(inter > 0, inter / union, torch.zeros_like(inter))
         return iou.max(dim=1).values
 
@@ -239,21 +240,19 @@ class SparseGridMatcher:
         """
         f = faces.double()[:, None, :]
         min_iou = min_iou[:, None]
-        fw, fh = f[..., 2] - f[..., 0], f[..., 3] - f[..., 1]
-        fcx, fcy = (f[..., 0] + f[..., 2]) / 2, (f[..., 1] + f[..., 3]) / 2
-        aw, ah = 2 * s["half_w"], 2 * s["half_h"]
-        min_inter = min_iou * (aw * ah + fw * fh) / (1 + min_iou)
-        min_ox = min_inter / torch.minimum(ah, fh).clamp(min=1e-12)
-        min_oy = min_inter / torch.minimum(aw, fw).clamp(min=1e-12)
-        reach_x = (aw + fw) / 2 - min_ox + _CENTER_SLACK
-        reach_y = (ah + fh) / 2 - min_oy + _CENTER_SLACK
-        x_lo = torch.ceil((fcx - reach_x - s["cx0"]) / s["stride"]).clamp(min=0)
-        x_hi = torch.minimum(torch.floor((fcx + reach_x - s["cx0"]) / s["stride"]), (s["width"] - 1).double())
-        y_lo = torch.ceil((fcy - reach_y - s["cy0"]) / s["stride"]).clamp(min=0)
-        y_hi = torch.minimum(torch.floor((fcy + reach_y - s["cy0"]) / s["stride"]), (s["height"] - 1).double())
-        nx = (x_hi - x_lo + 1).clamp(min=0).long() * active[:, None]
-        ny = (y_hi - y_lo + 1).clamp(min=0).long()
-        return x_lo.long(), y_lo.long(), nx, ny
+        face_sides = f[..., 2:] - f[..., :2]  # (F, 1, 2): w_f, h_f
+        anchor_sides = 2 * s["half"]  # (T, 2): w_a, h_a
+        min_inter = min_iou * (anchor_sides[:, 0] * anchor_sides[:, 1] + face_sides[..., 0] * face_sides[..., 1]) / (
+            1 + min_iou)
+        # Along x the overlap needs min_inter over the lower of the heights; along y, of the widths.
+        min_overlap = min_inter[..., None] / torch.minimum(anchor_sides.flip(-1), face_sides.flip(-1)).clamp(min=1e-12)
+        reach = (anchor_sides + face_sides) / 2 - min_overlap + _CENTER_SLACK
+        center = (f[..., :2] + f[..., 2:]) / 2
+        lo = torch.ceil((center - reach - s["c0"]) / s["stride"]).clamp(min=0)
+        hi = torch.minimum(torch.floor((center + reach - s["c0"]) / s["stride"]), (s["size"] - 1).double())
+        count = (hi - lo + 1).clamp(min=0).long()
+        lo = lo.long()
+        return lo[..., 0], lo[..., 1], count[..., 0] * active[:, None], count[..., 1]
 
     def _candidate_chunks(self, rectangles, s: dict, pairs_so_far: List[int]):
         """(face, anchor) int64 pairs of the grid levels inside ``rectangles``, in chunks of at most
@@ -280,7 +279,7 @@ class SparseGridMatcher:
                 face, shape = row // num_shapes, row % num_shapes
                 iy = y_lo[row] + local // nx[row]
                 ix = x_lo[row] + local % nx[row]
-                yield face, s["offset"][shape] + (iy * s["width"][shape] + ix) * s["num_cell"][shape] + s["a"][shape]
+                yield face, s["offset"][shape] + (iy * s["size"][shape, 0] + ix) * s["num_cell"][shape] + s["a"][shape]
             start, done = stop, pairs_so_far[stop - 1]
 
     # ----------------------------------------------------------------- non-grid levels, densely
@@ -289,12 +288,14 @@ class SparseGridMatcher:
         """(face slice, anchor index offset, (N, m, R_l) IoU block) over the non-grid levels, at most
         ``max_pairs`` IoUs a block; -1 for padding faces."""
         num_images, num_faces = faces.shape[:2]
+        face_areas = box_areas(faces)[..., None]
         for level, offset in free:
             anchors = level.boxes.expand(num_images, -1, -1)[:, None]
+            anchor_areas = box_areas(anchors)
             step = max(1, self.max_pairs // max(num_images * level.num_anchors, 1))
             for start in range(0, num_faces, step):
                 rows = slice(start, start + step)
-                iou = aligned_iou(faces[:, rows, None], anchors)
+                iou = aligned_iou(faces[:, rows, None], anchors, area_a=face_areas[:, rows], area_b=anchor_areas)
                 yield rows, offset, iou.masked_fill(~valid[:, rows, None], -1.0)
 
     def _free_best_per_face(self, faces: torch.Tensor, valid: torch.Tensor, free) -> Optional[torch.Tensor]:
@@ -315,10 +316,9 @@ class SparseGridMatcher:
         num_anchors = anchors.shape[1]
         trash = num_images * num_anchors  # the slot that takes what a scatter must leave out
         first_threshold = self.matcher.thresholds[1]
-        inf = torch.tensor(float("inf"), dtype=torch.float64)
 
         def lowest_per_image(values):
-            return torch.where(valid, values, inf.to(values)).amin(dim=1)
+            return values.masked_fill(~valid, float("inf")).amin(dim=1)
 
         # Every pair that matters has an IoU of at least this (see the class docstring).
         min_iou = lowest_per_image(best_possible).clamp(max=first_threshold) * (1 - _SLACK)
@@ -326,12 +326,15 @@ class SparseGridMatcher:
         flat_anchors = anchors.flatten(0, 1)
         image_of_face = torch.arange(num_images * num_faces, device=faces.device) // num_faces
         pair_face, pair_anchor, pair_iou = [], [], []
-        tiny = tiny.tolist()
-        if shapes is not None:
+        if shapes is None:
+            tiny = tiny.tolist()
+        else:
             rectangles = self._candidate_rectangles(flat_faces, shapes, min_iou[image_of_face], valid.flatten())
             per_face = (rectangles[2] * rectangles[3]).sum(dim=1)
-            # The one read of the device: how many pairs each face has, to size the chunks.
-            pairs_so_far = per_face.cumsum(0).tolist()
+            # The one read of the device: the images to match densely, and how many pairs each face
+            # has, which sizes the chunks.
+            read = torch.cat([tiny.long(), per_face.cumsum(0)]).tolist()
+            tiny, pairs_so_far = read[:num_images], read[num_images:]
             face_areas, anchor_areas = box_areas(flat_faces), box_areas(flat_anchors)
             min_iou32 = min_iou.float()
             for face, anchor in self._candidate_chunks(rectangles, shapes, pairs_so_far):
@@ -359,7 +362,7 @@ class SparseGridMatcher:
         matches = torch.full((trash + 1,), num_faces, dtype=torch.int64, device=faces.device)
         matches.scatter_reduce_(0, is_best, face % num_faces, "amin")
         promoted = torch.zeros(trash + 1, dtype=torch.bool, device=faces.device)
-        promoted[torch.where(iou == best_per_face[face], anchor, trash)] = True
+        promoted.index_fill_(0, torch.where(iou == best_per_face[face], anchor, trash), True)
         best, matches, promoted = (x[:trash].view(num_images, num_anchors) for x in (best, matches, promoted))
         best_per_face = best_per_face.view(num_images, num_faces)
         for rows, offset, block in self._free_blocks(faces, valid, free):

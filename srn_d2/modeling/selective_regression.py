@@ -49,7 +49,10 @@ class SelectiveTwoStepRegression:
         Returns:
             level -> (R_l, 4) grid anchors, or (..., R_l, 4) refined ones on STR levels.
         """
-        return {
-            level: self.refine(step1_deltas[level], boxes) if level in self.levels else boxes
-            for level, boxes in anchors.items()
-        }
+        if not self.levels:
+            return dict(anchors)
+        # Every STR level refined in one call: a few large kernels rather than a few per level.
+        sizes = [anchors[level].shape[-2] for level in self.levels]
+        deltas = torch.cat([step1_deltas[level] for level in self.levels], dim=-2)
+        refined = dict(zip(self.levels, self.refine(deltas, torch.cat([anchors[l] for l in self.levels])).split(sizes, -2)))
+        return {level: refined.get(level, boxes) for level, boxes in anchors.items()}

@@ -9,7 +9,6 @@ the queue of kernels. Counts stay tensors; the running normalizers too.
 from typing import Dict, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from fvcore.nn import sigmoid_focal_loss, smooth_l1_loss
 
 from ..errors import require
@@ -39,7 +38,8 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, num_classes:
         0-dim int64 count.
     """
     valid = labels >= 0
-    target = F.one_hot(labels.clamp(min=0), num_classes=num_classes + 1)[..., :-1]
+    # One-hot by comparison: F.one_hot reads the labels' range on the host to check it.
+    target = labels[..., None] == torch.arange(num_classes, device=labels.device)
     loss = sigmoid_focal_loss(logits.float(), target.float(), alpha=alpha, gamma=gamma, reduction="none")
     return torch.where(valid[..., None], loss, 0.0).sum(), is_positive(labels, num_classes).sum()
 

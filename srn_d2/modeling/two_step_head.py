@@ -1,8 +1,9 @@
 """Runs SRN's shared head over both feature pyramids, each step only where it is needed."""
-from typing import Dict, NamedTuple, Optional
+from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .levels import LevelPlan
 
@@ -28,17 +29,25 @@ class SelectiveTwoStepHead(nn.Module):
     Step 1 feeds only STC classification and STR regression, so its
     classification tower runs on the STC levels alone and its box tower on the
     STR levels alone; step 2 runs both towers on every level.
+
+    In training, a tower runs once on a level's C- and P-features stacked along
+    the batch (6 tower runs fewer of 18 with the default levels: a third fewer
+    kernels to launch), unless the head holds a batch normalization, whose
+    statistics would then mix the two. Inference runs each map alone, so that
+    its numbers do not depend on the batch arithmetic.
     """
 
     def __init__(self, head: nn.Module, plan: LevelPlan):
         """
         Args:
-            head: the shared head (``classify`` and ``regress`` on lists of maps).
+            head: the shared head (``classify``, ``regress`` and, with landmarks,
+                ``regress_with_landmarks`` on lists of maps).
             plan: which levels take which step.
         """
         super().__init__()
         self.shared = head
         self.plan = plan
+        self._batch_statistics = any(isinstance(m, _BatchNorm) for m in head.modules())
 
     @property
     def num_landmarks(self) -> int:
@@ -52,18 +61,40 @@ class SelectiveTwoStepHead(nn.Module):
                 levels and "p*" P-features of every level.
         """
         plan = self.plan
-
-        def run(tower, levels, step1: bool) -> Dict[str, torch.Tensor]:
-            maps = [features[plan.step1_feature(level) if step1 else level] for level in levels]
-            return dict(zip(levels, tower(maps)))
-
-        step1_logits = run(self.shared.classify, plan.stc_levels, step1=True)
-        step1_deltas = run(self.shared.regress, plan.str_levels, step1=True)
-        step2_logits = run(self.shared.classify, plan.levels, step1=False)
-        step2_landmarks = None
+        shared = self.shared
+        step1_logits, (step2_logits,) = self._run(shared.classify, shared.classify, features, plan.stc_levels)
         if self.num_landmarks:
-            deltas, landmarks = self.shared.regress_with_landmarks([features[level] for level in plan.levels])
-            step2_deltas, step2_landmarks = dict(zip(plan.levels, deltas)), dict(zip(plan.levels, landmarks))
+            step1_deltas, (step2_deltas, step2_landmarks) = self._run(
+                shared.regress_with_landmarks, shared.regress, features, plan.str_levels)
         else:
-            step2_deltas = run(self.shared.regress, plan.levels, step1=False)
+            step1_deltas, (step2_deltas,) = self._run(shared.regress, shared.regress, features, plan.str_levels)
+            step2_landmarks = None
         return TwoStepPredictions(step1_logits, step1_deltas, step2_logits, step2_deltas, step2_landmarks)
+
+    def _run(self, tower: Callable, step1_tower: Callable, features: Dict[str, torch.Tensor],
+             step1_levels: Tuple[str, ...]):
+        """One tower of the shared head on step 1's ``step1_levels`` (C-features) and on every level
+        (P-features); ``step1_tower`` gives step 1's output alone, for maps not stacked with step 2's.
+
+        Returns:
+            step 1's first output by level, and step 2's outputs (a tuple: the tower's outputs, each
+            by level).
+        """
+        plan = self.plan
+        joint = step1_levels if self.training and not self._batch_statistics else ()
+        maps = [torch.cat([features[plan.step1_feature(level)], features[level]]) if level in joint
+                else features[level] for level in plan.levels]
+        outputs = self._as_tuple(tower(maps))
+        num_images = features[plan.levels[0]].shape[0]
+        step2 = tuple({level: out[num_images:] if level in joint else out for level, out in zip(plan.levels, maps_out)}
+                      for maps_out in outputs)
+        step1 = {level: out[:num_images] for level, out in zip(plan.levels, outputs[0]) if level in joint}
+        alone = [level for level in step1_levels if level not in joint]
+        if alone:
+            step1.update(zip(alone, step1_tower([features[plan.step1_feature(level)] for level in alone])))
+        return {level: step1[level] for level in step1_levels}, step2
+
+    @staticmethod
+    def _as_tuple(outputs) -> tuple:
+        """A tower's outputs as a tuple of per-map lists (``regress_with_landmarks`` gives two)."""
+        return tuple(outputs) if isinstance(outputs, tuple) else (outputs,)

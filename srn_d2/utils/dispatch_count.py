@@ -11,6 +11,7 @@ from collections import Counter
 from typing import Dict
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 __all__ = ["DispatchCount", "SYNC_KINDS"]
@@ -42,13 +43,27 @@ def _sync_kind(name: str, overload: str, args, kwargs) -> str:
     return ""
 
 
+class _ReadsPastTheDispatcher(TorchFunctionMode):
+    """``tolist()`` and ``numpy()`` read a tensor's values without an operator the dispatcher sees
+    (on a GPU they copy to the host first, and wait for it)."""
+
+    def __init__(self, syncs: Counter):
+        super().__init__()
+        self.syncs = syncs
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in ("tolist", "numpy"):
+            self.syncs["host_read"] += 1
+        return func(*args, **(kwargs or {}))
+
+
 class DispatchCount(TorchDispatchMode):
     """Counts operators while active: ``with DispatchCount() as count: ...``.
 
     Attributes:
         ops: operators run, by name (``aten.add``).
         syncs: operators that wait on the device, by kind (:data:`SYNC_KINDS`): a Python
-            number read from a tensor, an output shaped by the data (``nonzero``), a boolean
+            number or list read from a tensor (``item``, ``int``, ``tolist``, ``numpy``), an output shaped by the data (``nonzero``), a boolean
             mask index or assignment, ``repeat_interleave`` without ``output_size``, a tensor
             made from Python data (on a GPU, a copy from the host).
     """
@@ -57,6 +72,16 @@ class DispatchCount(TorchDispatchMode):
         super().__init__()
         self.ops: Counter = Counter()
         self.syncs: Counter = Counter()
+
+    def __enter__(self):
+        self._reads = _ReadsPastTheDispatcher(self.syncs)
+        self._reads.__enter__()
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        result = super().__exit__(*exc)
+        self._reads.__exit__(*exc)
+        return result
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
