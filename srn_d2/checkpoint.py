@@ -22,6 +22,9 @@ from torch import nn
 from .errors import RandomWeightsError, UnreadableCheckpointError, UnsafeCheckpointError
 from .utils.file_io import atomic_write
 
+# Where checkpoints keep the weights' moving average (MODEL_EMA, srn_d2.engine.ema).
+CHECKPOINT_EMA_KEY = "model_ema"
+
 logger = logging.getLogger(__name__)
 
 # What a weights pickle (Detectron2's model zoo, Caffe2 / Detectron1, srn_d2's old
@@ -130,8 +133,15 @@ class SafeCheckpointer(DetectionCheckpointer):
 
     def _torch_load(self, f: str) -> Dict[str, Any]:
         checkpoint = torch.load(f, map_location=torch.device("cpu"), weights_only=True)
-        if isinstance(checkpoint, dict):
-            _check_finite(checkpoint.get("model", checkpoint), f)
+        if not isinstance(checkpoint, dict):
+            raise UnreadableCheckpointError(f"checkpoint {f} holds a {type(checkpoint).__name__}, not a dict")
+        _check_finite(checkpoint.get("model", checkpoint), f)
+        if CHECKPOINT_EMA_KEY in checkpoint:
+            average = checkpoint[CHECKPOINT_EMA_KEY]
+            if not isinstance(average, dict) or not all(isinstance(v, torch.Tensor) for v in average.values()):
+                raise UnreadableCheckpointError(f"checkpoint {f}: {CHECKPOINT_EMA_KEY} holds a "
+                                                f"{type(average).__name__}, not the weights' average")
+            _check_finite(average, f"{f} ({CHECKPOINT_EMA_KEY})")
         return checkpoint
 
     def save(self, name: str, **kwargs: Any) -> None:
@@ -158,6 +168,7 @@ class SafeCheckpointer(DetectionCheckpointer):
             raise UnreadableCheckpointError(f"checkpoint {filename} holds a {type(data).__name__}, not a dict")
         if "model" in data and "__author__" in data:
             self.logger.info(f"Reading a file from '{data['__author__']}'")
+            _check_finite(data["model"], filename)
             return data
         blobs = data.get("blobs", data)
         model = {k: v for k, v in blobs.items() if not k.endswith("_momentum")}
@@ -167,26 +178,33 @@ class SafeCheckpointer(DetectionCheckpointer):
     def _load_model(self, checkpoint):
         if self._resuming:
             self._check_same_model(checkpoint.get("model", {}))
+            if CHECKPOINT_EMA_KEY in checkpoint and CHECKPOINT_EMA_KEY in self.checkpointables:
+                # The average has the model's structure; another one would fail inside timm.
+                self._check_same_model(checkpoint[CHECKPOINT_EMA_KEY], CHECKPOINT_EMA_KEY)
         self.incompatible = super()._load_model(checkpoint)
         return self.incompatible
 
-    def _check_same_model(self, saved: Dict[str, Any]) -> None:
+    def _check_same_model(self, saved: Dict[str, Any], part: str = "") -> None:
         """ValueError naming the first key that differs between a resumed checkpoint and the model.
 
         Detectron2 loads what matches and warns about the rest; resuming then
         hands the optimizer state of another model to this one, which fails
-        deep inside the optimizer at the first step.
+        deep inside the optimizer at the first step. With ``part`` ("model_ema"),
+        the checkpoint's copy of the model under that key: an UnreadableCheckpointError,
+        so that resuming falls back to the checkpoint before.
         """
         own = self.model.state_dict()
+        error = UnreadableCheckpointError if part else ValueError
+        where_saved = f"the checkpoint's {part}" if part else "the checkpoint"
         for key in sorted(set(own) | set(saved)):
             if key not in saved or key not in own:
-                where = "the model" if key in own else "the checkpoint"
-                raise ValueError(
+                where = "the model" if key in own else where_saved
+                raise error(
                     f"resuming in {self.save_dir}: its checkpoint was written by another model ({key} is only in "
                     f"{where}); resume with the config that wrote it, or train into a new OUTPUT_DIR"
                 )
             if tuple(saved[key].shape) != tuple(own[key].shape):
-                raise ValueError(
+                raise error(
                     f"resuming in {self.save_dir}: its checkpoint was written by another model ({key} is "
                     f"{tuple(saved[key].shape)} there, {tuple(own[key].shape)} here); resume with the config "
                     "that wrote it, or train into a new OUTPUT_DIR"

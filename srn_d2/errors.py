@@ -13,6 +13,7 @@ shared by every annotation reader (WIDER format, FDDB folds, AFW / PASCAL).
 This module imports neither torch nor Detectron2, so that the numpy-only
 tools can use it.
 """
+import os
 import pickle
 from typing import Sequence
 
@@ -21,6 +22,7 @@ __all__ = [
     "UnsafeCheckpointError",
     "UnreadableCheckpointError",
     "RandomWeightsError",
+    "ImageTooLargeError",
     "ExportError",
     "OutputPathError",
     "REPORTED_ERRORS",
@@ -41,6 +43,10 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
 
 class UnreadableCheckpointError(OSError):
     """A checkpoint file is missing, truncated or not a checkpoint."""
+
+
+class ImageTooLargeError(ValueError):
+    """An image the network would run on at more pixels than the detectors take."""
 
 
 class RandomWeightsError(ValueError):
@@ -95,7 +101,11 @@ def require_unique_images(names: Sequence[str], places: Sequence[str]) -> None:
     """
     first_place = {}
     for name, place in zip(names, places):
-        if name in first_place:
-            raise ValueError(f"{place}: image {name} is listed again (first at {first_place[name]}); "
+        # One image under two spellings ("a//b.jpg", "./a/b.jpg") is still one image.
+        key = os.path.normpath(name) if isinstance(name, str) and name else name
+        if key in first_place:
+            first_name, first = first_place[key]
+            spelled = f" (as {first_name})" if first_name != name else ""
+            raise ValueError(f"{place}: image {name} is listed again (first at {first}{spelled}); "
                              "each image may be listed once")
-        first_place[name] = place
+        first_place[key] = (name, place)

@@ -106,3 +106,31 @@ def test_any_bytes_load_as_a_mapping_or_fail_naming_the_file(tmp_path_factory, c
         assert "any.yaml" in str(error)
     else:
         assert isinstance(loaded, dict)
+
+
+def test_yaml_aliases_are_refused_before_they_expand(tmp_path):
+    """Nested aliases of a few hundred bytes would expand to gigabytes of config nodes."""
+    lines = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]"
+                                                       for i in range(1, 12)]
+    (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\nSEED: 1\n")
+    with pytest.raises(ConfigValueError, match=r"bomb.yaml, line \d+: .*aliases \(\*name\) expand to more than 100,000"):
+        setup_cfg(str(tmp_path / "bomb.yaml"))
+
+
+def test_a_config_detectron2_dumped_with_aliases_loads(tmp_path):
+    """cfg.dump() writes a value used twice once, with an alias: OUTPUT_DIR/config.yaml must load again."""
+    cfg = get_srn_cfg()
+    cfg.MODEL.PIXEL_STD = cfg.MODEL.PIXEL_MEAN
+    dumped = cfg.dump()
+    assert "&id001" in dumped and "*id001" in dumped
+    (tmp_path / "config.yaml").write_text(dumped)
+    assert setup_cfg(str(tmp_path / "config.yaml")).MODEL.PIXEL_STD == cfg.MODEL.PIXEL_MEAN
+
+
+def test_a_base_naming_detectron2s_own_lazy_config_is_named(tmp_path):
+    import detectron2
+
+    lazy = os.path.join(os.path.dirname(detectron2.__file__), "model_zoo", "configs", "common", "models", "retinanet.py")
+    (tmp_path / "top.yaml").write_text(f'_BASE_: "{lazy}"\n')
+    with pytest.raises(ConfigValueError, match=r"retinanet.py.*not a safe YAML config"):
+        setup_cfg(str(tmp_path / "top.yaml"))

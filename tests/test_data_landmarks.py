@@ -90,11 +90,25 @@ def test_zero_size_faces_dropped_and_counted(tmp_path, caplog):
         ("# a/b.jpg\n# c.jpg\n# a/b.jpg\n", r"label.txt:3: image a/b.jpg is listed again \(first at .*label.txt:1\)"),
         ("# ../b.jpg\n", r"label.txt:1"),
         ("# /etc/b.jpg\n", r"label.txt:1"),
+        # Python's float() takes "1_0"; the block parser does not, and the line is named either way.
+        ("# a/b.jpg\n" + "1 2 3 4" + " 0" * 15 + " 1_0\n", r"label.txt:2: non-numeric field"),
+        ("# a/b\x00.jpg\n", r"label.txt:1: image path .* holds a NUL byte"),
+        ("# a/b.jpg\n" + "1 " * 600_000 + "\n", r"label.txt:2: a line of more than 1,048,576 bytes"),
     ],
 )
 def test_malformed_file_names_file_and_line(tmp_path, text, message):
     with pytest.raises(ValueError, match=message):
         load_retinaface_labels(write(tmp_path, text), str(tmp_path))
+
+
+def test_a_padded_line_loads_as_the_plain_one(tmp_path):
+    """A line padded with 50 KB of spaces: the same faces, read line by line (the reader's memory
+    grows with the file, not with the longest line times the number of lines)."""
+    plain = load_retinaface_labels(write(tmp_path, LABELS), str(tmp_path), read_sizes=False)
+    padded_text = LABELS.replace("0.68\n", "0.68" + " " * 50_000 + "\n")
+    padded = load_retinaface_labels(write(tmp_path, padded_text, "padded.txt"), str(tmp_path), read_sizes=False)
+    assert [r["annotations"] for r in padded] == [r["annotations"] for r in plain]
+    assert sum(len(r["annotations"]) for r in padded) == 3
 
 
 def test_not_utf8_names_the_line(tmp_path):

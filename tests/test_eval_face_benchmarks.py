@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scipy.io import savemat
+from scipy.io import loadmat, savemat
 
 import toolbox_restatement as toolbox
 from srn_d2.evaluation.face_benchmarks import (
@@ -165,6 +165,24 @@ def test_equal_to_the_literal_toolbox(tmp_path, seed):
         np.testing.assert_allclose(result["correction"], correction, rtol=1e-9)
 
 
+@pytest.mark.parametrize("max_pairs", [1, 7, 1 << 16])
+def test_a_crowded_image_beside_sparse_ones_in_slices_equals_the_toolbox(tmp_path, monkeypatch, max_pairs):
+    """Each detection meets its own image's faces only, a slice of pairs at a time (at least one
+    detection a slice): the answer is the toolbox's whatever the slices."""
+    import srn_d2.evaluation.face_benchmarks as face_benchmarks
+
+    monkeypatch.setattr(face_benchmarks, "MAX_PAIRS", max_pairs)
+    sparse, sparse_rows = _random_case(3, num_images=5, max_faces=2, detections_per_image=8)
+    crowd, crowd_rows = _random_case(4, num_images=1, max_faces=300, detections_per_image=60)
+    images = {**sparse, "crowd": crowd["img0"]}
+    rows = sparse_rows + [("crowd", *row[1:]) for row in crowd_rows]
+    gt = load_benchmark_mat(_mat(tmp_path / "gt.mat", {f"{k}.jpg": v for k, v in images.items()}))
+    _, tp, fp, total, _ = toolbox.record(toolbox.ground_truth(images), toolbox.drop_small([list(r) for r in rows]))
+    matches = evaluate_benchmark(_detections(gt, rows), gt)["matches"]
+    assert len(crowd["img0"]) > 100 and sum(tp) > 10
+    assert matches.true_positive.astype(int).tolist() == tp and matches.false_positive.astype(int).tolist() == fp
+
+
 @pytest.mark.skipif(not os.path.isfile(AFW), reason="needs ../shared/face_benchmarks")
 @pytest.mark.parametrize("path, images, faces, ignored", [(AFW, 205, 545, 72), (PASCAL, 851, 1635, 294)])
 def test_real_annotation_counts(path, images, faces, ignored):
@@ -288,3 +306,19 @@ def test_the_evaluator_writes_the_toolbox_file_and_scores_it_as_the_command_does
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
+
+
+def test_only_the_annotations_are_read_from_the_mat_file(tmp_path):
+    """An unused variable of 100 MB (a few hundred KB compressed) is skipped, not decompressed."""
+    import tracemalloc
+
+    path = _mat(tmp_path / "gt.mat", {"a.jpg": [(10, 10, 60, 60, 0)]})
+    content = {"Annotations": loadmat(path)["Annotations"],
+               "unused": np.zeros(100_000_000, dtype=np.uint8)}
+    savemat(path, content, do_compression=True)
+    del content
+    tracemalloc.start()
+    gt = load_benchmark_mat(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert gt.num_faces == 1 and peak < 10_000_000

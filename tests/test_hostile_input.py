@@ -7,6 +7,7 @@ raise ValueError naming the file, never another exception.
 """
 import errno
 import os
+import re
 import struct
 import zlib
 
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 
 from srn_d2.checkpoint import SafeCheckpointer, UnreadableCheckpointError, load_inference_weights
 from srn_d2.data import load_fddb, load_wider_face, load_wider_face_test_list
+from srn_d2.data.retinaface_labels import load_retinaface_labels
 from srn_d2.data.image_io import read_image
 from srn_d2.data.mini_faces import COMPLETE_MARKER, MARKER_TEXT, MINI_FACES_DIR, ensure_mini_faces
 from srn_d2.evaluation.fddb_protocol import evaluate_fddb
@@ -32,6 +34,7 @@ from srn_testing import build_tiny_srn, tiny_srn_cfg
 
 WIDER_FACE = "1 2 3 4 0 0 0 0 0 0\n"
 FDDB_FACE = "40 30 0.1 100 100 1\n"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _files(folder):
@@ -228,6 +231,20 @@ def test_an_image_listed_twice_names_both_lines(tmp_path):
         load_wider_face_test_list(str(listed), str(tmp_path), read_sizes=False)
 
 
+@pytest.mark.parametrize("again", ["c//3.jpg", "./c/3.jpg", "c/./3.jpg", "d/../c/3.jpg"])
+def test_one_image_under_another_spelling_is_listed_twice(tmp_path, again):
+    """Faces split between two spellings of one image would each score against half its faces."""
+    gt = tmp_path / "gt.txt"
+    gt.write_text(f"c/3.jpg\n1\n{WIDER_FACE}b/2.jpg\n1\n{WIDER_FACE}{again}\n1\n{WIDER_FACE}")
+    with pytest.raises(ValueError, match=rf"{gt}:7: image {re.escape(again)} is listed again "
+                                         rf"\(first at {gt}:1 \(as c/3.jpg\)\)"):
+        load_wider_face(str(gt), str(tmp_path), read_sizes=False)
+    labels = tmp_path / "label.txt"
+    labels.write_text(f"# c/3.jpg\n1 2 10 12\n# {again}\n3 4 10 12\n")
+    with pytest.raises(ValueError, match=rf"{labels}:3: image {re.escape(again)} is listed again"):
+        load_retinaface_labels(str(labels), str(tmp_path), read_sizes=False)
+
+
 def test_an_fddb_image_listed_twice_is_named_within_and_across_folds(tmp_path):
     fold1, fold2 = tmp_path / "fold1.txt", tmp_path / "fold2.txt"
     fold1.write_text(f"img/a\n1\n{FDDB_FACE}img/a\n1\n{FDDB_FACE}")
@@ -265,7 +282,43 @@ def test_a_decompression_bomb_is_named_and_skipped_in_a_folder(tiny_model, tmp_p
     assert demo_cli(["--config-file", config_file, "--input", str(folder), "--output", str(out), "--opts",
                      "MODEL.WEIGHTS", weights]) == 0
     assert sorted(os.listdir(out)) == ["a.json", "a.png", "a.txt", "c.json", "c.png", "c.txt"]
-    assert f"skipped 1 unreadable files: ['{bomb}']" in caplog.text
+    assert f"skipped 1 files, unreadable or too large: ['{bomb}']" in caplog.text
+
+
+def test_a_too_large_image_and_a_fifo_are_skipped_and_the_folder_goes_on(tiny_model, tmp_path, caplog):
+    """A 4,200 x 4,200 photo would run the network on 17.6 MP (the bound is 4096 x 4096), and a FIFO
+    named like a photo would block the read forever: both are named and skipped."""
+    config_file, weights = tiny_model
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _image(folder / "a.png")
+    large = str(folder / "b.png")
+    cv2.imwrite(large, np.full((4200, 4200, 3), 128, np.uint8))
+    os.mkfifo(folder / "c.jpg")
+    _image(folder / "d.png")
+    out = tmp_path / "out"
+    assert demo_cli(["--config-file", config_file, "--input", str(folder), "--output", str(out), "--opts",
+                     "MODEL.WEIGHTS", weights]) == 0
+    assert sorted(os.listdir(out)) == ["a.json", "a.png", "a.txt", "d.json", "d.png", "d.txt"]
+    assert f"skipped 1 files, unreadable or too large: ['{large}']" in caplog.text
+    assert "the network would run on 4200 x 4200 px" in caplog.text
+    assert f"not regular files: ['{folder / 'c.jpg'}']" in caplog.text
+
+
+def test_both_detectors_refuse_a_network_input_beyond_the_bound_at_once(mini_onnx, tmp_path):
+    from srn_d2.deploy.onnx_runtime import ONNXFaceDetector
+    from srn_d2.engine import FacePredictor
+    from srn_d2.errors import ImageTooLargeError
+
+    path, cfg = mini_onnx
+    for detector in (ONNXFaceDetector(path), FacePredictor(cfg)):
+        with pytest.raises(ImageTooLargeError, match=r"would run on 4100 x 4100 px, more than .*16,777,216"):
+            detector(np.zeros((4100, 4100, 3), np.uint8))
+        detector(np.zeros((2, 4000, 3), np.uint8))  # within the bound: runs
+    # Model metadata that would upscale a 48 x 64 image to 60,000 px a side: named, not a MemoryError.
+    forged = _bad_model("srn_d2.min_size_test=60000,srn_d2.max_size_test=100000", tmp_path, path)
+    with pytest.raises(ImageTooLargeError, match=r"would run on 60000 x 80000 px \(resized from 48 x 64\)"):
+        ONNXFaceDetector(forged)(np.zeros((48, 64, 3), np.uint8))
 
 
 # ------------------------------------------------------------------ data folders
@@ -528,3 +581,42 @@ def test_training_checks_its_output_folder_before_it_starts(tiny_model, tmp_path
     assert train_cli(["--config-file", config_file, "OUTPUT_DIR", str(output)]) == 2
     assert f"{output}: exists and is not a folder" in capsys.readouterr().err
     assert output.read_text() == "a file where the checkpoints would go"
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "log.txt", "log.txt.rank1", "metrics.json", "model_final.pth",
+                                  "model_0004999.pth", "last_checkpoint"])
+@pytest.mark.parametrize("config", ["yaml", "lazy"])
+def test_a_link_planted_where_a_run_writes_is_refused_before_it_starts(tiny_model, tmp_path, capsys, name, config):
+    """Detectron2 writes its config dump and logs through whatever is there; checkpoints would be
+    refused only at the end of the schedule. Every file a run writes is checked at its start."""
+    from srn_d2.tools.train_net import run as train_cli
+
+    output, victim = tmp_path / "output", tmp_path / "victim.txt"
+    output.mkdir()
+    victim.write_text("someone else's file")
+    os.symlink(victim, output / name)
+    if config == "yaml":
+        args = ["--config-file", tiny_model[0], "OUTPUT_DIR", str(output)]
+    else:
+        args = ["--config-file", os.path.join(ROOT, "configs", "SRN_mini.py"), f"train.output_dir={output}"]
+    assert train_cli(args) == 2
+    assert f"{output / name}: is a link; refusing to write through it" in capsys.readouterr().err
+    assert victim.read_text() == "someone else's file" and os.listdir(output) == [name]
+
+
+def test_non_finite_weights_in_a_model_zoo_pickle_are_named(tmp_path):
+    """The Detectron2 model-zoo layout ({"model": ..., "__author__": ...}) is checked as plain files are."""
+    import pickle
+
+    state = {k: v.numpy() for k, v in build_tiny_srn().state_dict().items()}
+    state["head.shared.bbox_pred.weight"] = np.full_like(state["head.shared.bbox_pred.weight"], np.nan)
+    with open(tmp_path / "zoo.pkl", "wb") as f:
+        pickle.dump({"model": state, "__author__": "someone"}, f)
+    with pytest.raises(UnreadableCheckpointError, match=r"zoo.pkl: head.shared.bbox_pred.weight holds NaN"):
+        load_inference_weights(build_tiny_srn(), str(tmp_path / "zoo.pkl"))
+
+
+def test_a_checkpoint_holding_a_list_is_named(tmp_path):
+    torch.save([1, 2, 3], tmp_path / "list.pth")
+    with pytest.raises(UnreadableCheckpointError, match=r"list.pth holds a list, not a dict"):
+        load_inference_weights(build_tiny_srn(), str(tmp_path / "list.pth"))

@@ -4,6 +4,7 @@ batched graph, an image without candidates), its detections close to fp32's on a
 model, and refused clearly without calibration data. The accuracy cost on mini_faces val is
 measured by benchmarks/benchmark_deploy_accuracy.py."""
 import logging
+import os
 
 import numpy as np
 import onnx
@@ -185,3 +186,78 @@ def test_int8_landmark_model_runs_and_reports_its_landmark_shift(tmp_path, monke
     assert int8.has_landmarks and int8.precision == "int8"
     boxes, scores, landmarks = int8(np.zeros((70, 90, 3), np.uint8))
     assert landmarks.shape == (len(scores), 5, 2) == (60, 5, 2)
+
+
+INT8 = ["--quantize", "int8", "--calibration-dataset", "mini_faces_train", "--calibration-images", "2"]
+
+
+def _export_id(path):
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}["srn_d2.export_id"]
+
+
+def test_the_pair_shares_an_export_id_and_a_mismatch_is_told(tiny_model, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("SRN_DATASETS", str(tmp_path / "datasets"))
+    config_file, weights = tiny_model
+    out = tmp_path / "out"
+    assert _export(config_file, weights, out, *INT8) == 0
+    first = _export_id(out / "model.onnx")
+    assert _export_id(out / "model_int8.onnx") == first and len(first) == 32
+    # A later fp32 export alone leaves the twin of the first: loading it says so.
+    assert _export(config_file, weights, out) == 0
+    assert _export_id(out / "model.onnx") != first
+    ONNXFaceDetector(str(out / "model_int8.onnx"))
+    assert "come from different exports" in caplog.text
+
+
+def test_a_failure_during_the_int8_step_leaves_both_previous_files(tiny_model, tmp_path, monkeypatch, capsys):
+    """The pair changes together or not at all; no partial file or working folder stays behind."""
+    import srn_d2.deploy.quantize as quantize
+
+    monkeypatch.setenv("SRN_DATASETS", str(tmp_path / "datasets"))
+    config_file, weights = tiny_model
+    out = tmp_path / "out"
+    assert _export(config_file, weights, out, *INT8) == 0
+    before = {name: (out / name).read_bytes() for name in ("model.onnx", "model_int8.onnx")}
+
+    def fail(*args, **kwargs):
+        raise MemoryError("killed in the middle of the int8 step")
+
+    monkeypatch.setattr(quantize, "compare_precisions", fail)
+    with pytest.raises(MemoryError):
+        _export(config_file, weights, out, *INT8)
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model_int8.onnx"]
+
+
+def test_a_link_at_the_int8_path_is_refused_before_the_model_is_replaced(tiny_model, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SRN_DATASETS", str(tmp_path / "datasets"))
+    config_file, weights = tiny_model
+    out, victim = tmp_path / "out", tmp_path / "victim.onnx"
+    out.mkdir()
+    (out / "model.onnx").write_bytes(b"the previous model")
+    victim.write_bytes(b"someone else's file")
+    (out / "model_int8.onnx").symlink_to(victim)
+    assert _export(config_file, weights, out, *INT8) == 2
+    assert "model_int8.onnx: is a link" in capsys.readouterr().err
+    assert (out / "model.onnx").read_bytes() == b"the previous model" and victim.read_bytes() == b"someone else's file"
+
+
+def test_partial_files_of_a_killed_writer_are_removed_and_a_live_ones_kept(tmp_path, caplog):
+    """A kill leaves the hidden partial file (or working folder) of its write; the next write of
+    the same target removes those whose process is gone."""
+    import subprocess
+    import sys
+
+    from srn_d2.utils.file_io import write_text
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (tmp_path / f".model.onnx.{dead}.abc.partial.onnx").write_text("half a model")
+    (tmp_path / f".model.onnx.{dead}.def.partial").mkdir()
+    live = tmp_path / f".model.onnx.{os.getpid()}.ghi.partial.onnx"
+    live.write_text("being written")
+    other = tmp_path / f".model_int8.onnx.{dead}.jkl.partial.onnx"
+    other.write_text("another target's")
+    write_text(str(tmp_path / "model.onnx"), "a model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model.onnx", live.name, other.name])
+    assert f"left by an interrupted write of model.onnx (process {dead})" in caplog.text

@@ -1,4 +1,5 @@
 """MODEL_EMA: the weights' moving average, its start, its checkpoint and its hand-over."""
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -119,3 +120,51 @@ def test_weights_loaded_to_fine_tune_do_not_restore_an_average(tmp_path, mini_fa
     trainer.resume_or_load(resume=False)
     average = next(h for h in trainer._hooks if isinstance(h, WeightAverageHook))
     assert trainer.start_iter == 0 and not average.started
+
+
+def _damage_average(tmp_path, name, damage):
+    path = tmp_path / "out" / f"{name}.pth"
+    checkpoint = torch.load(path, weights_only=True)
+    damage(checkpoint)
+    torch.save(checkpoint, path)
+
+
+def _nan_average(checkpoint):
+    key = next(k for k, v in checkpoint[CHECKPOINT_KEY].items() if v.is_floating_point())
+    checkpoint[CHECKPOINT_KEY][key] = torch.full_like(checkpoint[CHECKPOINT_KEY][key], float("nan"))
+
+
+def _mis_shaped_average(checkpoint):
+    key = next(k for k, v in checkpoint[CHECKPOINT_KEY].items() if v.dim() == 4)
+    checkpoint[CHECKPOINT_KEY][key] = checkpoint[CHECKPOINT_KEY][key][:1]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_nan_average, "model_ema.*holds NaN or infinity"),
+    (_mis_shaped_average, "model_ema"),
+    (lambda c: c.__setitem__(CHECKPOINT_KEY, [1, 2]), "model_ema holds a list"),
+], ids=["nan", "mis_shaped", "a_list"])
+def test_a_damaged_average_falls_back_to_the_checkpoint_before(tmp_path, mini_faces_root, monkeypatch, caplog,
+                                                                damage, message):
+    """A NaN average would hand NaN weights to model_final.pth; resuming refuses the damaged last
+    checkpoint, names it, and goes on from the one before."""
+    _ema_trainer(tmp_path, mini_faces_root, monkeypatch, max_iter=3).train()
+    _damage_average(tmp_path, "model_final", damage)
+    resumed = _ema_trainer(tmp_path, mini_faces_root, monkeypatch, max_iter=4)
+    resumed.resume_or_load(resume=True)
+    assert re.search(message, caplog.text) and "resuming from the previous checkpoint" in caplog.text
+    assert resumed.start_iter == 2  # from model_0000001.pth
+    average = next(h for h in resumed._hooks if isinstance(h, WeightAverageHook))
+    saved = _checkpoint(tmp_path, "model_0000001")[CHECKPOINT_KEY]
+    assert all(torch.equal(v, saved[k]) for k, v in average.state_dict().items())
+
+
+def test_resuming_without_an_average_says_it_starts_again(tmp_path, mini_faces_root, monkeypatch, caplog):
+    _ema_trainer(tmp_path, mini_faces_root, monkeypatch, max_iter=2).train()
+    _damage_average(tmp_path, "model_final", lambda c: c.pop(CHECKPOINT_KEY))
+    resumed = _ema_trainer(tmp_path, mini_faces_root, monkeypatch, max_iter=3)
+    resumed.resume_or_load(resume=True)
+    resumed.train()
+    assert "holds no model_ema: the weights' moving average starts again" in caplog.text
+    final = _checkpoint(tmp_path, "model_final")
+    assert all(torch.isfinite(v).all() for v in final["model"].values() if v.is_floating_point())

@@ -69,16 +69,32 @@ def read_counted_records(
     return CountedRecords(names, name_lines, np.asarray(counts, dtype=np.int64), records, record_lines)
 
 
+# The longest line an annotation reader takes. Annotation lines are a path or a face's numbers
+# (under 300 bytes); a longer one is a damaged file, and unbounded it would cost memory in
+# proportion to its length at every step that copies it.
+MAX_LINE_BYTES = 1 << 20
+
+
 def read_text_lines(path: str) -> List[str]:
     """The lines of a UTF-8 text file (byte-order mark and trailing blank lines removed);
-    ValueError naming the file and line if it is not UTF-8."""
+    ValueError naming the file and line if it is not UTF-8 or a line is longer than
+    :data:`MAX_LINE_BYTES`. Memory grows with the file, never with its longest line squared."""
+    lines: List[str] = []
     with open(path, "rb") as f:
-        data = f.read()
-    try:
-        lines = data.decode("utf-8-sig").splitlines()
-    except UnicodeDecodeError as error:
-        line = error.object[: error.start].count(b"\n") + 1
-        raise ValueError(f"{path}:{line}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+        for number in itertools.count(1):
+            raw = f.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                break
+            if len(raw) > MAX_LINE_BYTES:
+                raise ValueError(f"{path}:{number}: a line of more than {MAX_LINE_BYTES:,} bytes; annotation "
+                                 "lines are an image path or a face's numbers")
+            try:
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{path}:{number}: not UTF-8 text ({error.reason} at byte {error.start} of the "
+                                 "line)") from None
+            # As str.splitlines of the whole text: other line breaks (\r, \x0b, ...) split too.
+            lines.extend(text.splitlines() or [""])
     while lines and not lines[-1].strip():
         lines.pop()
     return lines
@@ -173,7 +189,7 @@ def parse_records(path, record_text, record_lines, num_fields) -> np.ndarray:
     if not finite.all():
         first = int(np.flatnonzero(~finite)[0])
         raise ValueError(
-            f"{path}:{int(record_lines[first])}: non-finite number (nan or inf) in {record_text[first].strip()!r}"
+            f"{path}:{int(record_lines[first])}: non-finite number (nan or inf) in {shown(record_text[first])}"
         )
     return records
 
@@ -181,18 +197,26 @@ def parse_records(path, record_text, record_lines, num_fields) -> np.ndarray:
 def raise_first_bad_record(path, record_text, record_lines, num_fields):
     """Raise ValueError for the first malformed record line, if any.
 
-    Only reached on malformed input, where a per-line scan is affordable.
+    Only reached on malformed input, where a per-line scan is affordable. Each line is parsed as
+    the block is (``np.loadtxt``), so that what failed there is found here ("1_0", which Python's
+    float() takes, included).
     """
     for text, line_number in zip(record_text, record_lines):
         tokens = text.split()
         if len(tokens) != num_fields:
             raise ValueError(
                 f"{path}:{line_number}: expected {num_fields} numbers, "
-                f"got {len(tokens)}: {text.strip()!r}"
+                f"got {len(tokens)}: {shown(text)}"
             )
         try:
-            [float(t) for t in tokens]
+            np.loadtxt([text], dtype=np.float64, ndmin=2, comments=None)
         except ValueError:
             raise ValueError(
-                f"{path}:{line_number}: non-numeric field in {text.strip()!r}"
+                f"{path}:{line_number}: non-numeric field in {shown(text)}"
             ) from None
+
+
+def shown(text: str, limit: int = 120) -> str:
+    """A line quoted in an error message: stripped, and cut to ``limit`` characters."""
+    text = text.strip()
+    return repr(text if len(text) <= limit else text[:limit] + "...")

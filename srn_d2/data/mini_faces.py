@@ -31,6 +31,7 @@ from typing import Tuple
 import cv2
 import numpy as np
 
+from ..utils.file_io import process_alive
 from .retinaface_labels import NUM_LANDMARKS
 
 logger = logging.getLogger(__name__)
@@ -201,20 +202,10 @@ def _remove_abandoned_copies(root: str) -> None:
     prefix = f".{MINI_FACES_DIR}-"
     for name in os.listdir(root):
         owner = name[len(prefix):].split("-", 1)[0]
-        if not name.startswith(prefix) or not owner.isdigit() or _process_alive(int(owner)):
+        if not name.startswith(prefix) or not owner.isdigit() or process_alive(int(owner)):
             continue
         logger.warning(f"removing {os.path.join(root, name)}, left by an interrupted generation (process {owner})")
         shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _read_marker(folder: str):

@@ -28,7 +28,7 @@ import numpy as np
 from detectron2.structures import BoxMode
 
 from ..errors import require_unique_images
-from .annotation_text import parse_records, read_text_lines
+from .annotation_text import parse_records, read_text_lines, shown
 from .wider_face import gc_paused, image_records
 
 logger = logging.getLogger(__name__)
@@ -59,9 +59,10 @@ def load_retinaface_labels(label_file: str, image_root: str, *, read_sizes: bool
     that Detectron2 batches them as one ``Keypoints`` tensor.
     """
     lines = read_text_lines(label_file)
-    stripped = np.char.strip(np.asarray(lines, dtype=str)) if lines else np.zeros(0, dtype=str)
-    is_header = np.char.startswith(stripped, "#")
-    is_face = ~is_header & (stripped != "")
+    # Python strings, not a numpy string array: that would pad every line to the longest one.
+    stripped = [line.strip() for line in lines]
+    is_header = np.fromiter((line.startswith("#") for line in stripped), dtype=bool, count=len(stripped))
+    is_face = ~is_header & np.fromiter((bool(line) for line in stripped), dtype=bool, count=len(stripped))
     header_lines = np.flatnonzero(is_header)
     if len(header_lines) == 0:
         raise ValueError(f"{label_file}: lists no image (no '# <image path>' line)")
@@ -69,7 +70,7 @@ def load_retinaface_labels(label_file: str, image_root: str, *, read_sizes: bool
     if len(face_lines) and face_lines[0] < header_lines[0]:
         raise ValueError(f"{label_file}:{face_lines[0] + 1}: a face before the first '# <image path>' line")
 
-    names = [_image_path(label_file, int(i) + 1, str(stripped[i])) for i in header_lines]
+    names = [_image_path(label_file, int(i) + 1, stripped[i]) for i in header_lines]
     places = [f"{label_file}:{i + 1}" for i in header_lines.tolist()]
     require_unique_images(names, places)
     records = _parse_faces(label_file, [lines[i] for i in face_lines], face_lines + 1)
@@ -92,7 +93,7 @@ def _image_path(label_file: str, line_number: int, header: str) -> str:
     path = header[1:].strip()
     if not path or len(path.split()) != 1:
         raise ValueError(
-            f"{label_file}:{line_number}: expected '# <image path>', got {header!r} "
+            f"{label_file}:{line_number}: expected '# <image path>', got {shown(header)} "
             "(SCRFD's labelv2 files, with the image size after the path and x2 y2 boxes, are another format)"
         )
     return path

@@ -39,6 +39,7 @@ import json
 import logging
 import os
 import tempfile
+import uuid
 import warnings
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
@@ -51,7 +52,7 @@ from ..errors import ExportError, require
 from ..modeling import SRN
 from ..utils.file_io import atomic_write, atomic_write_path, check_output_path
 from .batched import BatchedSRN
-from .onnx_runtime import BATCHED_INTERFACE, INPUT_FORMAT, MAX_SIZE_TEST, MIN_SIZE_TEST, PRECISION, SINGLE_INTERFACE, \
+from .onnx_runtime import BATCHED_INTERFACE, EXPORT_ID, INPUT_FORMAT, MAX_SIZE_TEST, MIN_SIZE_TEST, PRECISION, SINGLE_INTERFACE, \
     pad_images, split_by_image, with_landmarks
 
 __all__ = ["FORMATS", "ExportError", "batched_runner", "check_exportable", "deployment_metadata", "export", "on_cpu",
@@ -115,6 +116,7 @@ def deployment_metadata(cfg) -> Dict[str, str]:
         MIN_SIZE_TEST: str(cfg.INPUT.MIN_SIZE_TEST),
         MAX_SIZE_TEST: str(cfg.INPUT.MAX_SIZE_TEST),
         PRECISION: "fp32",
+        EXPORT_ID: uuid.uuid4().hex,
     }
 
 
@@ -353,15 +355,16 @@ def _sample_images(device) -> Tuple[torch.Tensor, torch.Tensor]:
 
 
 def export(cfg, export_format: str, output_dir: str, allow_random_weights: bool = False,
-           batched: bool = False) -> str:
+           batched: bool = False, output_path: Optional[str] = None) -> str:
     """Export ``cfg``'s model with its MODEL.WEIGHTS; returns the written file
-    (``model.onnx`` / ``model.ts``, or ``model_batched.*`` if ``batched``)."""
+    (``model.onnx`` / ``model.ts``, or ``model_batched.*`` if ``batched``, in ``output_dir``;
+    or ``output_path`` when given)."""
     require(export_format in FORMATS, "--format", export_format, f"must be one of {FORMATS}")
     check_exportable(cfg, batched)
     model = build_model(on_cpu(cfg)).eval()
     load_inference_weights(model, cfg.MODEL.WEIGHTS, allow_random=allow_random_weights)
     metadata = deployment_metadata(cfg)
-    path = check_output_path(os.path.join(output_dir, exported_file(export_format, batched)))
+    path = check_output_path(output_path or os.path.join(output_dir, exported_file(export_format, batched)))
     samples = _sample_images(model.device)
     sample = tuple(torch.from_numpy(x).to(model.device) for x in pad_images([s.cpu().numpy() for s in samples])) \
         if batched else samples[:1]

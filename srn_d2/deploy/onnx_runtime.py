@@ -18,6 +18,7 @@ resize and onnxruntime; no torch, no Detectron2. The file carries what the
 exported config says about its input (channel order, test-time resize), so
 the detections are those of the PyTorch model given the same image.
 """
+import logging
 import os
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -25,12 +26,16 @@ import numpy as np
 import onnxruntime
 from PIL import Image
 
-from ..utils.image_checks import check_bgr_image
+from ..utils.image_checks import check_bgr_image, check_test_size
+
+logger = logging.getLogger(__name__)
 
 # Metadata keys written by srn_d2.tools.export.
 INPUT_FORMAT, MIN_SIZE_TEST, MAX_SIZE_TEST = "srn_d2.input_format", "srn_d2.min_size_test", "srn_d2.max_size_test"
 # "fp32", or "int8" for models from ``export --quantize int8`` (absent in older exports: fp32).
 PRECISION = "srn_d2.precision"
+# One id per run of the export, shared by model.onnx and its int8 twin model_int8.onnx (absent in older exports).
+EXPORT_ID = "srn_d2.export_id"
 # The graph's interfaces, as srn_d2.deploy.export writes them: (input name, rank) pairs and output names.
 SINGLE_INTERFACE = ((("image", 3),), ("boxes", "scores", "classes"))
 BATCHED_INTERFACE = ((("images", 4), ("image_sizes", 2)), ("boxes", "scores", "classes", "batch_index"))
@@ -83,6 +88,9 @@ class ONNXFaceDetector:
             raise ValueError(f"{path}: no {missing} metadata; export the model with python -m srn_d2.tools.export")
         self.input_format = metadata[INPUT_FORMAT]
         self.precision = metadata.get(PRECISION, "fp32")
+        self.export_id = metadata.get(EXPORT_ID)
+        if self.precision == "int8":
+            check_int8_twin(path, self.export_id)
         if self.input_format not in ("BGR", "RGB"):
             raise ValueError(f"{path}: metadata {INPUT_FORMAT} = {self.input_format!r}: must be BGR or RGB")
         self.min_size = _size_metadata(path, metadata, MIN_SIZE_TEST)
@@ -171,16 +179,12 @@ class ONNXFaceDetector:
         return split_by_image(kept, outputs["batch_index"], len(images))
 
     def _resize(self, image: np.ndarray) -> np.ndarray:
-        """Detectron2's ResizeShortestEdge at test time (INPUT.MIN_SIZE_TEST, 0 = none), with PIL as it resizes."""
-        if self.min_size == 0:
-            return image
+        """Detectron2's ResizeShortestEdge at test time (INPUT.MIN_SIZE_TEST, 0 = none), with PIL as it
+        resizes; ImageTooLargeError beyond the detectors' bound, before anything is allocated."""
         height, width = image.shape[:2]
-        scale = self.min_size / min(height, width)
-        new_h, new_w = (self.min_size, scale * width) if height < width else (scale * height, self.min_size)
-        if max(new_h, new_w) > self.max_size:
-            shrink = self.max_size / max(new_h, new_w)
-            new_h, new_w = new_h * shrink, new_w * shrink
-        new_h, new_w = int(new_h + 0.5), int(new_w + 0.5)
+        new_h, new_w = check_test_size(height, width, self.min_size, self.max_size)
+        if (new_h, new_w) == (height, width):
+            return image
         return np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
 
     @staticmethod
@@ -217,6 +221,26 @@ def pad_images(images: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
     for target, image in zip(batch, images):
         target[:, : image.shape[1], : image.shape[2]] = image
     return batch, sizes
+
+
+def check_int8_twin(int8_path: str, export_id: Optional[str]) -> None:
+    """Warn when the fp32 model beside an int8 one (``model_int8.onnx`` -> ``model.onnx``) comes from
+    another export: an export interrupted between writing the two, or a later fp32 export alone."""
+    stem, extension = os.path.splitext(int8_path)
+    fp32_path = stem[: -len("_int8")] + extension if stem.endswith("_int8") else None
+    if fp32_path is None or export_id is None or not os.path.isfile(fp32_path):
+        return
+    try:
+        import onnx  # the export's package; a deployment without it skips the check
+    except ImportError:
+        return
+    try:
+        fp32_id = {p.key: p.value for p in onnx.load(fp32_path, load_external_data=False).metadata_props}.get(EXPORT_ID)
+    except Exception:  # a damaged fp32 file is its own reader's business
+        return
+    if fp32_id != export_id:
+        logger.warning(f"{int8_path} and {fp32_path} come from different exports ({EXPORT_ID} {export_id} and "
+                       f"{fp32_id}): they are not each other's twins; export both again")
 
 
 def _size_metadata(path: str, metadata, key: str) -> int:

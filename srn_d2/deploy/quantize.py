@@ -23,8 +23,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ..errors import require
-from ..utils.file_io import atomic_write, atomic_write_path
-from .onnx_runtime import PRECISION, SINGLE_INTERFACE, Detections, ONNXFaceDetector, graph_inputs
+from ..utils.file_io import atomic_write, atomic_write_path, partial_prefix
+from .onnx_runtime import EXPORT_ID, PRECISION, SINGLE_INTERFACE, Detections, ONNXFaceDetector, graph_inputs
 
 __all__ = ["PRECISION", "SCOPES", "calibration_images", "compare_precisions", "detection_agreement", "int8_path",
            "quantize_int8"]
@@ -97,7 +97,10 @@ def quantize_int8(fp32_path: str, images: Sequence[np.ndarray], scope: str = "co
     require(scope in SCOPES, "scope", scope, f"must be one of {SCOPES}")
     require(weight_bits in WEIGHT_BITS, "--int8-weight-bits", weight_bits, f"must be one of {WEIGHT_BITS}")
     target = output_path or int8_path(fp32_path)
-    with atomic_write_path(target) as temporary, tempfile.TemporaryDirectory(prefix="srn_d2-int8-") as folder:
+    # The working folder beside the target, named as its partial files are: a killed run's is removed
+    # by the next write of the target (srn_d2.utils.file_io.remove_abandoned_partials).
+    with atomic_write_path(target) as temporary, tempfile.TemporaryDirectory(
+            prefix=partial_prefix(target), suffix=".partial", dir=os.path.dirname(os.path.abspath(target))) as folder:
         prepared = _prepared_for_quantization(fp32_path, folder)
         fp32_graph = onnx.load(prepared).graph
         input_names = [i.name for i in fp32_graph.input]
@@ -124,6 +127,10 @@ def quantize_int8(fp32_path: str, images: Sequence[np.ndarray], scope: str = "co
         quantize_static(prepared, quantized, None, calibration_cache_path=ranges, **options)
         graph = onnx.load(quantized)
         _set_metadata(graph, PRECISION, "int8")
+        # The twin carries its fp32 model's export id (onnxruntime's passes need not keep metadata).
+        fp32_id = {p.key: p.value for p in onnx.load(fp32_path).metadata_props}.get(EXPORT_ID)
+        if fp32_id is not None:
+            _set_metadata(graph, EXPORT_ID, fp32_id)
         with atomic_write(temporary, "wb") as f:
             f.write(graph.SerializeToString())
         report = compare_precisions(fp32_path, temporary, images)

@@ -46,10 +46,51 @@ def _resolve_base(base, path: str) -> str:
     return base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
 
 
+# Nodes a config may hold once its aliases are expanded; a whole Detectron2 config holds a few hundred.
+MAX_EXPANDED_NODES = 100_000
+
+
+class _SafeLoaderBoundingAliases(yaml.SafeLoader):
+    """yaml.safe_load's loader, refusing a document whose aliases (``*name``) expand past
+    :data:`MAX_EXPANDED_NODES` nodes, as it meets them.
+
+    Aliases cost nothing to parse, but every node that repeats one is copied on its way into a
+    config: a few hundred bytes of nested aliases would ask for gigabytes. Configs that
+    Detectron2 dumps repeat a value or two by alias; those load.
+    """
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._expanded = 0
+        self._sizes = {}
+
+    def compose_node(self, parent, index):
+        is_alias = self.check_event(yaml.AliasEvent)
+        mark = self.peek_event().start_mark
+        node = super().compose_node(parent, index)
+        self._expanded += self._size(node) if is_alias else 1
+        if self._expanded > MAX_EXPANDED_NODES:
+            raise yaml.composer.ComposerError(
+                None, None, f"its aliases (*name) expand to more than {MAX_EXPANDED_NODES:,} values", mark)
+        return node
+
+    def _size(self, node) -> int:
+        """Nodes in ``node`` with every alias in it expanded (each distinct node sized once)."""
+        if id(node) not in self._sizes:
+            if isinstance(node, yaml.MappingNode):
+                children = [child for pair in node.value for child in pair]
+            elif isinstance(node, yaml.SequenceNode):
+                children = node.value
+            else:
+                children = []
+            self._sizes[id(node)] = 1 + sum(self._size(child) for child in children)
+        return self._sizes[id(node)]
+
+
 def _read_yaml(path: str) -> Dict[str, Any]:
     try:
         with open(path, "rb") as f:
-            content = yaml.safe_load(f)
+            content = yaml.load(f, Loader=_SafeLoaderBoundingAliases)
     except FileNotFoundError:
         raise ConfigValueError(f"config file {path} does not exist") from None
     except IsADirectoryError:
@@ -59,8 +100,8 @@ def _read_yaml(path: str) -> Dict[str, Any]:
         where = f"{path}, line {mark.line + 1}" if mark is not None else path
         problem = getattr(error, "problem", None) or error
         raise ConfigValueError(
-            f"{where}: not a safe YAML config ({problem}); srn_d2 reads configs with yaml.safe_load, "
-            "which refuses Python tags"
+            f"{where}: not a safe YAML config ({problem}); srn_d2 reads configs with yaml.safe_load's rules, "
+            "which refuse Python tags"
         ) from None
     if not isinstance(content, dict):
         what = "empty" if content is None else f"a YAML {type(content).__name__}, not a mapping of keys"
@@ -79,7 +120,9 @@ def load_config_file(filename: str, _chain: Tuple[str, ...] = ()) -> Dict[str, A
     path = os.path.abspath(os.path.expanduser(filename))
     if path in _chain:
         raise ConfigValueError(f"{BASE_KEY} cycle: {' -> '.join(_chain + (path,))}")
-    if _is_detectron2_config(path):
+    # Detectron2's own YAML configs only: its .py LazyConfigs are no YAML, and read safely they are
+    # a parse error naming the file.
+    if _is_detectron2_config(path) and path.endswith(".yaml"):
         return CfgNode.load_yaml_with_base(path, allow_unsafe=True)
     content = _read_yaml(path)
     bases = content.pop(BASE_KEY, [])

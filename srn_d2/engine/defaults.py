@@ -13,8 +13,8 @@ from ..checkpoint import load_inference_weights
 from ..config import get_srn_cfg
 from ..errors import ConfigValueError, require
 from ..modeling import SRNWithTTA
-from ..utils.file_io import check_output_folder
-from ..utils.image_checks import check_bgr_image
+from ..utils.file_io import check_run_folder
+from ..utils.image_checks import check_bgr_image, check_test_size
 from .config_files import merge_config_file
 
 __all__ = ["setup_cfg", "resolve_device", "split_overrides", "FacePredictor"]
@@ -51,7 +51,7 @@ def setup_cfg(config_file: str, opts: Sequence[str] = (), args=None, run_setup: 
     cfg.freeze()
     if args is not None and run_setup:
         # Checked now, not at the first checkpoint an hour into training.
-        check_output_folder(cfg.OUTPUT_DIR)
+        check_run_folder(cfg.OUTPUT_DIR)
         default_setup(cfg, args)
         setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="srn_d2").setLevel(logging.INFO)
     return cfg
@@ -119,5 +119,8 @@ class FacePredictor(DefaultPredictor):
             self.model = SRNWithTTA(cfg, self.model)
 
     def __call__(self, original_image: np.ndarray):
-        """As :meth:`DefaultPredictor.__call__`, with the image checked as the ONNX runtime checks it."""
-        return super().__call__(check_bgr_image(original_image))
+        """As :meth:`DefaultPredictor.__call__`, with the image checked as the ONNX runtime checks it
+        (its kind, and the size the network would run on)."""
+        height, width = check_bgr_image(original_image).shape[:2]
+        check_test_size(height, width, self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MAX_SIZE_TEST)
+        return super().__call__(original_image)

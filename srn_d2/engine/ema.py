@@ -24,11 +24,10 @@ from detectron2.engine import HookBase, hooks
 from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
 
+from ..checkpoint import CHECKPOINT_EMA_KEY as CHECKPOINT_KEY
 from ..errors import require
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT_KEY = "model_ema"
 
 
 class WeightAverageHook(HookBase):
@@ -53,6 +52,11 @@ class WeightAverageHook(HookBase):
     def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
         self.average.module.load_state_dict(state)
         self.started = True
+
+    def before_train(self):
+        if self.trainer.start_iter > 0 and not self.started:
+            logger.warning("the resumed checkpoint holds no %s: the weights' moving average starts again from "
+                           "the weights after the next iteration", CHECKPOINT_KEY)
 
     def after_step(self):
         if self.started:

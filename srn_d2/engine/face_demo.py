@@ -24,6 +24,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.visualizer import Visualizer
 
 from ..data.image_io import read_image
+from ..errors import ImageTooLargeError
 from ..evaluation.face_evaluator import instances_to_xywhs
 from ..evaluation.prediction_files import write_widerface_predictions
 from ..utils.file_io import atomic_write_path, check_output_folder, check_output_path, write_image, write_text
@@ -188,11 +189,14 @@ def _frames(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
 
 
 def _folder_images(folder: str) -> List[str]:
-    return sorted(
-        os.path.join(folder, name)
-        for name in os.listdir(folder)
-        if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-    )
+    """The folder's image files; entries named like images that are no regular file (a FIFO, which
+    a tar archive can carry, would block the read forever; a device; a folder) are named and left out."""
+    named = sorted(os.path.join(folder, name) for name in os.listdir(folder)
+                   if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS)
+    others = [path for path in named if not os.path.isfile(path)]
+    if others:
+        logger.warning(f"skipped {len(others)} entries of {folder} that are not regular files: {others}")
+    return [path for path in named if os.path.isfile(path)]
 
 
 def _output_names(path: str, is_video: bool) -> List[str]:
@@ -212,6 +216,8 @@ def plan_inputs(inputs: List[str]) -> List[Tuple[str, bool, bool]]:
             plan += [(image, False, False) for image in _folder_images(path)]
         elif not os.path.exists(path):
             raise FileNotFoundError(f"input {path} does not exist")
+        elif not os.path.isfile(path):
+            raise ValueError(f"input {path} is not a regular file (a FIFO or a device would block the read)")
         else:
             plan.append((path, os.path.splitext(path)[1].lower() in VIDEO_EXTENSIONS, True))
     writers: Dict[str, str] = {}
@@ -236,13 +242,13 @@ def run_demo(make_demo: Callable[[], "FaceDemo"], inputs: List[str]) -> DemoSumm
         try:
             demo.run_image(path)
             summary.images += 1
-        except OSError as error:
+        except (OSError, ImageTooLargeError) as error:
             # An image named on the command line must work; one among a folder's may be skipped.
             if named_directly:
                 raise
             logger.warning(f"skipped: {error}")
             summary.skipped.append(path)
     if summary.skipped:
-        logger.warning(f"skipped {len(summary.skipped)} unreadable files: {summary.skipped}")
+        logger.warning(f"skipped {len(summary.skipped)} files, unreadable or too large: {summary.skipped}")
     logger.info(f"wrote the results of {summary.images} images and {summary.videos} videos to {demo.output_dir}")
     return summary

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ..checkpoint import SafeCheckpointer, load_inference_weights
 from ..errors import ConfigValueError, require
-from ..utils.file_io import check_output_folder
+from ..utils.file_io import check_run_folder
 from .defaults import resolve_device
 from .determinism import enable_deterministic_training
 from .ema import insert_weight_average
@@ -194,7 +194,7 @@ def main(args) -> Optional[dict]:
     """One process's work for a ``.py`` config (``train_net.py`` launches it in each)."""
     cfg = load_lazy_config(args.config_file, args.opts)
     _device(cfg, args)
-    check_output_folder(cfg.train.output_dir)
+    check_run_folder(cfg.train.output_dir)
     default_setup(cfg, args)
     if args.eval_only:
         model = build_lazy_model(cfg)

@@ -243,24 +243,13 @@ class BenchmarkMatches:
 
 
 def match_detections(detections: BenchmarkDetections, gt: FaceBenchmarkGroundTruth) -> BenchmarkMatches:
-    """The toolbox's matching (module docstring), every detection against the faces of its image at once."""
+    """The toolbox's matching (module docstring): each detection against the faces of its image."""
     ignored = gt.ignored
-    faces_per_image = np.diff(gt.offsets)
-    slots = int(faces_per_image.max(initial=0))
     num = len(detections.scores)
-    if slots == 0 or num == 0:
+    if gt.num_faces == 0 or num == 0:
         face = np.full(num, -1, dtype=np.int64)
         return BenchmarkMatches(np.zeros(num, bool), np.ones(num, bool), face, int((~ignored).sum()))
-    # (D, slots): the faces of each detection's image, padded; padding never overlaps.
-    slot = np.arange(slots)
-    valid = slot[None, :] < faces_per_image[detections.image][:, None]
-    candidate = np.where(valid, gt.offsets[detections.image][:, None] + slot[None, :], 0)
-    overlaps = toolbox_overlaps_pairwise(detections.boxes[:, None, :], gt.boxes[candidate])
-    overlaps[~valid] = -1.0
-    # Of equal overlaps the toolbox keeps the last face (its test is >=).
-    last_best = slots - 1 - np.argmax(overlaps[:, ::-1], axis=1)
-    best_overlap = overlaps[np.arange(num), last_best]
-    face = candidate[np.arange(num), last_best]
+    best_overlap, face = _best_faces(detections, gt)
     hit = best_overlap > IOU_THRESHOLD
     counts = hit & ~ignored[face]
     true_positive = np.zeros(num, dtype=bool)
@@ -270,6 +259,39 @@ def match_detections(detections: BenchmarkDetections, gt: FaceBenchmarkGroundTru
     true_positive[hits[first_hit]] = True
     false_positive = ~hit | (counts & ~true_positive)
     return BenchmarkMatches(true_positive, false_positive, np.where(hit, face, -1), int((~ignored).sum()))
+
+
+# At most this many (detection, face) overlaps are held at once.
+MAX_PAIRS = 1 << 16
+
+
+def _best_faces(detections: BenchmarkDetections, gt: FaceBenchmarkGroundTruth) -> Tuple[np.ndarray, np.ndarray]:
+    """(D,) each detection's best overlap with the faces of its image (-1 with none) and that face
+    (0 with none); of equal overlaps the last face, as the toolbox's ``>=`` keeps it.
+
+    Each detection meets only its own image's faces, in slices of at most :data:`MAX_PAIRS` pairs:
+    memory grows with the pairs there are, not with the detections times the most crowded image.
+    """
+    num = len(detections.scores)
+    best_overlap, face = np.full(num, -1.0), np.zeros(num, dtype=np.int64)
+    pairs = np.diff(gt.offsets)[detections.image]
+    ends = np.cumsum(pairs)
+    start = 0
+    while start < num:
+        done = ends[start - 1] if start else 0
+        stop = max(start + 1, int(np.searchsorted(ends, done + MAX_PAIRS, side="right")))
+        counts = pairs[start:stop]
+        detection = np.repeat(np.arange(start, stop), counts)
+        slot = np.arange(len(detection)) - np.repeat(np.cumsum(counts) - counts, counts)
+        candidate = gt.offsets[detections.image[detection]] + slot
+        overlaps = toolbox_overlaps_pairwise(detections.boxes[detection], gt.boxes[candidate])
+        # Grouped by detection, ascending overlap then face: each group's last pair is its answer.
+        order = np.lexsort((slot, overlaps, detection))
+        last = order[np.r_[np.flatnonzero(np.diff(detection[order])), len(order) - 1]] if len(order) else order
+        best_overlap[detection[last]] = overlaps[last]
+        face[detection[last]] = candidate[last]
+        start = stop
+    return best_overlap, face
 
 
 def _calibration(detections: BenchmarkDetections, matches: BenchmarkMatches,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
 
 import numpy as np
-from scipy.io import loadmat
+from scipy.io import loadmat, whosmat
 
 from ..errors import require
 
@@ -138,16 +138,18 @@ def load_widerface_gt_mat(gt_dir: str, split: str = "val") -> WiderFaceGroundTru
 
 
 def load_mat(path: str, keys: Sequence[str]) -> Dict:
-    """scipy's loadmat, with any failure or missing variable reported against ``path``."""
+    """scipy's loadmat of the variables ``keys`` alone (the others are skipped unread, however
+    large), with any failure or missing variable reported against ``path``."""
     try:
-        content = loadmat(path)
+        content = loadmat(path, variable_names=list(keys))
     except FileNotFoundError:
         raise
     except Exception as error:  # scipy raises many types for a damaged file; each names no file
         raise ValueError(f"{path}: not a readable MATLAB .mat file ({type(error).__name__}: {error})") from None
     missing = [key for key in keys if key not in content]
     if missing:
-        raise ValueError(f"{path}: no variable {missing} (holds {sorted(k for k in content if not k.startswith('__'))})")
+        held = sorted(name for name, _, _ in whosmat(path))
+        raise ValueError(f"{path}: no variable {missing} (holds {held})")
     return content
 
 

@@ -15,6 +15,7 @@ detections compare with fp32's on the calibration images (``srn_d2.deploy.quanti
 """
 import argparse
 import logging
+import os
 
 from . import run_command
 
@@ -56,14 +57,23 @@ def _export(argv) -> int:
         require(bool(args.calibration_dataset), "--calibration-dataset", args.calibration_dataset,
                 "--quantize int8 needs calibration images: name a registered dataset (e.g. mini_faces_train)")
     cfg = setup_cfg(args.config_file, args.opts)
-    if args.quantize == "int8":
-        from ..deploy.quantize import calibration_images, quantize_int8
+    if args.quantize == "none":
+        export(cfg, args.format, args.output, args.allow_random_weights, args.batch)
+        return 0
+    from ..deploy.export import exported_file
+    from ..deploy.quantize import calibration_images, int8_path, quantize_int8
+    from ..utils.file_io import atomic_write_path, check_output_path
 
-        # Read before anything is written: a dataset that cannot calibrate leaves no file behind.
-        images = calibration_images(cfg, args.calibration_dataset, args.calibration_images)
-    path = export(cfg, args.format, args.output, args.allow_random_weights, args.batch)
-    if args.quantize == "int8":
-        quantize_int8(path, images, weight_bits=args.int8_weight_bits)
+    # Both outputs checked, and the calibration images read, before anything is written.
+    path = check_output_path(os.path.join(args.output, exported_file(args.format, args.batch)))
+    twin = check_output_path(int8_path(path))
+    images = calibration_images(cfg, args.calibration_dataset, args.calibration_images)
+    # The pair is written beside its targets and renamed into place together, the int8 twin first:
+    # a failure leaves both previous files; only a kill between the two renames leaves a new twin
+    # beside an old model, which their export ids (ONNXFaceDetector) then tell apart.
+    with atomic_write_path(path) as staged, atomic_write_path(twin) as staged_twin:
+        export(cfg, args.format, args.output, args.allow_random_weights, args.batch, output_path=staged)
+        quantize_int8(staged, images, output_path=staged_twin, weight_bits=args.int8_weight_bits)
     return 0
 
 

@@ -10,14 +10,20 @@ file byte-identical and no partial file behind.
 """
 import contextlib
 import errno
+import fnmatch
+import logging
 import os
+import shutil
 import tempfile
 from typing import IO, Iterator
 
 from ..errors import OutputPathError
 
-__all__ = ["check_relative_path", "join_inside", "check_output_path", "check_output_folder", "atomic_write",
-           "atomic_write_path", "write_bytes", "write_text", "write_image", "save_figure"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["check_relative_path", "join_inside", "check_output_path", "check_output_folder", "check_run_folder",
+           "atomic_write", "atomic_write_path", "partial_prefix", "process_alive", "remove_abandoned_partials",
+           "write_bytes", "write_text", "write_image", "save_figure"]
 
 
 def check_relative_path(path: str, source: str) -> str:
@@ -27,6 +33,8 @@ def check_relative_path(path: str, source: str) -> str:
     names of the files an evaluation writes: an absolute path or a ".." would
     let an annotation file choose a file anywhere to overwrite.
     """
+    if "\x00" in path:
+        raise ValueError(f"{source}: image path {path!r} holds a NUL byte, which no file name can")
     parts = path.replace("\\", "/").split("/")
     if os.path.isabs(path) or path.startswith(("/", "\\")) or ":" in parts[0] or ".." in parts:
         raise ValueError(
@@ -59,6 +67,23 @@ def check_output_folder(folder: str) -> str:
     return folder
 
 
+# What a training or evaluation run writes into OUTPUT_DIR: Detectron2's config dump, logs, metrics
+# and event files, and the checkpoints. Detectron2 opens its files as they are, through any link.
+RUN_OUTPUTS = ("config.yaml", "log.txt", "log.txt.rank*", "metrics.json", "events.out.tfevents.*", "last_checkpoint",
+               "model_*.pth")
+
+
+def check_run_folder(folder: str) -> str:
+    """:func:`check_output_folder`, and an OutputPathError naming any of the files a run will write
+    there (:data:`RUN_OUTPUTS`) that is a link or a folder: checked before the run starts, not when
+    Detectron2 writes through the link or after the schedule, at the final checkpoint."""
+    check_output_folder(folder)
+    for name in sorted(os.listdir(folder or ".")):
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in RUN_OUTPUTS):
+            check_output_path(os.path.join(folder, name))
+    return folder
+
+
 def check_output_path(path: str) -> str:
     """``path``, if :func:`atomic_write` may replace it; else OutputPathError naming it.
 
@@ -83,6 +108,39 @@ def _mode_for(path: str) -> int:
     return 0o666 & ~umask
 
 
+def partial_prefix(path: str) -> str:
+    """The name start of this process's temporary files for ``path``: hidden, with the process id,
+    which tells a later run whether their writer still lives."""
+    return f".{os.path.basename(path)}.{os.getpid()}."
+
+
+def remove_abandoned_partials(path: str) -> None:
+    """Remove the temporary files and folders beside ``path`` (see :func:`partial_prefix`) of writers
+    that no longer run: a kill or a lost machine leaves them behind."""
+    folder, name = os.path.split(os.path.abspath(path))
+    start = f".{name}."
+    for entry in os.listdir(folder):
+        owner = entry[len(start):].split(".", 1)[0]
+        if not entry.startswith(start) or ".partial" not in entry or not owner.isdigit() or process_alive(int(owner)):
+            continue
+        abandoned = os.path.join(folder, entry)
+        logger.warning(f"removing {abandoned}, left by an interrupted write of {name} (process {owner})")
+        if os.path.isdir(abandoned) and not os.path.islink(abandoned):
+            shutil.rmtree(abandoned, ignore_errors=True)
+        else:
+            _remove(abandoned)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_write_path(path: str) -> Iterator[str]:
     """A temporary path beside ``path`` to write to, renamed onto ``path`` when the block succeeds.
@@ -93,7 +151,9 @@ def atomic_write_path(path: str) -> Iterator[str]:
     """
     check_output_path(path)
     folder, name = os.path.split(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial" + os.path.splitext(name)[1], dir=folder)
+    remove_abandoned_partials(path)
+    fd, temporary = tempfile.mkstemp(prefix=partial_prefix(path), suffix=".partial" + os.path.splitext(name)[1],
+                                     dir=folder)
     os.close(fd)
     try:
         yield temporary
