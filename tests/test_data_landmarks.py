@@ -93,6 +93,8 @@ def test_zero_size_faces_dropped_and_counted(tmp_path, caplog):
         # Python's float() takes "1_0"; the block parser does not, and the line is named either way.
         ("# a/b.jpg\n" + "1 2 3 4" + " 0" * 15 + " 1_0\n", r"label.txt:2: non-numeric field"),
         ("# a/b\x00.jpg\n", r"label.txt:1: image path .* holds a NUL byte"),
+        ("# a/b.jpg\n" + "1 2 3 4 1e7 5 0" + " 0" * 12 + " 0.5\n", r"label.txt:2: a number beyond any image"),
+        ("# a/b.jpg\n" + "1 2 3 4 1e39 5 0" + " 0" * 12 + " 0.5\n", r"label.txt:2: a number beyond any image"),
         ("# a/b.jpg\n" + "1 " * 600_000 + "\n", r"label.txt:2: a line of more than 1,048,576 bytes"),
     ],
 )

@@ -322,3 +322,10 @@ def test_only_the_annotations_are_read_from_the_mat_file(tmp_path):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert gt.num_faces == 1 and peak < 10_000_000
+
+
+@pytest.mark.parametrize("corner", [1e308, -1e308, 2e6])
+def test_a_corner_beyond_any_image_is_named(tmp_path, corner):
+    path = _mat(tmp_path / "gt.mat", {"a.jpg": [(10, 10, 60, 60, 0)], "b.jpg": [(0, 0, corner, 60, 0)]})
+    with pytest.raises(ValueError, match=r"gt.mat: a face of b.jpg has a corner beyond any image"):
+        load_benchmark_mat(path)

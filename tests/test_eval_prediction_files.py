@@ -128,3 +128,13 @@ def test_fddb_detection_file(tmp_path):
     write_text(str(path), "img_1\n3\n1 2 3 4 0.5\n")
     with pytest.raises(ValueError, match=rf"{path}, line 2: img_1 declares 3 boxes"):
         read_fddb_detections(str(path))
+
+
+def test_boxes_on_one_line_longer_than_the_bound_are_named_before_parsing(tmp_path):
+    """200,000 boxes on one line (5.6 MB): named at once, not after gigabytes of parse arrays."""
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"a\n200000\n" + b"1 2 3 4 0.5 " * 200_000 + b"\n")
+    with pytest.raises(ValueError, match=r"a.txt, line 3: a line of 2,400,000 bytes.*1,048,576"):
+        read_widerface_prediction_file(str(path))
+    path.write_bytes(b"a\n2\n1 2 3 4 0.5" + b" " * 100_000 + b"\n5 6 7 8 0.25\n")
+    np.testing.assert_array_equal(read_widerface_prediction_file(str(path)), [[1, 2, 3, 4, 0.5], [5, 6, 7, 8, 0.25]])

@@ -549,6 +549,16 @@ def test_any_bytes_as_wider_annotations(tmp_path, content):
 
 
 @_PARSER_SETTINGS
+@given(content=st.one_of(_ANY_BYTES, st.lists(st.sampled_from(
+    [b"# a/1.jpg", b"# ./a/1.jpg", b"#", b"1 2 3 4", b" 0" * 15, b" 0.5", b" 1e39", b" -1", b"\n", b"\x00", b"1_0"]),
+    max_size=40).map(b"".join)))
+def test_any_bytes_as_a_landmark_label_file(tmp_path, content):
+    write_bytes(str(tmp_path / "label.txt"), content)
+    _parses_or_names_the_file(tmp_path / "label.txt",
+                              lambda p: load_retinaface_labels(p, str(tmp_path), read_sizes=False))
+
+
+@_PARSER_SETTINGS
 @given(content=_ANY_BYTES)
 def test_any_bytes_as_an_fddb_fold(tmp_path, content):
     write_bytes(str(tmp_path / "fold.txt"), content)
@@ -620,3 +630,54 @@ def test_a_checkpoint_holding_a_list_is_named(tmp_path):
     torch.save([1, 2, 3], tmp_path / "list.pth")
     with pytest.raises(UnreadableCheckpointError, match=r"list.pth holds a list, not a dict"):
         load_inference_weights(build_tiny_srn(), str(tmp_path / "list.pth"))
+
+
+def _constant_model(folder, boxes, scores, batch_index=None):
+    """An ONNX model with the export's interface and metadata whose outputs are the given constants."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from srn_d2.deploy.onnx_runtime import INPUT_FORMAT, MAX_SIZE_TEST, MIN_SIZE_TEST
+
+    batched = batch_index is not None
+    outputs = {"boxes": np.asarray(boxes, np.float32), "scores": np.asarray(scores, np.float32),
+               "classes": np.zeros(len(scores), np.int64)}
+    if batched:
+        outputs["batch_index"] = np.asarray(batch_index, np.int64)
+    nodes = [helper.make_node("Constant", [], [name], value=onnx.numpy_helper.from_array(value, name))
+             for name, value in outputs.items()]
+    inputs = ([helper.make_tensor_value_info("images", TensorProto.FLOAT, ["b", 3, "h", "w"]),
+               helper.make_tensor_value_info("image_sizes", TensorProto.INT64, ["b", 2])] if batched
+              else [helper.make_tensor_value_info("image", TensorProto.FLOAT, [3, "h", "w"])])
+    graph = helper.make_graph(nodes, "constant", inputs, [
+        helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(value.dtype), list(value.shape))
+        for name, value in outputs.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    for key, value in ((INPUT_FORMAT, "BGR"), (MIN_SIZE_TEST, "0"), (MAX_SIZE_TEST, "0")):
+        model.metadata_props.add(key=key, value=value)
+    path = os.path.join(str(folder), "constant.onnx")
+    onnx.save(model, path)
+    return path
+
+
+def test_onnx_detector_drops_and_counts_unusable_detections(tmp_path, caplog):
+    from srn_d2.deploy.onnx_runtime import ONNXFaceDetector
+
+    boxes = [[0, 0, 10, 10], [5, 5, 1, 9], [0, 0, np.inf, 4], [1, 1, 2, 2]]
+    detector = ONNXFaceDetector(_constant_model(tmp_path, boxes, [0.9, 0.8, 0.7, np.nan]))
+    got_boxes, got_scores = detector(np.zeros((20, 20, 3), np.uint8))
+    assert got_boxes.tolist() == [[0, 0, 10, 10]] and got_scores.tolist() == [pytest.approx(0.9)]
+    assert "dropped 3 of 4 detections with a non-finite value or a box of negative width" in caplog.text
+
+
+@pytest.mark.parametrize("boxes, scores, batch_index, message", [
+    ([0, 0, 10, 10], [0.9], None, r"outputs of shapes \[\(4,\), \(1,\)\]"),
+    ([[0, 0, 10, 10]] * 3, [0.9], None, r"outputs of shapes \[\(3, 4\), \(1,\)\]"),
+    ([[0, 0, 10, 10]], [0.9], [5], r"a batch_index of 5 or 5 for a batch of 1 images"),
+], ids=["flat_boxes", "three_boxes_one_score", "index_past_the_batch"])
+def test_onnx_detector_names_a_model_whose_outputs_do_not_fit(tmp_path, boxes, scores, batch_index, message):
+    from srn_d2.deploy.onnx_runtime import ONNXFaceDetector
+
+    detector = ONNXFaceDetector(_constant_model(tmp_path, boxes, scores, batch_index))
+    with pytest.raises(ValueError, match=rf"constant.onnx: its graph gave {message}"):
+        detector(np.zeros((20, 20, 3), np.uint8))

@@ -121,6 +121,32 @@ def test_a_typo_is_named_in_an_override_and_in_a_config_file(tmp_path):
         build_lazy_model(cfg)
 
 
+@pytest.mark.parametrize("override, message", [
+    ("train.max_iter=abc", r"train.max_iter = 'abc': must be a whole number, as the config's 300"),
+    ("train.max_iter=2.5", r"train.max_iter = 2.5: must be a whole number"),
+    ("optimizer.lr=abc", r"optimizer.lr = 'abc': must be a number"),
+    ("train.amp.enabled=3", r"train.amp.enabled = 3: must be true or false"),
+])
+def test_an_override_of_the_wrong_kind_is_named(override, message):
+    with pytest.raises(ConfigValueError, match=message):
+        load_lazy_config(model_zoo.get_config_file("SRN_mini.py"), [override])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.head.branch_channels=-3", r"MODEL.SRN.RFE_BRANCH_CHANNELS = -3: \(argument branch_channels\)"),
+    ("model.loss_normalization=per_los", r"MODEL.SRN.LOSS_NORMALIZATION = 'per_los': \(argument loss_normalization\)"),
+    ("model.stc_min_face_prob=5.0", r"MODEL.SRN.STC_MIN_FACE_PROB = 5.0: \(argument stc_min_face_prob\)"),
+    ("model.head.init=uniform", r"MODEL.SRN.HEAD_INIT = 'uniform': \(argument init\)"),
+    ("model.test_nms_thresh=1.5", r"MODEL.SRN.NMS_THRESH_TEST = 1.5: \(argument test_nms_thresh\)"),
+])
+def test_the_constructors_refuse_what_the_yaml_path_refuses(override, message):
+    """The value checks live in the constructors: LazyConfig users meet the same refusals."""
+    cfg = model_zoo.get_config("SRN_mini.py", [override])
+    cfg.train.device = "cpu"
+    with pytest.raises(ConfigValueError, match=message):
+        build_lazy_model(cfg)
+
+
 def _train(tmp_path, *args, num_gpus=1):
     env = dict(os.environ, SRN_DATASETS=str(tmp_path / "datasets"), OMP_NUM_THREADS="1")
     cmd = [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file", os.path.join(ROOT, "configs/SRN_mini.py"),

@@ -261,3 +261,15 @@ def test_partial_files_of_a_killed_writer_are_removed_and_a_live_ones_kept(tmp_p
     write_text(str(tmp_path / "model.onnx"), "a model")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model.onnx", live.name, other.name])
     assert f"left by an interrupted write of model.onnx (process {dead})" in caplog.text
+
+
+def test_calibrating_on_an_evaluation_set_is_warned(mini_faces_root, monkeypatch, caplog):
+    from srn_d2.deploy.quantize import calibration_images
+    from srn_testing import tiny_srn_cfg
+
+    monkeypatch.setenv("SRN_DATASETS", mini_faces_root)
+    cfg = tiny_srn_cfg()
+    assert len(calibration_images(cfg, "mini_faces_train", 1)) == 1
+    assert "evaluation set" not in caplog.text
+    assert len(calibration_images(cfg, "mini_faces_val", 1)) == 1
+    assert "--calibration-dataset mini_faces_val is an evaluation set" in caplog.text

@@ -9,6 +9,7 @@ from typing import List
 import numpy as np
 
 from ..errors import require_unique_images
+from ..utils.file_io import MAX_LINE_BYTES
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,9 @@ def read_counted_records(
     return CountedRecords(names, name_lines, np.asarray(counts, dtype=np.int64), records, record_lines)
 
 
-# The longest line an annotation reader takes. Annotation lines are a path or a face's numbers
-# (under 300 bytes); a longer one is a damaged file, and unbounded it would cost memory in
-# proportion to its length at every step that copies it.
-MAX_LINE_BYTES = 1 << 20
+# No photo is a million pixels wide: a coordinate beyond it is a damaged file, and one beyond float32's
+# range (1e39) would become infinite only once training reads it.
+MAX_COORDINATE = float(1 << 20)
 
 
 def read_text_lines(path: str) -> List[str]:
@@ -190,6 +190,13 @@ def parse_records(path, record_text, record_lines, num_fields) -> np.ndarray:
         first = int(np.flatnonzero(~finite)[0])
         raise ValueError(
             f"{path}:{int(record_lines[first])}: non-finite number (nan or inf) in {shown(record_text[first])}"
+        )
+    beyond = (np.abs(records) > MAX_COORDINATE).any(axis=1)
+    if beyond.any():
+        first = int(np.flatnonzero(beyond)[0])
+        raise ValueError(
+            f"{path}:{int(record_lines[first])}: a number beyond any image (more than {MAX_COORDINATE:,} px) in "
+            f"{shown(record_text[first])}"
         )
     return records
 

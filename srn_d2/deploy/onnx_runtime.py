@@ -70,6 +70,7 @@ class ONNXFaceDetector:
             raise ValueError(f"ONNXFaceDetector takes the path of a model.onnx, not {type(path).__name__}")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such ONNX file")
+        self.path = str(path)
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         if num_threads:
@@ -173,10 +174,39 @@ class ONNXFaceDetector:
         session call."""
         outputs = dict(zip((o.name for o in self.session.get_outputs()),
                            self.session.run(None, graph_inputs(images, self.batched))))
-        kept = [outputs[name] for name in ("boxes", "scores", LANDMARKS) if name in outputs]
+        kept = self._checked([outputs[name] for name in ("boxes", "scores", LANDMARKS, "batch_index")
+                              if name in outputs], len(images))
         if not self.batched:
             return [tuple(kept)]
-        return split_by_image(kept, outputs["batch_index"], len(images))
+        return split_by_image(kept[:-1], kept[-1], len(images))
+
+    def _checked(self, outputs: List[np.ndarray], num_images: int) -> List[np.ndarray]:
+        """The graph's (boxes, scores[, landmarks][, batch_index]), checked: shapes that do not fit
+        together, or a batch index outside the batch, are a ValueError naming the model; detections
+        with a non-finite value or a box of negative width or height are dropped, counted in a
+        warning (a model that gives them is broken, and nothing downstream could use them)."""
+        boxes, scores = outputs[:2]
+        count = len(scores) if scores.ndim == 1 else -1
+        shapes_fit = (boxes.ndim == 2 and boxes.shape == (count, 4)
+                      and all(len(o) == count for o in outputs[2:])
+                      and (not self.has_landmarks or (outputs[2].ndim == 3 and outputs[2].shape[2] == 2)))
+        if not shapes_fit:
+            raise ValueError(f"{self.path}: its graph gave outputs of shapes {[o.shape for o in outputs]}; the export "
+                             "writes boxes (N, 4), scores (N,)" + (", landmarks (N, K, 2)" if self.has_landmarks else "")
+                             + (", batch_index (N,)" if self.batched else ""))
+        if self.batched:
+            batch_index = outputs[-1]
+            if len(batch_index) and (batch_index.min() < 0 or batch_index.max() >= num_images):
+                raise ValueError(f"{self.path}: its graph gave a batch_index of {int(batch_index.max())} or "
+                                 f"{int(batch_index.min())} for a batch of {num_images} images")
+        values = [o.reshape(count, -1) for o in outputs[:3 if self.has_landmarks else 2]]
+        usable = np.isfinite(np.concatenate(values, axis=1)).all(axis=1)
+        usable &= (boxes[:, 2] >= boxes[:, 0]) & (boxes[:, 3] >= boxes[:, 1])
+        if not usable.all():
+            logger.warning(f"{self.path}: dropped {int((~usable).sum())} of {count} detections with a non-finite "
+                           "value or a box of negative width or height")
+            return [o[usable] for o in outputs]
+        return outputs
 
     def _resize(self, image: np.ndarray) -> np.ndarray:
         """Detectron2's ResizeShortestEdge at test time (INPUT.MIN_SIZE_TEST, 0 = none), with PIL as it

@@ -52,6 +52,9 @@ def calibration_images(cfg, dataset_name: str, count: int) -> List[np.ndarray]:
 
     require(count >= 1, "--calibration-images", count, "must be at least 1")
     require_registered_dataset(dataset_name, "--calibration-dataset")
+    if dataset_name.endswith(("_val", "_test")) or dataset_name in cfg.DATASETS.TEST:
+        logger.warning(f"--calibration-dataset {dataset_name} is an evaluation set: int8 ranges fitted to it make "
+                       "its scores optimistic; calibrate on training images (e.g. widerface_train)")
     mapper = SRNDatasetMapper(cfg, is_train=False)
     records = DatasetCatalog.get(dataset_name)[:count]
     require(len(records) > 0, "--calibration-dataset", dataset_name, "holds no image")

@@ -43,6 +43,7 @@ def load_lazy_config(path: str, overrides: Sequence[str] = ()) -> DictConfig:
     whose key the config does not have is a ConfigValueError naming it."""
     require(os.path.isfile(path), "--config-file", path, "does not exist")
     cfg = LazyConfig.load(path)
+    before = {}
     for override in overrides:
         require("=" in override, "override", override, "LazyConfig overrides are key=value (e.g. train.max_iter=10)")
         key = override.split("=", 1)[0].lstrip("+")
@@ -52,7 +53,25 @@ def load_lazy_config(path: str, overrides: Sequence[str] = ()) -> DictConfig:
             isinstance(node, ListConfig) and leaf.isdigit() and int(leaf) < len(node))
         require(known, "override", override, f"{path} has no key {key!r}; a typo would otherwise add a key "
                                               "nothing reads")
-    return LazyConfig.apply_overrides(cfg, list(overrides))
+        before[key] = OmegaConf.select(cfg, key)
+    cfg = LazyConfig.apply_overrides(cfg, list(overrides))
+    for key, old in before.items():
+        _require_same_kind(key, old, OmegaConf.select(cfg, key))
+    return cfg
+
+
+def _require_same_kind(key: str, old: Any, new: Any) -> None:
+    """A number stays a number (an int an int), a bool a bool: ``train.max_iter=abc`` would
+    otherwise fail deep in the training loop with a TypeError that names no key."""
+    if isinstance(old, bool):
+        ok, kind = isinstance(new, bool), "true or false"
+    elif isinstance(old, int):
+        ok, kind = isinstance(new, int) and not isinstance(new, bool), "a whole number"
+    elif isinstance(old, float):
+        ok, kind = isinstance(new, (int, float)) and not isinstance(new, bool), "a number"
+    else:
+        return
+    require(ok, key, new, f"must be {kind}, as the config's {old!r}")
 
 
 def instantiate_checked(node: Any, name: str) -> Any:

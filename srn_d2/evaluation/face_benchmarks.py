@@ -118,6 +118,9 @@ def load_benchmark_mat(path: str) -> FaceBenchmarkGroundTruth:
         objects = objects.reshape(-1, objects.shape[-1] if objects.size else 6)
         if objects.shape[1] < 4 or not np.isfinite(objects).all():
             raise ValueError(f"{path}: objects of {name} are not finite rows of x1 y1 x2 y2 [0 ignore]")
+        if (np.abs(objects[:, :4]) > MAX_COORDINATE).any():
+            raise ValueError(f"{path}: a face of {name} has a corner beyond any image (more than "
+                             f"{MAX_COORDINATE:,.0f} px)")
         if ((objects[:, 2] < objects[:, 0]) | (objects[:, 3] < objects[:, 1])).any():
             raise ValueError(f"{path}: a face of {name} has x2 < x1 or y2 < y1")
         names.append(name)
@@ -261,6 +264,8 @@ def match_detections(detections: BenchmarkDetections, gt: FaceBenchmarkGroundTru
     return BenchmarkMatches(true_positive, false_positive, np.where(hit, face, -1), int((~ignored).sum()))
 
 
+# No photo is a million pixels wide; corners beyond would overflow the overlap arithmetic.
+MAX_COORDINATE = float(1 << 20)
 # At most this many (detection, face) overlaps are held at once.
 MAX_PAIRS = 1 << 16
 

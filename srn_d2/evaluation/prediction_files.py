@@ -22,7 +22,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 import numpy as np
 
 from ..errors import require
-from ..utils.file_io import atomic_write, join_inside, write_text
+from ..utils.file_io import MAX_LINE_BYTES, atomic_write, join_inside, write_text
 
 _NUM_FIELDS = 5
 _MAX_FAST_DIGITS = 15
@@ -162,6 +162,17 @@ def _parse_lines_slowly(body: bytes, expected: int, source: str, first_line: int
     return np.array(rows, dtype=np.float64).reshape(-1, _NUM_FIELDS)
 
 
+def _require_short_lines(body: bytes, source: str, first_line: int) -> None:
+    """ValueError naming the first line of ``body`` longer than MAX_LINE_BYTES: the parsers hold
+    several arrays per byte of a line (2M boxes on one line would ask for gigabytes)."""
+    breaks = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == _NEWLINE)
+    lengths = np.diff(np.concatenate([[-1], breaks, [len(body)]])) - 1
+    if len(lengths) and lengths.max() > MAX_LINE_BYTES:
+        line = int(np.argmax(lengths > MAX_LINE_BYTES))
+        raise ValueError(f"{source}, line {first_line + line}: a line of {int(lengths[line]):,} bytes; a box line "
+                         f"is 'x y w h score', and lines of more than {MAX_LINE_BYTES:,} bytes are refused")
+
+
 def parse_box_lines(body: bytes, expected: int, source: str, first_line: int) -> np.ndarray:
     """(expected, 5) array of the ``x y w h score`` lines in ``body`` (blank lines skipped).
 
@@ -170,6 +181,7 @@ def parse_box_lines(body: bytes, expected: int, source: str, first_line: int) ->
         first_line: 1-based line number of ``body``'s first line in that file
             (the line before it holds the box count).
     """
+    _require_short_lines(body, source, first_line)
     fast = _parse_plain_decimals_by_pieces(body)
     if fast is not None:
         values, lines = fast

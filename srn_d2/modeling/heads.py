@@ -152,6 +152,8 @@ class RFEHead(SharedTowerHead):
 
     @configurable
     def __init__(self, *, channels, branch_channels=64, norm="", recompute_rfe=False, **kwargs):
+        require(isinstance(branch_channels, int) and branch_channels >= 1, "MODEL.SRN.RFE_BRANCH_CHANNELS",
+                branch_channels, "(argument branch_channels) must be a positive number of channels")
         def tower():
             return nn.Sequential(
                 *_conv3x3_relu(channels, norm),
