@@ -18,7 +18,7 @@ D2_RUNTIME_DEPS := fvcore iopath pycocotools omegaconf hydra-core yacs termcolor
 	cloudpickle tqdm matplotlib tensorboard "setuptools<81"
 STAMP := $(VENV)/.srn_d2-installed-$(DETECTRON2)
 
-.PHONY: install test demo clean-venv
+.PHONY: install test lint demo clean-venv
 
 install: $(STAMP)
 
@@ -40,6 +40,9 @@ endif
 
 test: install
 	$(PY) -m pytest -q tests
+
+lint: install
+	$(PY) -m ruff check .
 
 demo: install
 	$(PY) -m srn_d2.tools.ablation

@@ -15,7 +15,7 @@ setup(
         "numpy", "scipy", "opencv-python-headless", "matplotlib", "tqdm", "fvcore", "tabulate", "timm>=1.0",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "hypothesis"],
+        "test": ["pytest", "pytest-timeout", "hypothesis", "ruff"],
         # srn_d2.tools.export and srn_d2.deploy.onnx_runtime.
         "export": ["onnx>=1.14", "onnxruntime>=1.16"],
     },

@@ -62,7 +62,8 @@ def ground_truth_mat(path: str, crowded: int, base=None) -> str:
     else:
         for index in range(851):
             xy = rng.uniform(0, 400, (2, 2))
-            images.append((f"{index}.jpg", np.concatenate([xy, xy + rng.uniform(30, 120, (2, 2)), np.zeros((2, 2))], 1)))
+            corners = np.concatenate([xy, xy + rng.uniform(30, 120, (2, 2)), np.zeros((2, 2))], 1)
+            images.append((f"{index}.jpg", corners))
     if crowded:
         xy = rng.uniform(0, 4000, (crowded, 2))
         images.append(("crowd.jpg", np.concatenate([xy, xy + 40, np.zeros((crowded, 2))], 1)))
@@ -79,9 +80,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        plain, padded = (label_file(os.path.join(folder, f"{n}.txt"), pad) for n, pad in (("plain", 0), ("padded", 50_000)))
+        plain = label_file(os.path.join(folder, "plain.txt"), 0)
+        padded = label_file(os.path.join(folder, "padded.txt"), 50_000)
         sizes = [os.path.getsize(plain) / 1e6, os.path.getsize(padded) / 1e6]
-        label_peaks = [peak_mb(lambda p=p: load_retinaface_labels(p, folder, read_sizes=False)) for p in (plain, padded)]
+        label_peaks = [peak_mb(lambda p=p: load_retinaface_labels(p, folder, read_sizes=False))
+                       for p in (plain, padded)]
         rows.append(("label.txt", f"{sizes[0]:.1f} MB", f"{sizes[1]:.1f} MB, one line +50 KB", *label_peaks, 1.5))
 
         base = load_benchmark_mat(args.gt) if args.gt else None
@@ -96,7 +99,8 @@ def main(argv=None) -> int:
             peaks.append(peak_mb(lambda d=detections, g=gt: evaluate_benchmark(d, g)))
         rows.append(("AFW / PASCAL scoring", f"{'given' if base else 'synthetic'} gt, 50,000 detections",
                      "the same + an image of 2,000 faces", *peaks, 2.0))
-    print(f"{'reader':22} {'plain input':36} {'hostile input':36} {'plain MB':>9} {'hostile MB':>11} {'ratio':>6} bound")
+    print(f"{'reader':22} {'plain input':36} {'hostile input':36} {'plain MB':>9} {'hostile MB':>11} "
+          f"{'ratio':>6} bound")
     for name, plain_text, hostile_text, plain_mb, hostile_mb, bound in rows:
         ratio = hostile_mb / plain_mb
         print(f"{name:22} {plain_text:36} {hostile_text:36} {plain_mb:9.1f} {hostile_mb:11.1f} {ratio:6.2f} "

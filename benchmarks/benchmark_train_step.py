@@ -5,7 +5,8 @@
 
 Each config's model takes the same batch (random face-like boxes, ``--faces``
 per image) in this one process. The operators of one step's forward, losses
-and backward (the optimizer's are the same for every model) are counted at the dispatcher (``srn_d2.utils.dispatch_count``),
+and backward (the optimizer's are the same for every model) are counted at
+the dispatcher (``srn_d2.utils.dispatch_count``),
 with those that make a GPU wait on the host by kind: ``host_read`` (``.item()``,
 ``int(tensor)``), ``data_shaped`` (``nonzero``), ``boolean_index`` (a mask
 index or assignment), ``repeat_interleave`` without its output size,

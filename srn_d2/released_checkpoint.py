@@ -181,7 +181,8 @@ def _check_output_path(path: str, in_path: Optional[str] = None) -> None:
 def check_finite(state_dict: Mapping[str, torch.Tensor], source: Mapping[str, str]) -> None:
     """ConversionError naming every tensor that holds NaN or an infinity: such weights make
     a model that silently detects nothing."""
-    bad = [source.get(k, k) for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    bad = [source.get(k, k) for k, v in state_dict.items()
+           if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise ConversionError(f"non-finite values (NaN or infinity) in {bad}")
 

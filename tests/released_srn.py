@@ -71,7 +71,8 @@ def legacy_anchors(height: int, width: int, stride: int) -> np.ndarray:
     cells = []
     for scale in ANCHOR_SCALES:
         sw, sh = w * scale, h * scale
-        cells.append([center - 0.5 * (sw - 1), center - 0.5 * (sh - 1), center + 0.5 * (sw - 1), center + 0.5 * (sh - 1)])
+        half_w, half_h = 0.5 * (sw - 1), 0.5 * (sh - 1)
+        cells.append([center - half_w, center - half_h, center + half_w, center + half_h])
     cells = np.array(cells)
     xs, ys = np.meshgrid(np.arange(width) * stride, np.arange(height) * stride)
     shifts = np.stack([xs.ravel(), ys.ravel(), xs.ravel(), ys.ravel()], axis=1)

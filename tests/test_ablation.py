@@ -67,7 +67,8 @@ def _differing_keys(a, b):
     return sorted(key for key in set(a) | set(b) if a.get(key) != b.get(key) and key != "OUTPUT_DIR")
 
 
-@pytest.mark.parametrize("scale, srn", [("mini", "SRN_mini.yaml"), ("R_50_FPN_widerface", "SRN_R_50_FPN_widerface.yaml")])
+@pytest.mark.parametrize("scale, srn",
+                         [("mini", "SRN_mini.yaml"), ("R_50_FPN_widerface", "SRN_R_50_FPN_widerface.yaml")])
 def test_the_paper_rows_differ_from_the_row_before_in_exactly_their_module(scale, srn):
     base = f"RetinaNet_paper_{scale}"
     assert _differing_keys(srn, base + ".yaml") == [

@@ -22,8 +22,8 @@ SIZE = (150, 203)  # odd sides: the last grid cells hang over the image
 def _anchors(plan, size):
     cfg = srn_cfg("Base-SRN.yaml")
     generator = build_anchor_generator(cfg, [ShapeSpec(stride=plan.stride(level)) for level in plan.levels])
-    maps = [torch.zeros(1, 1, math.ceil(size[0] / plan.stride(l)), math.ceil(size[1] / plan.stride(l)))
-            for l in plan.levels]
+    maps = [torch.zeros(1, 1, math.ceil(size[0] / plan.stride(level)), math.ceil(size[1] / plan.stride(level)))
+            for level in plan.levels]
     anchors = dict(zip(plan.levels, (a.tensor for a in generator(maps))))
     layouts = {level: ((*m.shape[-2:], a), plan.stride(level))
                for level, m, a in zip(plan.levels, maps, generator.num_cell_anchors)}

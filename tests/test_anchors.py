@@ -29,7 +29,8 @@ def test_anchor_sizes_and_aspect_ratio():
         boxes = level.tensor[:2]
         w = boxes[:, 2] - boxes[:, 0]
         h = boxes[:, 3] - boxes[:, 1]
-        torch.testing.assert_close((w * h).sqrt(), torch.tensor([2 * stride, 2 * math.sqrt(2) * stride]), rtol=1e-4, atol=1e-3)
+        expected = torch.tensor([2 * stride, 2 * math.sqrt(2) * stride])
+        torch.testing.assert_close((w * h).sqrt(), expected, rtol=1e-4, atol=1e-3)
         torch.testing.assert_close(h / w, torch.full((2,), 1.25))
         # Centered on the cell's center (offset 0.5).
         centers = (boxes[:, :2] + boxes[:, 2:]) / 2

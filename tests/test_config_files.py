@@ -113,7 +113,7 @@ def test_yaml_aliases_are_refused_before_they_expand(tmp_path):
     lines = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]"
                                                        for i in range(1, 12)]
     (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\nSEED: 1\n")
-    with pytest.raises(ConfigValueError, match=r"bomb.yaml, line \d+: .*aliases \(\*name\) expand to more than 100,000"):
+    with pytest.raises(ConfigValueError, match=r"bomb.yaml, line \d+: .*aliases \(\*name\) expand to more than 100,"):
         setup_cfg(str(tmp_path / "bomb.yaml"))
 
 
@@ -130,7 +130,8 @@ def test_a_config_detectron2_dumped_with_aliases_loads(tmp_path):
 def test_a_base_naming_detectron2s_own_lazy_config_is_named(tmp_path):
     import detectron2
 
-    lazy = os.path.join(os.path.dirname(detectron2.__file__), "model_zoo", "configs", "common", "models", "retinanet.py")
+    configs = os.path.join(os.path.dirname(detectron2.__file__), "model_zoo", "configs")
+    lazy = os.path.join(configs, "common", "models", "retinanet.py")
     (tmp_path / "top.yaml").write_text(f'_BASE_: "{lazy}"\n')
     with pytest.raises(ConfigValueError, match=r"retinanet.py.*not a safe YAML config"):
         setup_cfg(str(tmp_path / "top.yaml"))

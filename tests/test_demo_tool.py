@@ -108,7 +108,8 @@ def test_unreadable_image_named_directly_is_an_error(tmp_path, tiny, capsys):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 truncated")
     assert "cannot read image" in _exit_message(capsys, tiny, [str(bad)], tmp_path / "out")
-    assert "missing.png does not exist" in _exit_message(capsys, tiny, [str(tmp_path / "missing.png")], tmp_path / "out")
+    message = _exit_message(capsys, tiny, [str(tmp_path / "missing.png")], tmp_path / "out")
+    assert "missing.png does not exist" in message
 
 
 def test_video(tmp_path, tiny):

@@ -82,7 +82,7 @@ def restore_determinism():
 
 def test_bilinear_upsampling_on_a_gpu_is_refused_by_its_key(restore_determinism):
     model = build_tiny_srn()  # the default top-down upsampling: bilinear
-    with pytest.raises(ConfigValueError, match="MODEL.SRN.FUSE_UPSAMPLE = 'bilinear'.*set MODEL.SRN.FUSE_UPSAMPLE nearest"):
+    with pytest.raises(ConfigValueError, match="FUSE_UPSAMPLE = 'bilinear'.*set MODEL.SRN.FUSE_UPSAMPLE nearest"):
         enable_deterministic_training(model, "cuda", "MODEL.SRN.FUSE_UPSAMPLE")
     assert not torch.are_deterministic_algorithms_enabled()
     with pytest.raises(ConfigValueError, match="CUDNN_BENCHMARK"):

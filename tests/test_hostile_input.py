@@ -213,7 +213,8 @@ def test_resuming_another_models_output_dir_names_the_key(tmp_path):
     SafeCheckpointer(other_model, str(tmp_path), optimizer=torch.optim.Adam(other_model.parameters())).save("m")
     model = build_tiny_srn()
     resumed = SafeCheckpointer(model, str(tmp_path), optimizer=torch.optim.Adam(model.parameters()))
-    with pytest.raises(ValueError, match=r"written by another model \(backbone\.\S+ is \(16,.*\) there, \(32,.*\) here\)"):
+    with pytest.raises(ValueError,
+                       match=r"written by another model \(backbone\.\S+ is \(16,.*\) there, \(32,.*\) here\)"):
         resumed.resume_or_load("", resume=True)
 
 
@@ -414,7 +415,8 @@ def _bad_model(kind, folder, exported):
         ("srn_d2.input_format=YUV", "forged.onnx: metadata srn_d2.input_format = 'YUV': must be BGR or RGB"),
         ("srn_d2.min_size_test=-1", "forged.onnx: metadata srn_d2.min_size_test = '-1'"),
         ("srn_d2.max_size_test=lots", "forged.onnx: metadata srn_d2.max_size_test = 'lots'"),
-        ("srn_d2.min_size_test=800,srn_d2.max_size_test=10", "forged.onnx: metadata srn_d2.max_size_test = 10 is below"),
+        ("srn_d2.min_size_test=800,srn_d2.max_size_test=10",
+         "forged.onnx: metadata srn_d2.max_size_test = 10 is below"),
     ],
 )
 def test_onnx_detector_names_a_bad_model(mini_onnx, tmp_path, kind, message):
@@ -527,7 +529,8 @@ def test_fddb_without_faces_is_undefined_not_zero(tmp_path, capsys):
 # ------------------------------------------------------------------ parsers: any bytes
 
 
-_PARSER_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+_PARSER_SETTINGS = settings(max_examples=150, deadline=None,
+                            suppress_health_check=[HealthCheck.function_scoped_fixture])
 # Bytes near the formats, so that the parsers get past their first line often.
 _NEAR_TEXT = st.lists(st.sampled_from([b"img/a", b"a/1.jpg", b"\n", b" ", b"0", b"1", b"2", b"-1", b"1e999",
                                        b"nan", b"0.5", b"10", b"\xff", b"# ", b"\t"]), max_size=40).map(b"".join)

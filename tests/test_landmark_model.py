@@ -49,8 +49,8 @@ HAND_MADE_SUM = 3 * 0.45 + 0.95  # the unannotated point adds nothing; the occlu
 
 
 def test_landmark_loss_on_hand_made_points():
-    loss = landmark_loss(torch.zeros(1, 10), torch.tensor([ANCHOR]), torch.tensor([HAND_MADE_POINTS], dtype=torch.float),
-                         LandmarkCoder((1.0, 1.0)), beta=0.1)
+    points = torch.tensor([HAND_MADE_POINTS], dtype=torch.float)
+    loss = landmark_loss(torch.zeros(1, 10), torch.tensor([ANCHOR]), points, LandmarkCoder((1.0, 1.0)), beta=0.1)
     assert loss.item() == pytest.approx(HAND_MADE_SUM)
 
 

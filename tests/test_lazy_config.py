@@ -7,7 +7,6 @@ import sys
 
 import pytest
 import torch
-from detectron2.config import instantiate
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
@@ -149,8 +148,9 @@ def test_the_constructors_refuse_what_the_yaml_path_refuses(override, message):
 
 def _train(tmp_path, *args, num_gpus=1):
     env = dict(os.environ, SRN_DATASETS=str(tmp_path / "datasets"), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file", os.path.join(ROOT, "configs/SRN_mini.py"),
-           "--num-gpus", str(num_gpus), *args, "dataloader.train.mapper.augmentations.4.shape=[128,128]",
+    cmd = [sys.executable, os.path.join(ROOT, "train_net.py"),
+           "--config-file", os.path.join(ROOT, "configs/SRN_mini.py"), "--num-gpus", str(num_gpus), *args,
+           "dataloader.train.mapper.augmentations.4.shape=[128,128]",
            f"train.output_dir={tmp_path / 'out'}"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     return proc.returncode, proc.stdout + proc.stderr

@@ -11,7 +11,8 @@ from srn_testing import build_tiny_srn, face_instances, random_image, srn_cfg, t
 
 def _batch():
     boxes = [[[10, 12, 30, 37], [40, 5, 125, 95]], [[60, 20, 70, 33], [2, 4, 90, 94]]]
-    return [{"image": random_image(96, 128, seed=i), "instances": face_instances((96, 128), boxes[i])} for i in range(2)]
+    return [{"image": random_image(96, 128, seed=i), "instances": face_instances((96, 128), boxes[i])}
+            for i in range(2)]
 
 
 def _cfg(checkpoint=""):

@@ -30,7 +30,8 @@ def _int8_neighbours(path):
     graph = onnx.load(path).graph
     dequantized = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
     to_quantize = {node.input[0] for node in graph.node if node.op_type == "QuantizeLinear"}
-    neighbours = {node.op_type for node in graph.node if set(node.input) & dequantized or set(node.output) & to_quantize}
+    neighbours = {node.op_type for node in graph.node
+                  if set(node.input) & dequantized or set(node.output) & to_quantize}
     # Additions and concatenations computed in int8: every input is dequantized or a constant.
     constants = {tensor.name for tensor in graph.initializer}
     int8_merges = sum(node.op_type in ("Add", "Concat") and bool(set(node.input) & dequantized) and

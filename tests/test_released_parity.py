@@ -66,7 +66,8 @@ def _assert_same_detections(expected, boxes, scores, box_tol, score_tol=1e-5):
     assert len(expected) == len(boxes)
     if len(expected) == 0:
         return
-    cost = np.abs(expected[:, None, :4] - boxes[None, :, :4]).max(-1) + 1e3 * np.abs(expected[:, None, 4] - scores[None])
+    cost = (np.abs(expected[:, None, :4] - boxes[None, :, :4]).max(-1)
+            + 1e3 * np.abs(expected[:, None, 4] - scores[None]))
     rows, cols = linear_sum_assignment(cost)
     assert np.abs(expected[rows, :4] - boxes[cols]).max() < box_tol
     assert np.abs(expected[rows, 4] - scores[cols]).max() < score_tol

@@ -60,7 +60,8 @@ def detectron2_matching(thresholds, low_quality, faces, anchors, block=8192):
 def assert_as_detectron2(faces, levels, thresholds, low_quality=True):
     matches, labels = SparseGridMatcher(thresholds, LABELS, low_quality)(Boxes(faces), levels)
     anchors = torch.cat([level.boxes for level in levels])
-    expected_matches, expected_labels, best, best_per_face = detectron2_matching(thresholds, low_quality, faces, anchors)
+    expected = detectron2_matching(thresholds, low_quality, faces, anchors)
+    expected_matches, expected_labels, best, best_per_face = expected
     assert torch.equal(labels, expected_labels)
     if best_per_face is None:
         assert torch.equal(matches, expected_matches)
@@ -121,7 +122,8 @@ def test_refined_anchors_are_matched_densely():
     generator = torch.Generator().manual_seed(8)
     for index in (3, 4, 5):
         boxes = levels[index].boxes
-        refined = boxes + torch.randn(boxes.shape, generator=generator) * 0.2 * (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
+        sizes = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
+        refined = boxes + torch.randn(boxes.shape, generator=generator) * 0.2 * sizes
         levels[index] = AnchorLevel(refined)
     faces = torch.cat([random_faces(150, 256, 4, 120, 9), random_faces(5, 256, 1, 2, 10)])
     assert_as_detectron2(faces, levels, STEPS["step2"])

@@ -42,7 +42,8 @@ def _losses(normalization):
     def maps(levels, dim):
         return {level: torch.zeros(1, 2, dim) for level in levels}
 
-    predictions = TwoStepPredictions(maps(plan.stc_levels, 1), maps(plan.str_levels, 4), maps(LEVELS, 1), maps(LEVELS, 4))
+    predictions = TwoStepPredictions(maps(plan.stc_levels, 1), maps(plan.str_levels, 4), maps(LEVELS, 1),
+                                     maps(LEVELS, 4))
     gt_boxes = {level: torch.tensor([[FACE, FACE]]) for level in LEVELS}
 
     def labels(table):

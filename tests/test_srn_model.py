@@ -21,7 +21,8 @@ def _features_and_predictions(model, image_size, step1_face_prob, step2_logit=0.
     """Hand-made P-features (their sizes give the anchors) and head outputs for one image."""
     height, width = image_size
     plan = model.plan
-    shapes = {level: (math.ceil(height / plan.stride(level)), math.ceil(width / plan.stride(level))) for level in plan.levels}
+    shapes = {level: (math.ceil(height / plan.stride(level)), math.ceil(width / plan.stride(level)))
+              for level in plan.levels}
     features = {level: torch.zeros(1, 1, *shape) for level, shape in shapes.items()}
     a = 2
 
@@ -195,12 +196,14 @@ def test_bottom_up_features_checked():
         build_model(cfg)
 
 
-@pytest.mark.parametrize("config_file", [n for n in model_zoo.list_config_files() if n.startswith("SRN") and n.endswith(".yaml")])
+@pytest.mark.parametrize("config_file",
+                         [n for n in model_zoo.list_config_files() if n.startswith("SRN") and n.endswith(".yaml")])
 def test_srn_configs_load_and_build(config_file):
     cfg = srn_cfg(config_file)
     model = build_model(cfg)
     assert type(model).__name__ == "SRN"
-    assert sum(len(a) for a in model.anchor_generator([torch.zeros(1, 1, 1024 // s, 1024 // s) for s in (4, 8, 16, 32, 64, 128)])) == 174_720
+    maps = [torch.zeros(1, 1, 1024 // s, 1024 // s) for s in (4, 8, 16, 32, 64, 128)]
+    assert sum(len(a) for a in model.anchor_generator(maps)) == 174_720
 
 
 def test_empty_stc_and_str_levels_train():

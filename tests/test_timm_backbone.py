@@ -22,7 +22,8 @@ def test_config_trains_a_step_and_detects(name):
     torch.manual_seed(0)
     model = build_model(cfg)
     batch = [
-        {"image": random_image(128, 160, seed=i), "instances": face_instances((128, 160), [[10, 12, 40, 50], [60, 20, 140, 120]])}
+        {"image": random_image(128, 160, seed=i),
+         "instances": face_instances((128, 160), [[10, 12, 40, 50], [60, 20, 140, 120]])}
         for i in range(2)
     ]
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3)
@@ -44,7 +45,8 @@ def test_config_trains_a_step_and_detects(name):
 def test_a_model_without_stride_4_features_is_named():
     cfg = srn_cfg("SRN_MobileNetV3_widerface.yaml")
     cfg.MODEL.TIMM.NAME = "vit_small_patch16_224"
-    with pytest.raises(ValueError, match=r"MODEL.TIMM.NAME = 'vit_small_patch16_224': has features at strides \[16, 16, 16\].*missing \[4, 8, 32\]"):
+    with pytest.raises(ValueError, match=r"MODEL.TIMM.NAME = 'vit_small_patch16_224': has features at strides "
+                                         r"\[16, 16, 16\].*missing \[4, 8, 32\]"):
         build_model(cfg)
 
 
@@ -78,7 +80,8 @@ def test_freeze_at_follows_detectron2s_stages(model_name, freeze_at, frozen_pref
             assert not parameter.requires_grad, name
         if name.startswith(trained_prefix):
             assert parameter.requires_grad, name
-    assert TimmBackbone(model_name=model_name, freeze_at=5, norm="FrozenBN").body.parameters().__next__().requires_grad is False
+    backbone = TimmBackbone(model_name=model_name, freeze_at=5, norm="FrozenBN")
+    assert next(backbone.body.parameters()).requires_grad is False
 
 
 def test_norm_choices():

@@ -52,7 +52,8 @@ from ..errors import ExportError, require
 from ..modeling import SRN
 from ..utils.file_io import atomic_write, atomic_write_path, check_output_path
 from .batched import BatchedSRN
-from .onnx_runtime import BATCHED_INTERFACE, EXPORT_ID, INPUT_FORMAT, MAX_SIZE_TEST, MIN_SIZE_TEST, PRECISION, SINGLE_INTERFACE, \
+from .onnx_runtime import BATCHED_INTERFACE, EXPORT_ID, INPUT_FORMAT, MAX_SIZE_TEST, MIN_SIZE_TEST, PRECISION, \
+    SINGLE_INTERFACE, \
     pad_images, split_by_image, with_landmarks
 
 __all__ = ["FORMATS", "ExportError", "batched_runner", "check_exportable", "deployment_metadata", "export", "on_cpu",

@@ -192,7 +192,8 @@ class ONNXFaceDetector:
                       and (not self.has_landmarks or (outputs[2].ndim == 3 and outputs[2].shape[2] == 2)))
         if not shapes_fit:
             raise ValueError(f"{self.path}: its graph gave outputs of shapes {[o.shape for o in outputs]}; the export "
-                             "writes boxes (N, 4), scores (N,)" + (", landmarks (N, K, 2)" if self.has_landmarks else "")
+                             "writes boxes (N, 4), scores (N,)"
+                             + (", landmarks (N, K, 2)" if self.has_landmarks else "")
                              + (", batch_index (N,)" if self.batched else ""))
         if self.batched:
             batch_index = outputs[-1]

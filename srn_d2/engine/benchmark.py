@@ -54,7 +54,8 @@ def training_batch(size: int, batch: int, faces: int, device: str):
         instances.gt_classes = torch.zeros(faces, dtype=torch.long)
         # Every face has landmarks, which only a landmark model reads.
         points = boxes[:, None, :2] + _LANDMARKS_IN_BOX * (boxes[:, None, 2:] - boxes[:, None, :2])
-        instances.gt_keypoints = Keypoints(torch.cat([points, torch.full((faces, len(_LANDMARKS_IN_BOX), 1), 2.0)], dim=-1))
+        visible = torch.full((faces, len(_LANDMARKS_IN_BOX), 1), 2.0)
+        instances.gt_keypoints = Keypoints(torch.cat([points, visible], dim=-1))
         image = torch.randint(0, 256, (3, size, size), generator=generator).float()
         inputs.append({"image": image.to(device), "instances": instances.to(device)})
     return inputs
@@ -145,7 +146,8 @@ def benchmark(entries, opts, size, device, iters, warmup, train_batch, faces, am
         with tempfile.TemporaryDirectory() as folder:
             for index, candidate in enumerate(candidates):
                 candidate.export_onnx(os.path.join(folder, f"{index}.onnx"))
-        for candidate, ms in zip(candidates, interleaved_median_ms([c.infer_onnx for c in candidates], iters, warmup, device)):
+        onnx_ms = interleaved_median_ms([c.infer_onnx for c in candidates], iters, warmup, device)
+        for candidate, ms in zip(candidates, onnx_ms):
             candidate.row["onnx_ms"] = ms
     for candidate in candidates:
         candidate.row["infer_peak_MiB"] = peak_mib(candidate.infer, device)

@@ -81,8 +81,8 @@ def resolve_device(device: str, key: str, training: bool = False, num_gpus: int 
         if training:
             raise ConfigValueError(
                 f"{key} = {device!r}: {cause}. Install a torch build that matches the driver (make install "
-                f"TORCH_INDEX_URL=https://download.pytorch.org/whl/cuXYZ, see the README's Install), or set {key} cpu to "
-                "train on the CPU")
+                "TORCH_INDEX_URL=https://download.pytorch.org/whl/cuXYZ, see the README's Install), "
+                f"or set {key} cpu to train on the CPU")
         logger.warning(f"{key} = {device!r} but {cause}: running on the CPU")
         return "cpu"
     if not wants_cuda and num_gpus > 1 and torch.cuda.is_available():

@@ -224,7 +224,8 @@ def plan_inputs(inputs: List[str]) -> List[Tuple[str, bool, bool]]:
     for path, is_video, _ in plan:
         for name in _output_names(path, is_video):
             if name in writers and writers[name] != path:
-                raise ValueError(f"{writers[name]} and {path} would both write {name}; run them into different --output folders")
+                raise ValueError(f"{writers[name]} and {path} would both write {name}; "
+                                 "run them into different --output folders")
             writers[name] = path
     return plan
 

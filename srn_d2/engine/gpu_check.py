@@ -179,7 +179,8 @@ def _ap_line(stdout: str) -> str:
     return lines[-1].split("copypaste:", 1)[1].strip() if lines else "(no AP printed)"
 
 
-def run_gpu_check(device: str, settings: CheckSettings, export_folder: Optional[str] = None) -> Tuple[List[dict], List[str]]:
+def run_gpu_check(device: str, settings: CheckSettings,
+                  export_folder: Optional[str] = None) -> Tuple[List[dict], List[str]]:
     """The check's rows (model x precision) and its summary lines (goals, export, several GPUs)."""
     rows = []
     for config in settings.configs:

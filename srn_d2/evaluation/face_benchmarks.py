@@ -35,7 +35,7 @@ The protocol:
 """
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -159,7 +159,8 @@ class BenchmarkDetections:
                    np.asarray(boxes, np.float64).reshape(-1, 4)[order])
 
     def without_small(self) -> Tuple["BenchmarkDetections", int]:
-        """Without the detections whose width and height are both at most MIN_DETECTION_SIDE; and how many those were."""
+        """Without the detections whose width and height are both at most MIN_DETECTION_SIDE;
+        and how many those were."""
         sides = self.boxes[:, 2:] - self.boxes[:, :2]
         keep = (sides > MIN_DETECTION_SIDE).any(axis=1)
         return BenchmarkDetections(self.image[keep], self.scores[keep], self.boxes[keep]), int((~keep).sum())

@@ -128,7 +128,8 @@ def require_valid_rows(rows: np.ndarray, source: str) -> np.ndarray:
     negative = (rows[:, 2] < 0) | (rows[:, 3] < 0)
     if negative.any():
         first = int(np.flatnonzero(negative)[0])
-        raise ValueError(f"{source}: box {first + 1} has a negative width or height: {np.asarray(rows)[first].tolist()}")
+        raise ValueError(f"{source}: box {first + 1} has a negative width or height: "
+                         f"{np.asarray(rows)[first].tolist()}")
     return rows
 
 

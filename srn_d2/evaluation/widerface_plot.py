@@ -7,8 +7,8 @@ from .widerface_protocol import PRCurve
 
 def plot_pr_curves(curves: Mapping[str, PRCurve], path: str, title: str = "WIDER FACE") -> None:
     """Draw each setting's PR curve (legend: AP) into an image file (Agg backend)."""
-    plot_curves({f"{setting} (AP {curve.ap:.3f})": (curve.recall, curve.precision) for setting, curve in curves.items()},
-                path, title)
+    plot_curves({f"{setting} (AP {curve.ap:.3f})": (curve.recall, curve.precision)
+                 for setting, curve in curves.items()}, path, title)
 
 
 def plot_curves(curves: Mapping[str, Tuple[Sequence[float], Sequence[float]]], path: str, title: str,

@@ -54,5 +54,6 @@ class SelectiveTwoStepRegression:
         # Every STR level refined in one call: a few large kernels rather than a few per level.
         sizes = [anchors[level].shape[-2] for level in self.levels]
         deltas = torch.cat([step1_deltas[level] for level in self.levels], dim=-2)
-        refined = dict(zip(self.levels, self.refine(deltas, torch.cat([anchors[l] for l in self.levels])).split(sizes, -2)))
+        refined = self.refine(deltas, torch.cat([anchors[level] for level in self.levels])).split(sizes, -2)
+        refined = dict(zip(self.levels, refined))
         return {level: refined.get(level, boxes) for level, boxes in anchors.items()}

@@ -35,7 +35,7 @@ from .anchor_labelling import FaceBatch, label_anchors
 from .matcher import SparseGridMatcher
 from .selective_classification import SelectiveTwoStepClassification
 from .selective_regression import SelectiveTwoStepRegression
-from .srn_losses import LOSS_NORMALIZATIONS, SRNLosses
+from .srn_losses import SRNLosses
 from .two_step_head import SelectiveTwoStepHead, TwoStepPredictions
 
 logger = logging.getLogger(__name__)

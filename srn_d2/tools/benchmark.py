@@ -45,7 +45,8 @@ def _benchmark(argv) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--train-batch", type=int, default=2, help="images per training step; 0 skips training")
     parser.add_argument("--faces", type=int, default=20, help="faces per training image")
-    parser.add_argument("--amp", action="store_true", help="training steps under autocast (bfloat16 on the CPU, float16 on CUDA)")
+    parser.add_argument("--amp", action="store_true",
+                        help="training steps under autocast (bfloat16 on the CPU, float16 on CUDA)")
     parser.add_argument(
         "--onnx", action="store_true", help="also export each config and time it end to end on onnxruntime (CPU)"
     )
@@ -54,7 +55,8 @@ def _benchmark(argv) -> int:
     # As SRNTrainer does on the CPU, so that training steps are timed as they train.
     torch.set_flush_denormal(True)
 
-    columns = ["config", "size", "params_M", "GFLOPs", "infer_ms", "infer_peak_MiB"] + (["onnx_ms"] if args.onnx else [])
+    columns = ["config", "size", "params_M", "GFLOPs", "infer_ms", "infer_peak_MiB"]
+    columns += ["onnx_ms"] if args.onnx else []
     if args.train_batch > 0:
         columns += ["train_ms", "train_peak_MiB"]
     print(f"device: {args.device}, threads: {torch.get_num_threads()}, median of {args.iters} runs taken in turns"

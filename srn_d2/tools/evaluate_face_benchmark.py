@@ -66,8 +66,8 @@ def _evaluate(argv) -> int:
 def _plot(results, path: str, title: str) -> None:
     """The calibrated PR curve of every file, best first in the legend."""
     ranked = sorted(results.items(), key=lambda item: -item[1]["AP_calibrated"])
-    plot_curves({f"{name} (AP {100 * r['AP_calibrated']:.2f})": r["matches_calibrated"].pr_curve() for name, r in ranked},
-                path, title, size=(6, 5))
+    plot_curves({f"{name} (AP {100 * r['AP_calibrated']:.2f})": r["matches_calibrated"].pr_curve()
+                 for name, r in ranked}, path, title, size=(6, 5))
 
 
 if __name__ == "__main__":

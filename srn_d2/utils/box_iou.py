@@ -44,4 +44,5 @@ def aligned_iou(
     inter = width_height.clamp(min=0).prod(dim=-1)
     area_a = box_areas(a, plus_one) if area_a is None else area_a
     area_b = box_areas(b, plus_one) if area_b is None else area_b
-    return torch.where(inter > 0, inter / (area_a + area_b - inter), torch.zeros((), dtype=inter.dtype, device=inter.device))
+    zero = torch.zeros((), dtype=inter.dtype, device=inter.device)
+    return torch.where(inter > 0, inter / (area_a + area_b - inter), zero)

@@ -63,7 +63,8 @@ class DispatchCount(TorchDispatchMode):
     Attributes:
         ops: operators run, by name (``aten.add``).
         syncs: operators that wait on the device, by kind (:data:`SYNC_KINDS`): a Python
-            number or list read from a tensor (``item``, ``int``, ``tolist``, ``numpy``), an output shaped by the data (``nonzero``), a boolean
+            number or list read from a tensor (``item``, ``int``, ``tolist``, ``numpy``), an
+            output shaped by the data (``nonzero``), a boolean
             mask index or assignment, ``repeat_interleave`` without ``output_size``, a tensor
             made from Python data (on a GPU, a copy from the host).
     """

@@ -26,7 +26,8 @@ logger = logging.getLogger(__name__)
 # proportion to its length at every step that copies or parses it.
 MAX_LINE_BYTES = 1 << 20
 
-__all__ = ["MAX_LINE_BYTES", "check_relative_path", "join_inside", "check_output_path", "check_output_folder", "check_run_folder",
+__all__ = ["MAX_LINE_BYTES", "check_relative_path", "join_inside", "check_output_path", "check_output_folder",
+           "check_run_folder",
            "atomic_write", "atomic_write_path", "partial_prefix", "process_alive", "remove_abandoned_partials",
            "write_bytes", "write_text", "write_image", "save_figure"]
 
