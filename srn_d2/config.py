@@ -5,7 +5,7 @@ they follow the authors' released inference code; where the two disagree, the
 comment names the other value, and ``SRN_R_50_official.yaml`` sets the
 released ones. docs/DESIGN.md lists every paper-vs-release difference.
 Checks of the values live with the code that reads them (``srn_d2.errors.require``);
-reading config files safely lives in ``srn_d2.engine.defaults``.
+reading config files safely lives in ``srn_d2.engine.config_files``.
 """
 from .utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import math
@@ -172,8 +172,8 @@ def _add_model_config(cfg):
 
     # Inference. Candidates of each level: step-2 score above SCORE_THRESH_TEST,
     # then that level's best TOPK_CANDIDATES_TEST; NMS over all levels; at most
-    # TEST.DETECTIONS_PER_IMAGE (750) kept. Paper: top 2000, NMS 0.5. Released
-    # code: top 6000 per level, NMS 0.4.
+    # TEST.DETECTIONS_PER_IMAGE kept (Detectron2's default 100; Base-SRN.yaml sets 750).
+    # Paper: top 2000, NMS 0.5. Released code: top 6000 per level, NMS 0.4.
     _C.MODEL.SRN.SCORE_THRESH_TEST = 0.05
     _C.MODEL.SRN.TOPK_CANDIDATES_TEST = 2000
     _C.MODEL.SRN.NMS_THRESH_TEST = 0.5

@@ -4,7 +4,7 @@ Registration reads nothing: each loader resolves the datasets root
 (``$SRN_DATASETS``, default ``datasets``) and reads its files only when the
 dataset is first asked for. Metadata paths (``image_root``, ``gt_file``,
 ``gt_mat_dir``, ...) are relative to that root and resolved when used, with
-:func:`srn_d2.data.paths.resolve_dataset_path`.
+:func:`srn_d2.data.datasets_root.resolve_dataset_path`.
 
 Expected layout under the root (see datasets/README.md)::
 
