@@ -18,6 +18,7 @@ import pickle
 from typing import Sequence
 
 __all__ = [
+    "InputError",
     "ConfigValueError",
     "UnsafeCheckpointError",
     "UnreadableCheckpointError",
@@ -33,7 +34,12 @@ __all__ = [
 ]
 
 
-class ConfigValueError(ValueError):
+class InputError(ValueError):
+    """Bad input that srn_d2 itself found and named (a file and line, a key, an image): reported
+    as one line. A ValueError of any other origin is a bug, and keeps its traceback."""
+
+
+class ConfigValueError(InputError):
     """A config key or command-line option holds a value that cannot be used."""
 
 
@@ -45,11 +51,11 @@ class UnreadableCheckpointError(OSError):
     """A checkpoint file is missing, truncated or not a checkpoint."""
 
 
-class ImageTooLargeError(ValueError):
+class ImageTooLargeError(InputError):
     """An image the network would run on at more pixels than the detectors take."""
 
 
-class RandomWeightsError(ValueError):
+class RandomWeightsError(InputError):
     """Inference was asked of a model whose weights are (partly) random."""
 
 
@@ -57,12 +63,12 @@ class ExportError(RuntimeError):
     """An exported model does not give the PyTorch model's detections."""
 
 
-class OutputPathError(ValueError):
+class OutputPathError(InputError):
     """A file srn_d2 was asked to write cannot be written safely (a link, a folder, no write access)."""
 
 
-# Bad input (files, values, weights) as opposed to bugs: reported without a traceback.
-REPORTED_ERRORS = (ValueError, OSError, UnsafeCheckpointError, ExportError)
+# Bad input (files, values, weights, the machine's files) as opposed to bugs: reported without a traceback.
+REPORTED_ERRORS = (InputError, OSError, UnsafeCheckpointError, ExportError)
 
 
 def require(ok: bool, key: str, value, requirement: str) -> None:
@@ -106,6 +112,6 @@ def require_unique_images(names: Sequence[str], places: Sequence[str]) -> None:
         if key in first_place:
             first_name, first = first_place[key]
             spelled = f" (as {first_name})" if first_name != name else ""
-            raise ValueError(f"{place}: image {name} is listed again (first at {first}{spelled}); "
+            raise InputError(f"{place}: image {name} is listed again (first at {first}{spelled}); "
                              "each image may be listed once")
         first_place[key] = (name, place)

@@ -684,3 +684,21 @@ def test_onnx_detector_names_a_model_whose_outputs_do_not_fit(tmp_path, boxes, s
     detector = ONNXFaceDetector(_constant_model(tmp_path, boxes, scores, batch_index))
     with pytest.raises(ValueError, match=rf"constant.onnx: its graph gave {message}"):
         detector(np.zeros((20, 20, 3), np.uint8))
+
+
+def test_only_input_errors_become_one_line_and_a_bug_keeps_its_traceback(capsys):
+    """srn_d2's own checks raise InputError (a ValueError) naming what is at fault: one line, exit 2.
+    A ValueError from anywhere else is a bug, and a one-line message would hide where it came from."""
+    from srn_d2.errors import InputError
+    from srn_d2.tools import run_command
+
+    def named(argv):
+        raise InputError("labels.txt:3: expected 20 numbers")
+
+    def bug(argv):
+        return int("not a number")
+
+    assert run_command(named, []) == 2
+    assert capsys.readouterr().err == "error: labels.txt:3: expected 20 numbers\n"
+    with pytest.raises(ValueError, match="invalid literal for int"):
+        run_command(bug, [])

@@ -125,6 +125,7 @@ def test_a_typo_is_named_in_an_override_and_in_a_config_file(tmp_path):
     ("train.max_iter=2.5", r"train.max_iter = 2.5: must be a whole number"),
     ("optimizer.lr=abc", r"optimizer.lr = 'abc': must be a number"),
     ("train.amp.enabled=3", r"train.amp.enabled = 3: must be true or false"),
+    ("train.max_iter=[1,", r"override: no viable alternative at input '\[1,'"),
 ])
 def test_an_override_of_the_wrong_kind_is_named(override, message):
     with pytest.raises(ConfigValueError, match=message):

@@ -8,7 +8,7 @@ from typing import List
 
 import numpy as np
 
-from ..errors import require_unique_images
+from ..errors import InputError, require_unique_images
 from ..utils.file_io import MAX_LINE_BYTES
 
 
@@ -52,7 +52,7 @@ def read_counted_records(
     """
     lines = read_text_lines(path)
     if not any(line.strip() for line in lines):
-        raise ValueError(f"{path}: lists no image (the file is empty or blank)")
+        raise InputError(f"{path}: lists no image (the file is empty or blank)")
     names, counts, starts = [], [], []
     try:
         _index_images(path, lines, num_fields, zero_count_placeholder, names, counts, starts)
@@ -86,12 +86,12 @@ def read_text_lines(path: str) -> List[str]:
             if not raw:
                 break
             if len(raw) > MAX_LINE_BYTES:
-                raise ValueError(f"{path}:{number}: a line of more than {MAX_LINE_BYTES:,} bytes; annotation "
+                raise InputError(f"{path}:{number}: a line of more than {MAX_LINE_BYTES:,} bytes; annotation "
                                  "lines are an image path or a face's numbers")
             try:
                 text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as error:
-                raise ValueError(f"{path}:{number}: not UTF-8 text ({error.reason} at byte {error.start} of the "
+                raise InputError(f"{path}:{number}: not UTF-8 text ({error.reason} at byte {error.start} of the "
                                  "line)") from None
             # As str.splitlines of the whole text: other line breaks (\r, \x0b, ...) split too.
             lines.extend(text.splitlines() or [""])
@@ -108,9 +108,9 @@ def _index_images(path, lines, num_fields, zero_count_placeholder, names, counts
     while line_index < num_lines:
         name = lines[line_index].strip()
         if not name:
-            raise ValueError(f"{path}:{line_index + 1}: expected an image path, got a blank line")
+            raise InputError(f"{path}:{line_index + 1}: expected an image path, got a blank line")
         if line_index + 1 >= num_lines:
-            raise ValueError(
+            raise InputError(
                 f"{path}:{line_index + 2}: file is truncated: no record count after "
                 f"image path {name!r}"
             )
@@ -118,7 +118,7 @@ def _index_images(path, lines, num_fields, zero_count_placeholder, names, counts
         start = line_index + 2
         stop = start + count
         if stop > num_lines:
-            raise ValueError(
+            raise InputError(
                 f"{path}:{num_lines + 1}: file is truncated: the count {count} at line "
                 f"{line_index + 2} needs records on lines {start + 1}-{stop}, "
                 f"but the file has {num_lines} lines"
@@ -142,7 +142,7 @@ def _placeholder_length(path: str, line_number: int, text: str, num_fields: int)
     except ValueError:
         return 0
     if any(values):
-        raise ValueError(
+        raise InputError(
             f"{path}:{line_number}: a record follows a count of 0 (line {line_number - 1}); "
             "fix the count, or make the line the all-zero placeholder"
         )
@@ -168,8 +168,8 @@ def _parse_count(path: str, line_number: int, text: str) -> int:
     if token.isdigit():
         return int(token)
     if token.startswith("-") and token[1:].isdigit():
-        raise ValueError(f"{path}:{line_number}: negative record count {token!r}")
-    raise ValueError(f"{path}:{line_number}: expected an integer record count, got {token!r}")
+        raise InputError(f"{path}:{line_number}: negative record count {token!r}")
+    raise InputError(f"{path}:{line_number}: expected an integer record count, got {token!r}")
 
 
 def parse_records(path, record_text, record_lines, num_fields) -> np.ndarray:
@@ -184,17 +184,17 @@ def parse_records(path, record_text, record_lines, num_fields) -> np.ndarray:
         records = None
     if records is None or records.shape != (len(record_text), num_fields):
         raise_first_bad_record(path, record_text, record_lines, num_fields)
-        raise ValueError(f"{path}: could not parse the records")
+        raise InputError(f"{path}: could not parse the records")
     finite = np.isfinite(records).all(axis=1)
     if not finite.all():
         first = int(np.flatnonzero(~finite)[0])
-        raise ValueError(
+        raise InputError(
             f"{path}:{int(record_lines[first])}: non-finite number (nan or inf) in {shown(record_text[first])}"
         )
     beyond = (np.abs(records) > MAX_COORDINATE).any(axis=1)
     if beyond.any():
         first = int(np.flatnonzero(beyond)[0])
-        raise ValueError(
+        raise InputError(
             f"{path}:{int(record_lines[first])}: a number beyond any image (more than {MAX_COORDINATE:,} px) in "
             f"{shown(record_text[first])}"
         )
@@ -211,14 +211,14 @@ def raise_first_bad_record(path, record_text, record_lines, num_fields):
     for text, line_number in zip(record_text, record_lines):
         tokens = text.split()
         if len(tokens) != num_fields:
-            raise ValueError(
+            raise InputError(
                 f"{path}:{line_number}: expected {num_fields} numbers, "
                 f"got {len(tokens)}: {shown(text)}"
             )
         try:
             np.loadtxt([text], dtype=np.float64, ndmin=2, comments=None)
         except ValueError:
-            raise ValueError(
+            raise InputError(
                 f"{path}:{line_number}: non-numeric field in {shown(text)}"
             ) from None
 

@@ -15,7 +15,7 @@ from detectron2.data import transforms as T
 from detectron2.data.detection_utils import build_augmentation
 from fvcore.transforms.transform import CropTransform, NoOpTransform, Transform
 
-from ..errors import require
+from ..errors import InputError, require
 
 _HSV_CONVERSIONS = {
     "BGR": (cv2.COLOR_BGR2HSV, cv2.COLOR_HSV2BGR),
@@ -44,7 +44,7 @@ class PhotometricDistortionTransform(Transform):
 
     def apply_image(self, img: np.ndarray) -> np.ndarray:
         if img.dtype != np.uint8:
-            raise ValueError(
+            raise InputError(
                 f"PhotometricDistortionTransform expects uint8 images, got {img.dtype}"
             )
         image = img.astype(np.float32)
@@ -138,7 +138,7 @@ class ExpandTransform(Transform):
     ):
         super().__init__()
         if left < 0 or top < 0 or left + orig_w > canvas_w or top + orig_h > canvas_h:
-            raise ValueError(
+            raise InputError(
                 f"image {orig_w}x{orig_h} at ({left}, {top}) does not fit "
                 f"a {canvas_w}x{canvas_h} canvas"
             )
@@ -146,7 +146,7 @@ class ExpandTransform(Transform):
 
     def _paste(self, img: np.ndarray, fill) -> np.ndarray:
         if img.shape[:2] != (self.orig_h, self.orig_w):
-            raise ValueError(
+            raise InputError(
                 f"ExpandTransform made for {self.orig_h}x{self.orig_w} images got {img.shape[:2]}"
             )
         canvas = np.empty((self.canvas_h, self.canvas_w) + img.shape[2:], dtype=img.dtype)

@@ -12,7 +12,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import Boxes, BoxMode, Instances, Keypoints
 from detectron2.utils.logger import log_every_n_seconds
 
-from ..errors import require
+from ..errors import InputError, require
 from .augmentation import build_srn_test_augmentation, build_srn_train_augmentation
 from .image_io import image_to_tensor, read_image
 
@@ -118,7 +118,7 @@ class SRNDatasetMapper(DatasetMapper):
     def _transform_keypoints(self, faces: List[Dict], transforms, file_name: str) -> np.ndarray:
         """(N, K, 3) keypoints of ``faces`` after ``transforms``; unannotated points stay (0, 0, 0)."""
         if any("keypoints" not in face for face in faces):
-            raise ValueError(
+            raise InputError(
                 f"{file_name}: a face has no 'keypoints' while MODEL.SRN.LANDMARKS.ENABLED (or MODEL.KEYPOINT_ON) "
                 "is set; train on a dataset with landmarks (datasets/README.md) or turn it off"
             )

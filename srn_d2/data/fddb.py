@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from detectron2.structures import BoxMode
 
-from ..errors import require_unique_images
+from ..errors import InputError, require_unique_images
 from .annotation_text import read_counted_records
 from .image_io import read_image_size
 from ..utils.file_io import check_relative_path
@@ -72,7 +72,7 @@ def _load_fold(fold_file: str, image_root: str, read_sizes: bool) -> List[Dict]:
     implausible = (np.abs(ellipses[:, [0, 1, 3, 4]]) > MAX_ELLIPSE_PX).any(axis=1)
     if implausible.any():
         line = int(parsed.record_lines[implausible][0])
-        raise ValueError(f"{fold_file}:{line}: an ellipse radius or centre beyond {MAX_ELLIPSE_PX:g} px "
+        raise InputError(f"{fold_file}:{line}: an ellipse radius or centre beyond {MAX_ELLIPSE_PX:g} px "
                          f"({ellipses[implausible][0].tolist()}); no photo is that large")
     num_dropped = 0
     dataset_dicts = []

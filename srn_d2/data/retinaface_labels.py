@@ -27,7 +27,7 @@ from typing import Dict, List
 import numpy as np
 from detectron2.structures import BoxMode
 
-from ..errors import require_unique_images
+from ..errors import InputError, require_unique_images
 from .annotation_text import parse_records, read_text_lines, shown
 from .wider_face import gc_paused, image_records
 
@@ -65,10 +65,10 @@ def load_retinaface_labels(label_file: str, image_root: str, *, read_sizes: bool
     is_face = ~is_header & np.fromiter((bool(line) for line in stripped), dtype=bool, count=len(stripped))
     header_lines = np.flatnonzero(is_header)
     if len(header_lines) == 0:
-        raise ValueError(f"{label_file}: lists no image (no '# <image path>' line)")
+        raise InputError(f"{label_file}: lists no image (no '# <image path>' line)")
     face_lines = np.flatnonzero(is_face)
     if len(face_lines) and face_lines[0] < header_lines[0]:
-        raise ValueError(f"{label_file}:{face_lines[0] + 1}: a face before the first '# <image path>' line")
+        raise InputError(f"{label_file}:{face_lines[0] + 1}: a face before the first '# <image path>' line")
 
     names = [_image_path(label_file, int(i) + 1, stripped[i]) for i in header_lines]
     places = [f"{label_file}:{i + 1}" for i in header_lines.tolist()]
@@ -92,7 +92,7 @@ def load_retinaface_labels(label_file: str, image_root: str, *, read_sizes: bool
 def _image_path(label_file: str, line_number: int, header: str) -> str:
     path = header[1:].strip()
     if not path or len(path.split()) != 1:
-        raise ValueError(
+        raise InputError(
             f"{label_file}:{line_number}: expected '# <image path>', got {shown(header)} "
             "(SCRFD's labelv2 files, with the image size after the path and x2 y2 boxes, are another format)"
         )
@@ -111,7 +111,7 @@ def _parse_faces(label_file: str, face_text: List[str], face_lines: np.ndarray) 
     known = np.isin(flags, list(_VISIBILITY_OF_FLAG))
     if not known.all():
         face, point = (int(v) for v in np.argwhere(~known)[0])
-        raise ValueError(
+        raise InputError(
             f"{label_file}:{int(face_lines[face])}: the flag of landmark {point + 1} ({LANDMARK_NAMES[point]}) "
             f"is {flags[face, point]:g}; it must be 0 (visible), 1 (occluded) or -1 (not annotated)"
         )
@@ -156,7 +156,7 @@ def attach_landmarks(dataset_dicts: List[Dict], label_file: str, image_root: str
     by_id = {record["image_id"]: record for record in labelled}
     missing = [record["image_id"] for record in dataset_dicts if record["image_id"] not in by_id]
     if missing or len(labelled) != len(dataset_dicts):
-        raise ValueError(
+        raise InputError(
             f"{label_file}: lists {len(labelled)} images, the boxes' file {len(dataset_dicts)}"
             + (f"; {len(missing)} of the latter are missing, first {missing[0]!r}" if missing else "")
         )
@@ -166,7 +166,7 @@ def attach_landmarks(dataset_dicts: List[Dict], label_file: str, image_root: str
         boxes = np.array([face["bbox"] for face in faces], dtype=np.float64).reshape(-1, 4)
         landmark_boxes = np.array([face["bbox"] for face in points], dtype=np.float64).reshape(-1, 4)
         if not np.array_equal(boxes, landmark_boxes):
-            raise ValueError(
+            raise InputError(
                 f"{label_file}: the faces of {record['image_id']!r} differ from the boxes' file "
                 f"({len(landmark_boxes)} against {len(boxes)} boxes, or other boxes)"
             )

@@ -13,7 +13,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from ..utils.file_io import check_relative_path
-from ..errors import require_unique_images
+from ..errors import InputError, require_unique_images
 from .annotation_text import read_counted_records, read_text_lines
 from .image_io import read_image_size
 
@@ -103,7 +103,7 @@ def load_wider_face_test_list(file_list: str, image_root: str, *, read_sizes: bo
     listed = [(name.strip(), f"{file_list}:{number}")
               for number, name in enumerate(read_text_lines(file_list), start=1) if name.strip()]
     if not listed:
-        raise ValueError(f"{file_list}: lists no image (the file is empty or blank)")
+        raise InputError(f"{file_list}: lists no image (the file is empty or blank)")
     require_unique_images([name for name, _ in listed], [place for _, place in listed])
     return [image_record(check_relative_path(name, place), image_root, read_sizes) for name, place in listed]
 

@@ -26,6 +26,7 @@ import numpy as np
 import onnxruntime
 from PIL import Image
 
+from ..errors import InputError
 from ..utils.image_checks import check_bgr_image, check_test_size
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class ONNXFaceDetector:
                 fastest back to back); False when other work shares the cores.
         """
         if not isinstance(path, (str, os.PathLike)):
-            raise ValueError(f"ONNXFaceDetector takes the path of a model.onnx, not {type(path).__name__}")
+            raise InputError(f"ONNXFaceDetector takes the path of a model.onnx, not {type(path).__name__}")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such ONNX file")
         self.path = str(path)
@@ -81,30 +82,30 @@ class ONNXFaceDetector:
             self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime's own types: InvalidProtobuf, Fail, InvalidGraph, ...
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ValueError(f"{path}: not a readable ONNX model ({reason})") from None
+            raise InputError(f"{path}: not a readable ONNX model ({reason})") from None
         self._check_interface(path)
         metadata = self.session.get_modelmeta().custom_metadata_map
         missing = [k for k in (INPUT_FORMAT, MIN_SIZE_TEST, MAX_SIZE_TEST) if k not in metadata]
         if missing:
-            raise ValueError(f"{path}: no {missing} metadata; export the model with python -m srn_d2.tools.export")
+            raise InputError(f"{path}: no {missing} metadata; export the model with python -m srn_d2.tools.export")
         self.input_format = metadata[INPUT_FORMAT]
         self.precision = metadata.get(PRECISION, "fp32")
         self.export_id = metadata.get(EXPORT_ID)
         if self.precision == "int8":
             check_int8_twin(path, self.export_id)
         if self.input_format not in ("BGR", "RGB"):
-            raise ValueError(f"{path}: metadata {INPUT_FORMAT} = {self.input_format!r}: must be BGR or RGB")
+            raise InputError(f"{path}: metadata {INPUT_FORMAT} = {self.input_format!r}: must be BGR or RGB")
         self.min_size = _size_metadata(path, metadata, MIN_SIZE_TEST)
         self.max_size = _size_metadata(path, metadata, MAX_SIZE_TEST)
         if self.min_size and self.max_size < self.min_size:
-            raise ValueError(f"{path}: metadata {MAX_SIZE_TEST} = {self.max_size} is below {MIN_SIZE_TEST} = "
+            raise InputError(f"{path}: metadata {MAX_SIZE_TEST} = {self.max_size} is below {MIN_SIZE_TEST} = "
                              f"{self.min_size}")
 
     def _check_interface(self, path: str) -> None:
         interface = (tuple((i.name, len(i.shape)) for i in self.session.get_inputs()),
                      tuple(o.name for o in self.session.get_outputs()))
         if interface not in INTERFACES:
-            raise ValueError(
+            raise InputError(
                 f"{path}: takes {list(interface[0])} and gives {list(interface[1])}; a model exported by "
                 f"srn_d2.tools.export takes {list(SINGLE_INTERFACE[0])} and gives {list(SINGLE_INTERFACE[1])}, "
                 f"or, batched, takes {list(BATCHED_INTERFACE[0])} and gives {list(BATCHED_INTERFACE[1])}, "
@@ -114,7 +115,7 @@ class ONNXFaceDetector:
         self.has_landmarks = interface[1][-1] == LANDMARKS
         rank = len(self.session.get_outputs()[-1].shape)
         if self.has_landmarks and rank != 3:
-            raise ValueError(f"{path}: gives {LANDMARKS!r} of rank {rank}; the export writes them as (N, K, 2) "
+            raise InputError(f"{path}: gives {LANDMARKS!r} of rank {rank}; the export writes them as (N, K, 2) "
                              "x, y per detection and point")
 
     def __call__(self, images: Union[np.ndarray, Sequence[np.ndarray]], pad: bool = False
@@ -141,7 +142,7 @@ class ONNXFaceDetector:
             try:
                 check_bgr_image(bgr)
             except ValueError as error:
-                raise ValueError(f"image {index} of {len(images)}: {error}") from None
+                raise InputError(f"image {index} of {len(images)}: {error}") from None
         prepared = [self._prepare(bgr) for bgr in images]
         results: List[Optional[Detections]] = [None] * len(images)
         for group in self._calls(prepared, pad):
@@ -191,14 +192,14 @@ class ONNXFaceDetector:
                       and all(len(o) == count for o in outputs[2:])
                       and (not self.has_landmarks or (outputs[2].ndim == 3 and outputs[2].shape[2] == 2)))
         if not shapes_fit:
-            raise ValueError(f"{self.path}: its graph gave outputs of shapes {[o.shape for o in outputs]}; the export "
+            raise InputError(f"{self.path}: its graph gave outputs of shapes {[o.shape for o in outputs]}; the export "
                              "writes boxes (N, 4), scores (N,)"
                              + (", landmarks (N, K, 2)" if self.has_landmarks else "")
                              + (", batch_index (N,)" if self.batched else ""))
         if self.batched:
             batch_index = outputs[-1]
             if len(batch_index) and (batch_index.min() < 0 or batch_index.max() >= num_images):
-                raise ValueError(f"{self.path}: its graph gave a batch_index of {int(batch_index.max())} or "
+                raise InputError(f"{self.path}: its graph gave a batch_index of {int(batch_index.max())} or "
                                  f"{int(batch_index.min())} for a batch of {num_images} images")
         values = [o.reshape(count, -1) for o in outputs[:3 if self.has_landmarks else 2]]
         usable = np.isfinite(np.concatenate(values, axis=1)).all(axis=1)
@@ -280,5 +281,5 @@ def _size_metadata(path: str, metadata, key: str) -> int:
     except ValueError:
         value = -1
     if value < 0:
-        raise ValueError(f"{path}: metadata {key} = {metadata[key]!r}: must be a whole number of pixels, 0 or more")
+        raise InputError(f"{path}: metadata {key} = {metadata[key]!r}: must be a whole number of pixels, 0 or more")
     return value

@@ -24,7 +24,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.visualizer import Visualizer
 
 from ..data.image_io import read_image
-from ..errors import ImageTooLargeError
+from ..errors import ImageTooLargeError, InputError
 from ..evaluation.face_evaluator import instances_to_xywhs
 from ..evaluation.prediction_files import write_widerface_predictions
 from ..utils.file_io import atomic_write_path, check_output_folder, check_output_path, write_image, write_text
@@ -144,7 +144,7 @@ class FaceDemo:
         outputs = [os.path.join(self.output_dir, name) for name in _output_names(path, is_video)]
         for output in outputs:
             if os.path.lexists(output) and os.path.realpath(output) == os.path.realpath(path):
-                raise ValueError(f"--output {self.output_dir} holds the input {path}: {output} would overwrite it")
+                raise InputError(f"--output {self.output_dir} holds the input {path}: {output} would overwrite it")
             check_output_path(output)
         return outputs
 
@@ -217,14 +217,14 @@ def plan_inputs(inputs: List[str]) -> List[Tuple[str, bool, bool]]:
         elif not os.path.exists(path):
             raise FileNotFoundError(f"input {path} does not exist")
         elif not os.path.isfile(path):
-            raise ValueError(f"input {path} is not a regular file (a FIFO or a device would block the read)")
+            raise InputError(f"input {path} is not a regular file (a FIFO or a device would block the read)")
         else:
             plan.append((path, os.path.splitext(path)[1].lower() in VIDEO_EXTENSIONS, True))
     writers: Dict[str, str] = {}
     for path, is_video, _ in plan:
         for name in _output_names(path, is_video):
             if name in writers and writers[name] != path:
-                raise ValueError(f"{writers[name]} and {path} would both write {name}; "
+                raise InputError(f"{writers[name]} and {path} would both write {name}; "
                                  "run them into different --output folders")
             writers[name] = path
     return plan

@@ -21,6 +21,7 @@ from detectron2.engine import AMPTrainer, SimpleTrainer, default_setup, default_
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
+from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ..checkpoint import SafeCheckpointer, load_inference_weights
@@ -54,7 +55,11 @@ def load_lazy_config(path: str, overrides: Sequence[str] = ()) -> DictConfig:
         require(known, "override", override, f"{path} has no key {key!r}; a typo would otherwise add a key "
                                               "nothing reads")
         before[key] = OmegaConf.select(cfg, key)
-    cfg = LazyConfig.apply_overrides(cfg, list(overrides))
+    try:
+        cfg = LazyConfig.apply_overrides(cfg, list(overrides))
+    except OverrideParseException as error:
+        raise ConfigValueError(f"override: {str(error).splitlines()[0]} (in {list(overrides)}); values follow "
+                               "Hydra's override grammar, e.g. key=[1,2] or key='a string'") from None
     for key, old in before.items():
         _require_same_kind(key, old, OmegaConf.select(cfg, key))
     return cfg

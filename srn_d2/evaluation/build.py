@@ -6,6 +6,7 @@ from typing import Optional
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator
 
+from ..errors import InputError
 from .face_benchmark_evaluator import FaceBenchmarkEvaluator
 from .fddb_evaluator import FDDBEvaluator
 from .widerface_evaluator import WiderFaceEvaluator
@@ -30,7 +31,7 @@ def build_evaluator(cfg, dataset_name: str, output_folder: Optional[str] = None)
     if evaluator_type == "coco":
         # The fast COCO API needs detectron2's compiled extension, absent in pure-Python installs.
         return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False)
-    raise ValueError(
+    raise InputError(
         f"{dataset_name}: no evaluator for metadata evaluator_type {evaluator_type!r}; "
         f"register the dataset with one of {EVALUATOR_TYPES}"
     )

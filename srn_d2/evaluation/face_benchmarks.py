@@ -39,7 +39,7 @@ from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-from ..errors import require_unique_images
+from ..errors import InputError, require_unique_images
 from ..utils.file_io import atomic_write
 from .widerface_gt import load_mat
 from .widerface_protocol import voc_ap
@@ -114,15 +114,15 @@ def load_benchmark_mat(path: str) -> FaceBenchmarkGroundTruth:
             name = str(entry["imgname"].reshape(-1)[0])
             objects = np.asarray(entry["objects"], dtype=np.float64)
         except (IndexError, ValueError, TypeError) as error:
-            raise ValueError(f"{path}: entry {index + 1} has no imgname / objects ({error})") from None
+            raise InputError(f"{path}: entry {index + 1} has no imgname / objects ({error})") from None
         objects = objects.reshape(-1, objects.shape[-1] if objects.size else 6)
         if objects.shape[1] < 4 or not np.isfinite(objects).all():
-            raise ValueError(f"{path}: objects of {name} are not finite rows of x1 y1 x2 y2 [0 ignore]")
+            raise InputError(f"{path}: objects of {name} are not finite rows of x1 y1 x2 y2 [0 ignore]")
         if (np.abs(objects[:, :4]) > MAX_COORDINATE).any():
-            raise ValueError(f"{path}: a face of {name} has a corner beyond any image (more than "
+            raise InputError(f"{path}: a face of {name} has a corner beyond any image (more than "
                              f"{MAX_COORDINATE:,.0f} px)")
         if ((objects[:, 2] < objects[:, 0]) | (objects[:, 3] < objects[:, 1])).any():
-            raise ValueError(f"{path}: a face of {name} has x2 < x1 or y2 < y1")
+            raise InputError(f"{path}: a face of {name} has x2 < x1 or y2 < y1")
         names.append(name)
         boxes.append(objects[:, :4])
         flagged.append(objects[:, 5] != 0 if objects.shape[1] >= 6 else np.zeros(len(objects), bool))
@@ -176,7 +176,7 @@ def read_benchmark_detections(path: str, gt: FaceBenchmarkGroundTruth) -> Benchm
         lines = data.decode("utf-8-sig").splitlines()
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
-        raise ValueError(f"{path}, line {line}: not UTF-8 text") from None
+        raise InputError(f"{path}, line {line}: not UTF-8 text") from None
     index_of = {key: i for i, key in enumerate(gt.keys)}
     images, rows = [], []
     for number, line in enumerate(lines, start=1):
@@ -184,18 +184,18 @@ def read_benchmark_detections(path: str, gt: FaceBenchmarkGroundTruth) -> Benchm
         if not fields:
             continue
         if len(fields) != 6:
-            raise ValueError(f"{path}, line {number}: expected 'image score x1 y1 x2 y2', got {len(fields)} fields")
+            raise InputError(f"{path}, line {number}: expected 'image score x1 y1 x2 y2', got {len(fields)} fields")
         try:
             values = [float(v) for v in fields[1:]]
         except ValueError:
-            raise ValueError(f"{path}, line {number}: not a number in {line.strip()!r}") from None
+            raise InputError(f"{path}, line {number}: not a number in {line.strip()!r}") from None
         if not np.isfinite(values).all():
-            raise ValueError(f"{path}, line {number}: not finite (nan or inf) in {line.strip()!r}")
+            raise InputError(f"{path}, line {number}: not finite (nan or inf) in {line.strip()!r}")
         if values[3] < values[1] or values[4] < values[2]:
-            raise ValueError(f"{path}, line {number}: x2 < x1 or y2 < y1 in {line.strip()!r}")
+            raise InputError(f"{path}, line {number}: x2 < x1 or y2 < y1 in {line.strip()!r}")
         key = image_key(fields[0])
         if key not in index_of:
-            raise ValueError(f"{path}, line {number}: image {fields[0]!r} is not in the ground truth")
+            raise InputError(f"{path}, line {number}: image {fields[0]!r} is not in the ground truth")
         images.append(index_of[key])
         rows.append(values)
     rows = np.asarray(rows, np.float64).reshape(-1, 5)

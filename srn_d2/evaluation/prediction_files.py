@@ -21,7 +21,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from ..errors import require
+from ..errors import InputError, require
 from ..utils.file_io import MAX_LINE_BYTES, atomic_write, join_inside, write_text
 
 _NUM_FIELDS = 5
@@ -124,11 +124,11 @@ def require_valid_rows(rows: np.ndarray, source: str) -> np.ndarray:
     finite = np.isfinite(rows).all(axis=-1)
     if not finite.all():
         first = int(np.flatnonzero(~finite)[0])
-        raise ValueError(f"{source}: box {first + 1} is not finite: {np.asarray(rows)[first].tolist()}")
+        raise InputError(f"{source}: box {first + 1} is not finite: {np.asarray(rows)[first].tolist()}")
     negative = (rows[:, 2] < 0) | (rows[:, 3] < 0)
     if negative.any():
         first = int(np.flatnonzero(negative)[0])
-        raise ValueError(f"{source}: box {first + 1} has a negative width or height: "
+        raise InputError(f"{source}: box {first + 1} has a negative width or height: "
                          f"{np.asarray(rows)[first].tolist()}")
     return rows
 
@@ -141,23 +141,23 @@ def _parse_lines_slowly(body: bytes, expected: int, source: str, first_line: int
         if not fields:
             continue
         if len(rows) == expected:
-            raise ValueError(f"{source}, line {line_no}: more boxes than the declared {expected}")
+            raise InputError(f"{source}, line {line_no}: more boxes than the declared {expected}")
         if len(fields) != _NUM_FIELDS:
-            raise ValueError(
+            raise InputError(
                 f"{source}, line {line_no}: expected 5 numbers 'x y w h score', got {len(fields)}"
             )
         text = raw.decode(errors="replace").strip()
         try:
             row = [float(f) for f in fields]
         except ValueError:
-            raise ValueError(f"{source}, line {line_no}: not a number in {text!r}") from None
+            raise InputError(f"{source}, line {line_no}: not a number in {text!r}") from None
         if not all(math.isfinite(v) for v in row):
-            raise ValueError(f"{source}, line {line_no}: not finite (nan or inf) in {text!r}")
+            raise InputError(f"{source}, line {line_no}: not finite (nan or inf) in {text!r}")
         if row[2] < 0 or row[3] < 0:
-            raise ValueError(f"{source}, line {line_no}: negative width or height in {text!r}")
+            raise InputError(f"{source}, line {line_no}: negative width or height in {text!r}")
         rows.append(row)
     if len(rows) != expected:
-        raise ValueError(
+        raise InputError(
             f"{source}, line {first_line - 1}: declares {expected} boxes, found {len(rows)}"
         )
     return np.array(rows, dtype=np.float64).reshape(-1, _NUM_FIELDS)
@@ -170,7 +170,7 @@ def _require_short_lines(body: bytes, source: str, first_line: int) -> None:
     lengths = np.diff(np.concatenate([[-1], breaks, [len(body)]])) - 1
     if len(lengths) and lengths.max() > MAX_LINE_BYTES:
         line = int(np.argmax(lengths > MAX_LINE_BYTES))
-        raise ValueError(f"{source}, line {first_line + line}: a line of {int(lengths[line]):,} bytes; a box line "
+        raise InputError(f"{source}, line {first_line + line}: a line of {int(lengths[line]):,} bytes; a box line "
                          f"is 'x y w h score', and lines of more than {MAX_LINE_BYTES:,} bytes are refused")
 
 
@@ -200,12 +200,12 @@ def _parse_count(raw: bytes, source: str, line_no: int) -> int:
     try:
         count = int(raw.strip())
     except ValueError:
-        raise ValueError(
+        raise InputError(
             f"{source}, line {line_no}: expected the number of boxes, "
             f"got {raw.decode(errors='replace')!r}"
         ) from None
     if count < 0:
-        raise ValueError(f"{source}, line {line_no}: negative number of boxes {count}")
+        raise InputError(f"{source}, line {line_no}: negative number of boxes {count}")
     return count
 
 
@@ -218,7 +218,7 @@ def read_widerface_prediction_file(path: str) -> np.ndarray:
     if second < 0:
         count_line = data[first + 1 :] if first >= 0 else b""
         if first < 0 or not count_line.strip():
-            raise ValueError(f"{path}, line {1 if first < 0 else 2}: missing the number of boxes")
+            raise InputError(f"{path}, line {1 if first < 0 else 2}: missing the number of boxes")
         second = len(data)
     count = _parse_count(data[first + 1 : second], path, 2)
     return parse_box_lines(data[second + 1 :], count, path, 3)
@@ -346,23 +346,23 @@ def read_fddb_detections(path: str) -> Dict[str, np.ndarray]:
         try:
             name = lines[i].strip().decode("utf-8")
         except UnicodeDecodeError:
-            raise ValueError(f"{path}, line {i + 1}: not UTF-8 text") from None
+            raise InputError(f"{path}, line {i + 1}: not UTF-8 text") from None
         if not name:
             i += 1
             continue
         if _looks_like_box(name):
-            raise ValueError(f"{path}, line {i + 1}: a box line {name!r} where an image path belongs: "
+            raise InputError(f"{path}, line {i + 1}: a box line {name!r} where an image path belongs: "
                              "the count of the image before says fewer boxes than it has")
         if i + 1 >= len(lines):
-            raise ValueError(f"{path}, line {i + 2}: missing the number of boxes of {name}")
+            raise InputError(f"{path}, line {i + 2}: missing the number of boxes of {name}")
         count = _parse_count(lines[i + 1], path, i + 2)
         body_lines = lines[i + 2 : i + 2 + count]
         if len(body_lines) < count:
-            raise ValueError(
+            raise InputError(
                 f"{path}, line {i + 2}: {name} declares {count} boxes, file ends first"
             )
         if name in detections:
-            raise ValueError(f"{path}, line {i + 1}: {name} appears twice")
+            raise InputError(f"{path}, line {i + 1}: {name} appears twice")
         detections[name] = parse_box_lines(b"\n".join(body_lines), count, path, i + 3)
         i += 2 + count
     return detections

@@ -12,6 +12,7 @@ from detectron2.utils.logger import create_small_table
 from ..data.dataset_mapper import annotation_boxes_xyxy
 from ..data.datasets_root import resolve_dataset_path
 from ..data.retinaface_labels import NUM_LANDMARKS
+from ..errors import InputError
 from .face_evaluator import FaceDetectionEvaluator
 from .landmark_error import face_landmark_errors, landmark_metrics
 from .prediction_files import released_submission_rows, require_submission_format, write_widerface_predictions
@@ -69,7 +70,7 @@ class WiderFaceEvaluator(FaceDetectionEvaluator):
             self._gt_dir = resolve_dataset_path(self._gt_dir)
         self._difficulty_by_size = metadata.get("difficulty_by_size", None)
         if not self._gt_dir and self._difficulty_by_size is None:
-            raise ValueError(
+            raise InputError(
                 f"{dataset_name}: no WIDER FACE ground truth; give gt_dir or set the "
                 "metadata 'gt_mat_dir' or 'difficulty_by_size'"
             )

@@ -26,7 +26,7 @@ from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
 import numpy as np
 from scipy.io import loadmat, whosmat
 
-from ..errors import require
+from ..errors import InputError, require
 
 SETTINGS = ("easy", "medium", "hard")
 
@@ -49,10 +49,10 @@ class WiderFaceGroundTruth:
 
     def __post_init__(self):
         if len(self.offsets) != len(self.image_ids) + 1 or self.offsets[-1] != len(self.boxes):
-            raise ValueError("offsets must hold len(image_ids) + 1 entries ending at len(boxes)")
+            raise InputError("offsets must hold len(image_ids) + 1 entries ending at len(boxes)")
         for setting, mask in self.listed.items():
             if mask.shape != (len(self.boxes),):
-                raise ValueError(f"listed[{setting!r}] must have one entry per face")
+                raise InputError(f"listed[{setting!r}] must have one entry per face")
 
     @property
     def num_images(self) -> int:
@@ -89,7 +89,7 @@ def read_faces_mat(faces_file: str) -> Tuple[List[str], List[List[str]], List[Li
         file_lists = [[str(f[0][0]) for f in files[0]] for files in faces_mat["file_list"]]
         box_lists = [[b[0].reshape(-1, 4) for b in boxes[0]] for boxes in faces_mat["face_bbx_list"]]
     except (IndexError, ValueError, TypeError) as error:
-        raise ValueError(f"{faces_file}: not laid out as wider_face_<split>.mat ({error})") from None
+        raise InputError(f"{faces_file}: not laid out as wider_face_<split>.mat ({error})") from None
     return events, file_lists, box_lists
 
 
@@ -112,14 +112,14 @@ def load_widerface_gt_mat(gt_dir: str, split: str = "val") -> WiderFaceGroundTru
         setting_file = os.path.join(gt_dir, f"wider_{setting}_{split}.mat")
         gt_lists = load_mat(setting_file, ("gt_list",))["gt_list"]
         if len(gt_lists) != len(events):
-            raise ValueError(
+            raise InputError(
                 f"{setting_file}: {len(gt_lists)} events, {faces_file} has {len(events)}"
             )
         masks = []
         for event_index, per_event in enumerate(gt_lists):
             entries = per_event[0]
             if len(entries) != len(box_lists[event_index]):
-                raise ValueError(
+                raise InputError(
                     f"{setting_file}: event {events[event_index]} lists {len(entries)} images, "
                     f"{faces_file} has {len(box_lists[event_index])}"
                 )
@@ -127,7 +127,7 @@ def load_widerface_gt_mat(gt_dir: str, split: str = "val") -> WiderFaceGroundTru
                 # int64 first: the files store small index lists as uint8.
                 one_based = entry[0].reshape(-1).astype(np.int64)
                 if one_based.size and (one_based.min() < 1 or one_based.max() > len(image_boxes)):
-                    raise ValueError(
+                    raise InputError(
                         f"{setting_file}: face index out of range in {events[event_index]}"
                     )
                 mask = np.zeros(len(image_boxes), dtype=bool)
@@ -145,11 +145,11 @@ def load_mat(path: str, keys: Sequence[str]) -> Dict:
     except FileNotFoundError:
         raise
     except Exception as error:  # scipy raises many types for a damaged file; each names no file
-        raise ValueError(f"{path}: not a readable MATLAB .mat file ({type(error).__name__}: {error})") from None
+        raise InputError(f"{path}: not a readable MATLAB .mat file ({type(error).__name__}: {error})") from None
     missing = [key for key in keys if key not in content]
     if missing:
         held = sorted(name for name, _, _ in whosmat(path))
-        raise ValueError(f"{path}: no variable {missing} (holds {held})")
+        raise InputError(f"{path}: no variable {missing} (holds {held})")
     return content
 
 

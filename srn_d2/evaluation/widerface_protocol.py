@@ -41,6 +41,7 @@ from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..errors import InputError
 from .prediction_files import require_valid_rows
 from .widerface_gt import SETTINGS, WiderFaceGroundTruth
 
@@ -246,7 +247,7 @@ class WiderFaceMatches:
         if preds.size == 0:
             return preds.reshape(0, 5)
         if preds.ndim != 2 or preds.shape[1] != 5:
-            raise ValueError(
+            raise InputError(
                 f"predictions of {image_id}: expected (n, 5) x, y, w, h, score; got {preds.shape}"
             )
         return require_valid_rows(preds, f"predictions of {image_id}")

@@ -36,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..data.image_io import image_to_tensor, read_image
 from ..data.retinaface_labels import LANDMARK_FLIP_INDICES
-from ..errors import require
+from ..errors import InputError, require
 from ..utils.box_iou import aligned_iou, box_areas
 
 logger = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def box_size_mask(boxes: torch.Tensor, keep: str, min_box: float, max_box: float
         return sides.max(dim=1).values > min_box
     if keep == KEEP_SMALLER:
         return sides.min(dim=1).values < max_box
-    raise ValueError(f"unknown pass kind {keep!r}; expected {KEEP_ALL}, {KEEP_LARGER} or {KEEP_SMALLER}")
+    raise InputError(f"unknown pass kind {keep!r}; expected {KEEP_ALL}, {KEEP_LARGER} or {KEEP_SMALLER}")
 
 
 def bbox_vote(
@@ -182,7 +182,7 @@ def _as_uint8(image: torch.Tensor) -> torch.Tensor:
         return image
     as_uint8 = image.round().clamp(0, 255).to(torch.uint8)
     if not torch.equal(as_uint8.to(image.dtype), image):
-        raise ValueError("SRN's multi-scale test takes 8-bit images; this one has non-integer or out-of-range pixels")
+        raise InputError("SRN's multi-scale test takes 8-bit images; this one has non-integer or out-of-range pixels")
     return as_uint8
 
 

@@ -2,8 +2,9 @@
 
 Each tool parses its arguments and calls into the library, through
 :func:`run_command` (``train_net``, ``evaluate_widerface`` and ``evaluate_fddb``
-also assemble what they call: the trainer's steps, the ground truth, the files). Nothing heavy is imported here, so that the numpy-only
-tools (evaluate_widerface) start without torch or Detectron2.
+also assemble what they call: the trainer's steps, the ground truth, the files).
+Nothing heavy is imported here, so that the numpy-only tools (evaluate_widerface)
+start without torch or Detectron2.
 """
 import sys
 

@@ -16,6 +16,7 @@ import os
 import sys
 
 from ..data.fddb import load_fddb
+from ..errors import InputError
 from ..evaluation.fddb_evaluator import MAX_FALSE_POSITIVES, fddb_gt_from_dicts
 from ..evaluation.fddb_protocol import evaluate_fddb
 from . import run_command
@@ -44,7 +45,7 @@ def _evaluate(argv) -> int:
     ground_truth = fddb_gt_from_dicts(dicts)
     detections = read_fddb_detections(args.pred)
     if not detections:
-        raise ValueError(f"{args.pred}: no detections (the file lists no image)")
+        raise InputError(f"{args.pred}: no detections (the file lists no image)")
     unknown = [name for name in detections if name not in ground_truth]
     if unknown:
         print(

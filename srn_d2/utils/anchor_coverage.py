@@ -42,7 +42,7 @@ from .. import model_zoo
 from ..config import get_srn_cfg
 from ..data.annotation_text import read_counted_records
 from ..engine.config_files import merge_config_file
-from ..errors import require
+from ..errors import InputError, require
 from ..evaluation.widerface_gt import read_faces_mat
 from ..modeling.levels import SRN_LEVELS
 from .box_iou import aligned_iou
@@ -68,7 +68,7 @@ def load_wider_faces(path: str, split: str = "val") -> Tuple[List[str], List[np.
         parsed = read_counted_records(path, _WIDER_TXT_FIELDS, zero_count_placeholder=True)
         splits = np.cumsum(parsed.counts)[:-1]
         return list(parsed.names), np.split(parsed.records[:, :4], splits)
-    raise ValueError(f"{path}: expected a .mat file, a folder holding one, or a _bbx_gt.txt file")
+    raise InputError(f"{path}: expected a .mat file, a folder holding one, or a _bbx_gt.txt file")
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ def anchor_strides(cfg) -> List[int]:
     for name in names:
         match = re.fullmatch(r"p(\d+)", name)
         if match is None:
-            raise ValueError(f"{key}: cannot tell the stride of feature {name!r} (expected pN)")
+            raise InputError(f"{key}: cannot tell the stride of feature {name!r} (expected pN)")
         strides.append(2 ** int(match[1]))
     return strides
 

@@ -10,6 +10,7 @@ from typing import Optional
 
 import cv2
 import numpy as np
+from ..errors import InputError
 
 __all__ = ["ARCFACE_TEMPLATE", "similarity_transforms", "align_faces"]
 
@@ -33,7 +34,7 @@ def similarity_transforms(landmarks: np.ndarray, template: np.ndarray = ARCFACE_
     """
     src = np.asarray(landmarks, dtype=np.float64)
     if src.ndim != 3 or src.shape[1:] != template.shape:
-        raise ValueError(f"landmarks must be (N, {template.shape[0]}, 2), got {src.shape}")
+        raise InputError(f"landmarks must be (N, {template.shape[0]}, 2), got {src.shape}")
     src_mean = src.mean(axis=1, keepdims=True)
     dst_mean = template.mean(axis=0)
     src_centred, dst_centred = src - src_mean, template - dst_mean
@@ -66,7 +67,7 @@ def align_faces(
     """
     points = np.asarray(landmarks, dtype=np.float64)
     if points.ndim != 3 or points.shape[1] != 5 or points.shape[2] not in (2, 3):
-        raise ValueError(f"landmarks must be (N, 5, 2) or (N, 5, 3), got {points.shape}")
+        raise InputError(f"landmarks must be (N, 5, 2) or (N, 5, 3), got {points.shape}")
     if template is None:
         template = ARCFACE_TEMPLATE * (size / ARCFACE_SIZE)
     transforms = similarity_transforms(points[..., :2], np.asarray(template, dtype=np.float64))

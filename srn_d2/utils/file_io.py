@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from typing import IO, Iterator
 
-from ..errors import OutputPathError
+from ..errors import InputError, OutputPathError
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +40,10 @@ def check_relative_path(path: str, source: str) -> str:
     let an annotation file choose a file anywhere to overwrite.
     """
     if "\x00" in path:
-        raise ValueError(f"{source}: image path {path!r} holds a NUL byte, which no file name can")
+        raise InputError(f"{source}: image path {path!r} holds a NUL byte, which no file name can")
     parts = path.replace("\\", "/").split("/")
     if os.path.isabs(path) or path.startswith(("/", "\\")) or ":" in parts[0] or ".." in parts:
-        raise ValueError(
+        raise InputError(
             f"{source}: image path {path!r} is absolute or climbs out of the image folder; "
             "image paths must be relative to it"
         )
@@ -55,7 +55,7 @@ def join_inside(folder: str, relative: str) -> str:
     path = os.path.join(folder, relative)
     root = os.path.realpath(folder)
     if os.path.commonpath([root, os.path.realpath(path)]) != root:
-        raise ValueError(f"refusing to write {relative!r}: it would land outside {folder}")
+        raise InputError(f"refusing to write {relative!r}: it would land outside {folder}")
     return path
 
 
@@ -183,7 +183,7 @@ def atomic_write_path(path: str) -> Iterator[str]:
 def atomic_write(path: str, mode: str = "w") -> Iterator[IO]:
     """``open(path, mode)`` that writes beside ``path`` and renames into place (see :func:`atomic_write_path`)."""
     if mode not in ("w", "wb"):
-        raise ValueError(f"atomic_write writes whole files: mode 'w' or 'wb', not {mode!r}")
+        raise InputError(f"atomic_write writes whole files: mode 'w' or 'wb', not {mode!r}")
     with atomic_write_path(path) as temporary:
         with open(temporary, mode) as f:
             yield f

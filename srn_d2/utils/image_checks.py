@@ -3,7 +3,7 @@ from typing import Tuple
 
 import numpy as np
 
-from ..errors import ImageTooLargeError
+from ..errors import ImageTooLargeError, InputError
 
 __all__ = ["MAX_TEST_PIXELS", "check_bgr_image", "check_test_size", "test_size"]
 
@@ -21,10 +21,10 @@ def check_bgr_image(image) -> np.ndarray:
     """
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         shape, dtype = getattr(image, "shape", None), getattr(image, "dtype", type(image).__name__)
-        raise ValueError(f"expected an H x W x 3 uint8 BGR image, got {shape} {dtype}; "
+        raise InputError(f"expected an H x W x 3 uint8 BGR image, got {shape} {dtype}; "
                          "convert YUV, gray or BGRA images with cv2.cvtColor first")
     if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"the image is empty ({image.shape[0]} x {image.shape[1]} px)")
+        raise InputError(f"the image is empty ({image.shape[0]} x {image.shape[1]} px)")
     return image
 
 
