@@ -91,7 +91,7 @@ def test_str_refinement_moves_anchors_by_decoded_deltas():
     # One confident anchor on P6 (cell (1, 1), first anchor); step 1 shifts it right by half its width.
     predictions.step2_logits["p6"][0, 0, 1, 1] = 10.0
     predictions.step1_deltas["p6"][0, 0, 1, 1] = 0.5
-    anchors = model._anchors(features)
+    anchors = model.level_anchors(features)
     grid_width = 256 // 64
     anchor = anchors["p6"].tensor[(1 * grid_width + 1) * 2]
     result = model.forward_inference(ImageList(torch.zeros(1, 3, *image_size), [image_size]), features, predictions)[0]
@@ -108,7 +108,7 @@ def test_step2_matches_against_refined_anchors():
     model = build_tiny_srn(cfg)
     image_size = (256, 256)
     features, predictions = _features_and_predictions(model, image_size, 0.5)
-    anchor = model._anchors(features)["p5"].tensor[0]
+    anchor = model.level_anchors(features)["p5"].tensor[0]
     # Step 1 moves P5's first anchor by 0.6 of its size (IoU 0.09 with where it started);
     # a face exactly there is matched by that refined anchor in step 2.
     deltas = torch.tensor([0.6, 0.6, 0.0, 0.0])

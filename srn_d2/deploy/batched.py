@@ -94,8 +94,8 @@ class BatchedSRN(nn.Module):
         """
         model = self.model
         features = model.backbone(self._normalize(images, image_sizes))
-        predictions = model._flatten(model.head(features))
-        anchors = model._anchors(features)
+        predictions = model.flatten_predictions(model.head(features))
+        anchors = model.level_anchors(features)
         scores = model.stc.scores(predictions.step2_logits, predictions.step1_logits)
         step2_anchors = model.str.step2_anchors({k: a.tensor for k, a in anchors.items()}, predictions.step1_deltas)
         candidates = [
@@ -171,7 +171,7 @@ class BatchedSRN(nn.Module):
         own = self._own_cells(level, image_sizes)
         cell = torch.arange(cells, device=scores.device) // per_cell
         inside = (cell[None] // width < own[:, :1]) & (cell[None] % width < own[:, 1:])
-        threshold = model._score_thresh(own[:, 0] * own[:, 1])
+        threshold = model.level_score_thresh(own[:, 0] * own[:, 1])
         flat = scores.flatten(1)
         eligible = inside[:, :, None].expand(-1, -1, num_classes).flatten(1) & (flat > threshold[:, None])
         masked = torch.where(eligible, flat, torch.full_like(flat, -1.0))

@@ -216,7 +216,7 @@ class SRN(DenseDetector):
         """Points per face in ``pred_keypoints``; 0 without landmarks."""
         return self.head.num_landmarks
 
-    def _flatten(self, predictions: TwoStepPredictions) -> TwoStepPredictions:
+    def flatten_predictions(self, predictions: TwoStepPredictions) -> TwoStepPredictions:
         """Maps (N, A * K, H, W) -> (N, H * W * A, K), per level; landmarks to (N, H * W * A, 10)."""
         k = self.num_classes
         return TwoStepPredictions(
@@ -224,7 +224,7 @@ class SRN(DenseDetector):
               for maps, dim in zip(predictions, (k, 4, k, 4, 2 * self.num_landmarks)))
         )
 
-    def _anchors(self, features: Dict[str, torch.Tensor]) -> Dict[str, Boxes]:
+    def level_anchors(self, features: Dict[str, torch.Tensor]) -> Dict[str, Boxes]:
         """The anchors of every level, (R_l, 4) each, on the P-feature grids."""
         levels = self.plan.levels
         return dict(zip(levels, self.anchor_generator([features[level] for level in levels])))
@@ -245,8 +245,8 @@ class SRN(DenseDetector):
             levels), ``loss_cls_step2``, ``loss_box_step2``, and ``loss_landmarks``
             with landmarks.
         """
-        predictions = self._flatten(predictions)
-        anchors = {level: boxes.tensor for level, boxes in self._anchors(features).items()}
+        predictions = self.flatten_predictions(predictions)
+        anchors = {level: boxes.tensor for level, boxes in self.level_anchors(features).items()}
         layouts = self._grid_layouts(features)
         faces = FaceBatch.from_instances(gt_instances, with_keypoints=self.num_landmarks > 0)
         step1 = label_anchors(anchors, faces, self.step1_matcher, layouts, self.num_classes)
@@ -303,8 +303,8 @@ class SRN(DenseDetector):
         ]
 
     def forward_inference(self, images: ImageList, features, predictions: TwoStepPredictions) -> List[Instances]:
-        predictions = self._flatten(predictions)
-        anchors = self._anchors(features)
+        predictions = self.flatten_predictions(predictions)
+        anchors = self.level_anchors(features)
         return [
             self.inference_single_image(
                 anchors,
@@ -337,7 +337,7 @@ class SRN(DenseDetector):
                 Boxes(step2_anchors[level]),
                 scores[level],
                 predictions.step2_deltas[level],
-                self._score_thresh(scores[level].shape[0] // self.anchor_generator.num_cell_anchors[index]),
+                self.level_score_thresh(scores[level].shape[0] // self.anchor_generator.num_cell_anchors[index]),
                 self.test_topk_candidates,
                 image_size,
                 None if predictions.step2_landmarks is None else predictions.step2_landmarks[level],
@@ -393,7 +393,7 @@ class SRN(DenseDetector):
             decoded.pred_keypoints = torch.cat([points, point_scores.to(points.dtype)], dim=-1)
         return decoded
 
-    def _score_thresh(self, num_cells):
+    def level_score_thresh(self, num_cells):
         """The level's score threshold: 0 on maps with fewer cells than test_score_thresh_min_cells.
 
         Scores are > 0 after a sigmoid; STC's rejected anchors are exactly 0 and stay out.
