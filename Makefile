@@ -7,7 +7,7 @@ TORCH_VERSION ?= 2.14.1
 TORCHVISION_VERSION ?= 0.29.1
 # Where pip takes torch and torchvision from. Empty: the package index, which serves whatever
 # build it has (a CPU build, or a CUDA build that may be newer than the GPU's driver). A PyTorch
-# wheel index picks the build for the driver, e.g. https://download.pytorch.org/whl/cu126 (README, Install).
+# wheel index picks the build for the driver, e.g. https://download.pytorch.org/whl/cu126 (docs/GETTING_STARTED.md, Install).
 TORCH_INDEX_URL ?=
 TORCH_INDEX := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 # "registry" installs the sal-detectron2 wheel (a re-publication of detectron2's

@@ -38,7 +38,7 @@ def test_srn_and_its_retinanet_baseline_share_data_schedule_and_anchors(srn_conf
     srn, retinanet = (setup_cfg(model_zoo.get_config_file(name)) for name in (srn_config, retinanet_config))
     for key in ("DATASETS", "DATALOADER", "TEST"):
         assert srn[key] == retinanet[key], key
-    # The real-time network's own learning rate and batch were measured (DESIGN.md section 9); the rest is shared.
+    # The real-time network's own learning rate and batch were measured (docs/CPU_STUDY.md); the rest is shared.
     own = ("BASE_LR", "IMS_PER_BATCH") if "MobileNet" in srn_config else ()
     assert {k: v for k, v in srn.SOLVER.items() if k not in own} == \
         {k: v for k, v in retinanet.SOLVER.items() if k not in own}

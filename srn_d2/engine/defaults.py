@@ -81,7 +81,7 @@ def resolve_device(device: str, key: str, training: bool = False, num_gpus: int 
         if training:
             raise ConfigValueError(
                 f"{key} = {device!r}: {cause}. Install a torch build that matches the driver (make install "
-                "TORCH_INDEX_URL=https://download.pytorch.org/whl/cuXYZ, see the README's Install), "
+                "TORCH_INDEX_URL=https://download.pytorch.org/whl/cuXYZ, see docs/GETTING_STARTED.md, Install), "
                 f"or set {key} cpu to train on the CPU")
         logger.warning(f"{key} = {device!r} but {cause}: running on the CPU")
         return "cpu"

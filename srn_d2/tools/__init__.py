@@ -1,4 +1,4 @@
-"""Command-line entry points, each ``python -m srn_d2.tools.<name>`` (see the README's table).
+"""Command-line entry points, each ``python -m srn_d2.tools.<name>`` (docs/GETTING_STARTED.md lists them).
 
 Each tool parses its arguments and calls into the library, through
 :func:`run_command` (``train_net``, ``evaluate_widerface`` and ``evaluate_fddb``
