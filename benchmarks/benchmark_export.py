@@ -39,7 +39,7 @@ from srn_d2.deploy.export import deployment_metadata, export_onnx
 from srn_d2.deploy.onnx_runtime import ONNXFaceDetector, pad_images
 from srn_d2.deploy.quantize import int8_path, quantize_int8
 from srn_d2.engine import setup_cfg
-from srn_d2.engine.benchmark import parse_size
+from srn_d2.apps.benchmark import parse_size
 from srn_d2.utils.measure import format_table, interleaved_median_ms
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))

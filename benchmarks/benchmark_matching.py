@@ -22,7 +22,7 @@ from detectron2.structures import Boxes, pairwise_iou
 
 from srn_d2 import model_zoo
 from srn_d2.engine import setup_cfg
-from srn_d2.engine.benchmark import random_faces
+from srn_d2.apps.benchmark import random_faces
 from srn_d2.modeling import AnchorLevel, LevelPlan, SparseGridMatcher
 from srn_d2.utils.measure import MIB, PeakMemory, format_table, median_time
 

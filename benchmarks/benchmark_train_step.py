@@ -19,7 +19,7 @@ import argparse
 import torch
 from detectron2.utils.events import EventStorage
 
-from srn_d2.engine.benchmark import Candidate
+from srn_d2.apps.benchmark import Candidate
 from srn_d2.utils.dispatch_count import SYNC_KINDS, DispatchCount
 from srn_d2.utils.measure import format_table, interleaved_median_ms
 

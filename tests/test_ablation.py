@@ -13,7 +13,7 @@ from srn_d2 import model_zoo
 from srn_d2.data.mini_faces import mini_faces_split_paths
 from srn_d2.data.wider_face import load_wider_face
 from srn_d2.engine import setup_cfg
-from srn_d2.engine.study import (
+from srn_d2.apps.study import (
     DEMO_MODELS,
     DETECTORS,
     FALSE_POSITIVE,

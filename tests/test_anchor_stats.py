@@ -10,7 +10,7 @@ from detectron2.structures import Boxes, pairwise_iou
 
 from srn_testing import widerface_val_gt_dir
 from srn_d2.tools.anchor_stats import main
-from srn_d2.utils.anchor_coverage import (
+from srn_d2.apps.anchor_coverage import (
     SRN_CONFIG,
     AnchorTiling,
     anchor_strides,

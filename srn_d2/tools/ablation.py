@@ -13,7 +13,7 @@ With several seeds every cell is the mean and standard deviation over the seeds,
 the paper's directions are measured (difference and standard error) and the
 paper's WIDER FACE ablation is printed beside. PR curves, a picture of
 the detections, the table and every run's numbers (results.json) go to ``--output``
-(library: ``srn_d2.engine.study``).
+(library: ``srn_d2.apps.study``).
 """
 import argparse
 
@@ -30,7 +30,7 @@ def _study(argv) -> int:
     from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
     from detectron2.utils.logger import setup_logger
 
-    from ..engine.study import STUDIES, report_from_results, run_study
+    from ..apps.study import STUDIES, report_from_results, run_study
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", choices=list(STUDIES), default="demo",

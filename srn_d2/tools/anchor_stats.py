@@ -6,7 +6,7 @@
 Prints, per anchor configuration (default: SRN's and Detectron2's RetinaNet's),
 the fraction of faces whose best anchor reaches each IoU threshold and the mean
 number of anchors per face at or above it. How the anchors are laid over images
-of unknown size, and why the count is exact: ``srn_d2.utils.anchor_coverage``.
+of unknown size, and why the count is exact: ``srn_d2.apps.anchor_coverage``.
 """
 import argparse
 
@@ -18,7 +18,7 @@ def main(argv=None) -> int:
 
 
 def _anchor_stats(argv) -> int:
-    from ..utils.anchor_coverage import anchor_coverage
+    from ..apps.anchor_coverage import anchor_coverage
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gt", required=True, help="wider_face_<split>.mat, its folder, or a _bbx_gt.txt file")

@@ -12,7 +12,7 @@ Every config is built in this one process and measured on the same inputs;
 timed runs go in turns (one run of each config, then the next round), so that
 a machine whose speed drifts affects all configs alike. The table gives
 absolute values and, in parentheses, ratios to the first config at the same
-input size (library: ``srn_d2.engine.benchmark``). Anchor matching alone:
+input size (library: ``srn_d2.apps.benchmark``). Anchor matching alone:
 ``python benchmarks/benchmark_matching.py``.
 """
 import argparse
@@ -27,7 +27,7 @@ def main(argv=None) -> int:
 def _benchmark(argv) -> int:
     import torch
 
-    from ..engine.benchmark import benchmark, parse_size
+    from ..apps.benchmark import benchmark, parse_size
     from ..utils.measure import format_table
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

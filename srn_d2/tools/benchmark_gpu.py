@@ -10,7 +10,7 @@ for the whole step, and inference milliseconds at
 640x480 and 1024x1024), then the goals, an export of the GPU config, and with two GPUs or more
 20 steps of ``--num-gpus 2`` and the AP of a 1-GPU and a 2-GPU ``--eval-only``. About 5
 minutes on one H100. Without CUDA, or with ``--smoke``, it runs the same code on the mini
-configs at small sizes for a few steps (library: ``srn_d2.engine.gpu_check``).
+configs at small sizes for a few steps (library: ``srn_d2.apps.gpu_check``).
 """
 import argparse
 
@@ -24,7 +24,7 @@ def main(argv=None) -> int:
 def _check(argv) -> int:
     import torch
 
-    from ..engine.gpu_check import COLUMNS, FULL, SMOKE, infer_columns, run_gpu_check
+    from ..apps.gpu_check import COLUMNS, FULL, SMOKE, infer_columns, run_gpu_check
     from ..utils.measure import format_table
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -10,7 +10,7 @@
 ``srn_d2.tools.export`` on onnxruntime instead of a config.) For an image ``<stem>.<ext>``
 it writes to ``--output``: ``<stem>.<ext>`` with the detections drawn,
 ``<stem>.txt`` in the WIDER FACE submission format and ``<stem>.json``; for a
-video, ``<stem>.mp4`` drawn and ``<stem>.json`` (``srn_d2.engine.face_demo``).
+video, ``<stem>.mp4`` drawn and ``<stem>.json`` (``srn_d2.apps.face_demo``).
 
 Images are resized as at test time (INPUT.MIN_SIZE_TEST, 0 = original size);
 TEST.AUG.ENABLED runs the SRN multi-scale test. Detections below
@@ -31,7 +31,7 @@ def _detect(argv) -> int:
     from detectron2.data.catalog import Metadata
 
     from ..engine import setup_cfg
-    from ..engine.face_demo import FaceDemo, onnx_predictor, run_demo
+    from ..apps.face_demo import FaceDemo, onnx_predictor, run_demo
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     model = parser.add_mutually_exclusive_group(required=True)

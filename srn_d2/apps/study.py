@@ -33,8 +33,8 @@ from ..evaluation.widerface_evaluator import WiderFaceEvaluator
 from ..evaluation.widerface_protocol import match_image
 from ..utils.file_io import check_output_folder, save_figure, write_image, write_text
 from ..utils.measure import median_time
-from .defaults import setup_cfg, split_overrides
-from .trainer import SRNTrainer
+from ..engine.defaults import setup_cfg, split_overrides
+from ..engine.trainer import SRNTrainer
 
 logger = logging.getLogger(__name__)
 

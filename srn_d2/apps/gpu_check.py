@@ -26,8 +26,8 @@ from .. import model_zoo
 from ..utils.dispatch_count import DispatchCount
 from ..utils.measure import PeakMemory, MIB, interleaved_median_ms
 from .benchmark import training_batch
-from .defaults import setup_cfg
-from .trainer import SRNTrainer
+from ..engine.defaults import setup_cfg
+from ..engine.trainer import SRNTrainer
 
 __all__ = ["CheckSettings", "FULL", "SMOKE", "run_gpu_check"]
 

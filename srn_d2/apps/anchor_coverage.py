@@ -45,7 +45,7 @@ from ..engine.config_files import merge_config_file
 from ..errors import InputError, require
 from ..evaluation.widerface_gt import read_faces_mat
 from ..modeling.levels import SRN_LEVELS
-from .box_iou import aligned_iou
+from ..utils.box_iou import aligned_iou
 
 SRN_CONFIG = model_zoo.get_config_file("Base-SRN.yaml")
 RETINANET_CONFIG = "Base-RetinaNet.yaml"
