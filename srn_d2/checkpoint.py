@@ -195,17 +195,17 @@ class SafeCheckpointer(DetectionCheckpointer):
         """
         own = self.model.state_dict()
         error = UnreadableCheckpointError if part else ValueError
-        where_saved = f"the checkpoint's {part}" if part else "the checkpoint"
+        where_saved = f"its checkpoint's {part}" if part else "its checkpoint"
         for key in sorted(set(own) | set(saved)):
             if key not in saved or key not in own:
                 where = "the model" if key in own else where_saved
                 raise error(
-                    f"resuming in {self.save_dir}: its checkpoint was written by another model ({key} is only in "
+                    f"resuming in {self.save_dir}: {where_saved} was written by another model ({key} is only in "
                     f"{where}); resume with the config that wrote it, or train into a new OUTPUT_DIR"
                 )
             if tuple(saved[key].shape) != tuple(own[key].shape):
                 raise error(
-                    f"resuming in {self.save_dir}: its checkpoint was written by another model ({key} is "
+                    f"resuming in {self.save_dir}: {where_saved} was written by another model ({key} is "
                     f"{tuple(saved[key].shape)} there, {tuple(own[key].shape)} here); resume with the config "
                     "that wrote it, or train into a new OUTPUT_DIR"
                 )

@@ -31,6 +31,7 @@ from torch import nn
 
 from . import model_zoo
 from .engine import setup_cfg
+from .errors import InputError
 from .utils.file_io import atomic_write, check_output_path
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ _COMPILED = [(re.compile(pattern), rename) for pattern, rename in _RULES]
 _IGNORED = re.compile(r"(.*\.)?num_batches_tracked")
 
 
-class ConversionError(ValueError):
+class ConversionError(InputError):
     """The checkpoint does not fit the released layout or the target model."""
 
 

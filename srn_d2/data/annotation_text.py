@@ -195,7 +195,7 @@ def parse_records(path, record_text, record_lines, num_fields) -> np.ndarray:
     if beyond.any():
         first = int(np.flatnonzero(beyond)[0])
         raise InputError(
-            f"{path}:{int(record_lines[first])}: a number beyond any image (more than {MAX_COORDINATE:,} px) in "
+            f"{path}:{int(record_lines[first])}: a number beyond any image (more than {MAX_COORDINATE:,.0f} px) in "
             f"{shown(record_text[first])}"
         )
     return records

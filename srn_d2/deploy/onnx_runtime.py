@@ -201,7 +201,7 @@ class ONNXFaceDetector:
             if len(batch_index) and (batch_index.min() < 0 or batch_index.max() >= num_images):
                 raise InputError(f"{self.path}: its graph gave a batch_index of {int(batch_index.max())} or "
                                  f"{int(batch_index.min())} for a batch of {num_images} images")
-        values = [o.reshape(count, -1) for o in outputs[:3 if self.has_landmarks else 2]]
+        values = [o.reshape(count, int(np.prod(o.shape[1:]))) for o in outputs[:3 if self.has_landmarks else 2]]
         usable = np.isfinite(np.concatenate(values, axis=1)).all(axis=1)
         usable &= (boxes[:, 2] >= boxes[:, 0]) & (boxes[:, 3] >= boxes[:, 1])
         if not usable.all():

@@ -33,9 +33,11 @@ logger = logging.getLogger(__name__)
 class WeightAverageHook(HookBase):
     """Keeps the moving average of a trainer's weights and hands it to the model at the end.
 
-    It is also a checkpointable (``state_dict`` / ``load_state_dict``): register it
-    with the trainer's checkpointer under :data:`CHECKPOINT_KEY` before the
-    checkpointer loads, so resuming restores the average.
+    Its :attr:`checkpointable` (``state_dict`` / ``load_state_dict``) goes to the trainer's
+    checkpointer under :data:`CHECKPOINT_KEY` before the checkpointer loads, so resuming
+    restores the average. The hook itself has no state_dict: Detectron2's trainer saves every
+    hook's into its own entry, which would store the average twice and restore it from a copy
+    that no check reads.
     """
 
     def __init__(self, model: torch.nn.Module, decay: float, decay_key: str = "MODEL_EMA.DECAY"):
@@ -46,12 +48,16 @@ class WeightAverageHook(HookBase):
         self.average = ModelEmaV3(self._model, decay=self.decay)
         self.started = False
 
-    def state_dict(self) -> Dict[str, torch.Tensor]:
+    def average_state(self) -> Dict[str, torch.Tensor]:
         return self.average.module.state_dict()
 
-    def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
+    def load_average(self, state: Dict[str, torch.Tensor]) -> None:
         self.average.module.load_state_dict(state)
         self.started = True
+
+    @property
+    def checkpointable(self) -> "_SavedAverage":
+        return _SavedAverage(self)
 
     def before_train(self):
         if self.trainer.start_iter > 0 and not self.started:
@@ -69,11 +75,24 @@ class WeightAverageHook(HookBase):
             logger.info("The model takes its weights' moving average (decay %s)", self.decay)
 
 
+class _SavedAverage:
+    """The average as the checkpointer saves and loads it."""
+
+    def __init__(self, hook: WeightAverageHook):
+        self.hook = hook
+
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        return self.hook.average_state()
+
+    def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
+        self.hook.load_average(state)
+
+
 def insert_weight_average(trainer_hooks: List[Optional[HookBase]], model: torch.nn.Module, checkpointer,
                           decay: float, decay_key: str = "MODEL_EMA.DECAY") -> None:
     """Put a :class:`WeightAverageHook` into ``trainer_hooks`` right after the LR scheduler and
     register it with ``checkpointer`` (call before the checkpointer loads)."""
     average = WeightAverageHook(model, decay, decay_key)
-    checkpointer.add_checkpointable(CHECKPOINT_KEY, average)
+    checkpointer.add_checkpointable(CHECKPOINT_KEY, average.checkpointable)
     after_scheduler = next(i for i, h in enumerate(trainer_hooks) if isinstance(h, hooks.LRScheduler)) + 1
     trainer_hooks.insert(after_scheduler, average)
