@@ -151,6 +151,7 @@ def test_detection_panel_colours_true_and_false_positives_and_missed_faces():
     assert colour(150, 150) == (0, 0, 0)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_study_trains_every_model_on_one_budget_and_reports_mean_and_spread(tmp_path):
     out = tmp_path / "study"

@@ -146,6 +146,7 @@ def test_weight_pickles_of_arrays_still_load(tmp_path):
     assert SafeCheckpointer(model)._load_file(str(caffe2))["model"]["conv1_w"].shape == (2, 2)
 
 
+@pytest.mark.slow
 def test_trainer_loads_weights_through_the_safe_checkpointer(tmp_path, monkeypatch):
     from srn_d2.engine import SRNTrainer
 
@@ -327,6 +328,7 @@ def test_corrupt_mat_ground_truth_names_the_file(tmp_path, content):
         load_widerface_gt_mat(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_multi_scale_test_of_a_one_pixel_image(tmp_path):
     cfg = tiny_srn_cfg()
     cfg.MODEL.SRN.SCORE_THRESH_TEST = 0.0

@@ -106,6 +106,7 @@ def _train_deterministic(tmp_path, name):
     return torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)["model"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_deterministic_training_steps_and_repeats_bit_for_bit(tmp_path):
     first, second = _train_deterministic(tmp_path, "a"), _train_deterministic(tmp_path, "b")

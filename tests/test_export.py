@@ -42,6 +42,7 @@ def _image(height, width, seed):
     return np.ascontiguousarray(cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("export_format", FORMATS)
 def test_export_gives_the_pytorch_detections_on_any_size(official, export_format):
     cfg, model, folder = official
@@ -68,6 +69,7 @@ def test_image_without_detections(tmp_path, export_format):
     assert boxes.shape == (0, 4) and scores.shape == (0,) and classes.shape == (0,)
 
 
+@pytest.mark.slow
 def test_onnx_runtime_class_and_demo_give_the_predictor_detections(official, tmp_path):
     from srn_d2.deploy.onnx_runtime import ONNXFaceDetector
 
@@ -117,6 +119,7 @@ def _chw(bgr):
     return np.ascontiguousarray(bgr.transpose(2, 0, 1), dtype=np.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("export_format", FORMATS)
 def test_batched_export_of_same_size_images_equals_the_one_image_model(official, export_format):
     cfg, model, folder = official
@@ -140,6 +143,7 @@ def _compare_with_model(model, image, detections):
     return _compare(expected, detections, image.shape[1:])
 
 
+@pytest.mark.slow
 def test_a_padded_batch_keeps_each_image_to_itself(official):
     """Three sizes in one padded call: the largest, which nothing pads, gets its own detections;
     the others' detections stay inside them; the export equals the same batch in PyTorch."""
@@ -167,6 +171,7 @@ def _val_images(datasets, count):
 
 
 # The first test to ask for trained_tiny trains it (about a minute on 2 cores).
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_onnx_face_detector_runs_a_list_as_one_by_one(trained_tiny, tmp_path):
     """A list of three sizes and a blank image: the batched export (one call per size, the

@@ -22,6 +22,7 @@ def landmark_model(tmp_path_factory):
     return spread_landmark_srn(str(tmp_path_factory.mktemp("landmark_export")))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("export_format", FORMATS)
 def test_one_image_export_gives_the_pytorch_landmarks(landmark_model, tmp_path, export_format):
     cfg, model = landmark_model
@@ -37,6 +38,7 @@ def test_one_image_export_gives_the_pytorch_landmarks(landmark_model, tmp_path, 
         assert spread.std(axis=0).min() > 5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("export_format", FORMATS)
 def test_batched_export_gives_each_image_its_landmarks(landmark_model, tmp_path, export_format):
     cfg, model = landmark_model
@@ -51,6 +53,7 @@ def test_batched_export_gives_each_image_its_landmarks(landmark_model, tmp_path,
     np.testing.assert_array_equal(outputs[4][outputs[3] == 0], outputs[4][outputs[3] == 1])
 
 
+@pytest.mark.slow
 def test_onnx_face_detector_and_demo_return_the_predictor_landmarks(tmp_path):
     """Through the test-time resize: points scaled back to the image's pixels, not clipped."""
     cfg, _ = spread_landmark_srn(str(tmp_path), **{"INPUT.MIN_SIZE_TEST": "120", "INPUT.MAX_SIZE_TEST": "170"})
@@ -74,6 +77,7 @@ def test_onnx_face_detector_and_demo_return_the_predictor_landmarks(tmp_path):
     np.testing.assert_allclose(np.array([d["landmarks"] for d in by_score]), landmarks[order], atol=0.01)
 
 
+@pytest.mark.slow
 def test_a_boxes_only_export_still_returns_boxes_and_scores(tmp_path):
     cfg, _ = spread_landmark_srn(str(tmp_path), **{"MODEL.SRN.LANDMARKS.ENABLED": "False"})
     detector = ONNXFaceDetector(export(cfg, "onnx", str(tmp_path)))
@@ -118,6 +122,7 @@ def test_a_graph_with_other_landmark_outputs_is_refused_by_name(tmp_path, output
     assert str(error.value).startswith(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("export_format", FORMATS)
 @pytest.mark.parametrize("batched", [False, True], ids=["one_image", "batched"])
 def test_a_landmark_export_runs_on_images_without_a_candidate_face(tmp_path, export_format, batched):

@@ -1,7 +1,10 @@
 """The GPU check's CPU smoke run: the same code as on a GPU, so that the prepared check cannot rot."""
+import pytest
+
 from srn_d2.tools.benchmark_gpu import main
 
 
+@pytest.mark.slow
 def test_the_gpu_check_runs_on_the_cpu_and_prints_its_table(capsys):
     assert main(["--device", "cpu"]) == 0
     out = capsys.readouterr().out

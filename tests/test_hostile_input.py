@@ -70,6 +70,7 @@ def _bomb_png(path, side=40_000):
 # ------------------------------------------------------------------ 3. failures keep the previous file
 
 
+@pytest.mark.slow
 def test_a_failed_export_leaves_the_previous_model_byte_identical(tiny_model, tmp_path, monkeypatch, capsys):
     config_file, weights = tiny_model
     assert _export(config_file, weights, tmp_path) == 0
@@ -448,6 +449,7 @@ def test_both_detectors_refuse_what_is_not_a_bgr_image(mini_onnx, image, message
         FacePredictor(cfg)(image)
 
 
+@pytest.mark.slow
 def test_the_export_compares_the_network_even_without_detections(tmp_path, caplog):
     import logging
 

@@ -103,6 +103,7 @@ def test_inference_keypoints_follow_their_boxes_through_postprocessing():
     torch.testing.assert_close(result.pred_keypoints[..., 2], result.scores[:, None].expand(-1, 5))
 
 
+@pytest.mark.slow
 def test_trains_from_the_mapper_on_mini_faces(mini_faces_root, monkeypatch):
     monkeypatch.setenv("SRN_DATASETS", mini_faces_root)
     cfg = landmark_cfg()

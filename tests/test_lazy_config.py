@@ -157,6 +157,7 @@ def _train(tmp_path, *args, num_gpus=1):
     return proc.returncode, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_lazy_training_in_two_processes_then_evaluating_the_checkpoint(tmp_path):
     # Every candidate kept: four iterations leave scores near the prior, and AP 0 would compare nothing.
@@ -179,6 +180,7 @@ def _reported_metrics(log):
     return rows[-1].split(",")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_lazy_training_resumes_and_reports_a_typo_as_an_error(tmp_path):
     no_test, ema = "dataloader.test.dataset.names=[]", "train.model_ema.enabled=True"

@@ -30,6 +30,7 @@ def _float32_losses():
         return {k: v.item() for k, v in model(_batch()).items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("checkpoint", ["", "rfe", "towers"])
 def test_bfloat16_training_gives_finite_falling_losses(checkpoint):
     cfg = _cfg(checkpoint)

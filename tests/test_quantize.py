@@ -39,6 +39,7 @@ def _int8_neighbours(path):
     return neighbours, int8_merges, {node.op_type for node in graph.node}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch", [False, True])
 def test_int8_export_runs_is_recorded_and_keeps_the_decoding_fp32(tiny_model, tmp_path, monkeypatch, caplog, batch):
     monkeypatch.setenv("SRN_DATASETS", str(tmp_path / "datasets"))
@@ -64,6 +65,7 @@ def test_int8_export_runs_is_recorded_and_keeps_the_decoding_fp32(tiny_model, tm
     assert DECODING & operators >= {"Sigmoid", "Exp", "TopK"}
 
 
+@pytest.mark.slow
 def test_the_network_scope_quantizes_more_than_the_convolutions(tiny_model, tmp_path):
     from srn_d2.deploy.export import export
     from srn_d2.engine import setup_cfg
@@ -89,6 +91,7 @@ def _largest_int8_weight(path):
                for t in onnx.load(path).graph.initializer if t.data_type == TensorProto.INT8 and t.dims)
 
 
+@pytest.mark.slow
 def test_seven_bit_weights_stay_within_64(tiny_model, tmp_path):
     """Per channel, each output channel's largest weight maps to the end of the range: 127 in
     8 bits, 64 in 7 (onnxruntime's reduce_range), where AVX2's 16-bit sums cannot overflow."""
@@ -132,6 +135,7 @@ def test_int8_without_usable_calibration_data_is_refused_before_anything_is_writ
 
 
 # The first test to ask for trained_tiny trains it (about a minute on 2 cores).
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_int8_detections_agree_with_fp32_on_a_trained_model(trained_tiny, tmp_path, monkeypatch):
     """The trained tiny SRN, calibrated on 20 train images, run on 10 val images it never saw:
@@ -171,6 +175,7 @@ def test_agreement_measures_the_landmark_shift_in_face_sizes():
     assert "largest_landmark_shift" not in detection_agreement([(boxes, scores)], [(boxes, scores)])
 
 
+@pytest.mark.slow
 def test_int8_landmark_model_runs_and_reports_its_landmark_shift(tmp_path, monkeypatch, caplog):
     from srn_d2.deploy.export import export
     from srn_d2.deploy.quantize import calibration_images
@@ -196,6 +201,7 @@ def _export_id(path):
     return {p.key: p.value for p in onnx.load(str(path)).metadata_props}["srn_d2.export_id"]
 
 
+@pytest.mark.slow
 def test_the_pair_shares_an_export_id_and_a_mismatch_is_told(tiny_model, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("SRN_DATASETS", str(tmp_path / "datasets"))
     config_file, weights = tiny_model
@@ -210,6 +216,7 @@ def test_the_pair_shares_an_export_id_and_a_mismatch_is_told(tiny_model, tmp_pat
     assert "come from different exports" in caplog.text
 
 
+@pytest.mark.slow
 def test_a_failure_during_the_int8_step_leaves_both_previous_files(tiny_model, tmp_path, monkeypatch, capsys):
     """The pair changes together or not at all; no partial file or working folder stays behind."""
     import srn_d2.deploy.quantize as quantize

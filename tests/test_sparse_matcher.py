@@ -135,6 +135,7 @@ def test_two_thousand_faces():
     assert int((labels == 1).sum()) > 2000
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(widerface_val_gt_dir() is None, reason="needs the WIDER FACE val ground truth")
 def test_real_wider_face_crowds_scaled_to_1024():
     mat = loadmat(f"{widerface_val_gt_dir()}/wider_face_val.mat")

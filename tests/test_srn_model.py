@@ -130,6 +130,7 @@ def _batch(n=2, size=(96, 128)):
     return [{"image": random_image(*size, seed=i), "instances": face_instances(size, boxes[i])} for i in range(n)]
 
 
+@pytest.mark.slow
 def test_training_losses_are_finite_and_fall_when_overfitting():
     model = build_tiny_srn()
     model.train()

@@ -29,6 +29,7 @@ def _iteration_of(checkpoint):
     return torch.load(checkpoint, map_location="cpu", weights_only=False)["iteration"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_two_processes_train_and_checkpoint(tmp_path):
     out = tmp_path / "out"
@@ -39,6 +40,7 @@ def test_two_processes_train_and_checkpoint(tmp_path):
     assert (out / "last_checkpoint").read_text().strip() == "model_final.pth"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_resume_continues_from_last_checkpoint(tmp_path):
     out = tmp_path / "out"
