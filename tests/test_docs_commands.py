@@ -47,6 +47,9 @@ def _tool_main(argv):
     if argv[0] == "-m" and len(argv) == 2:
         importlib.import_module(program)
         return None
+    if program == "pytest":
+        _check_pytest(argv[2:])
+        return None
     if argv[0] == "-m":
         assert argv[1].startswith("srn_d2.tools."), f"python -m {argv[1]}: not a tool of this repository"
         module = importlib.import_module(argv[1])
@@ -61,6 +64,19 @@ def _tool_main(argv):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.main, argv[1:]
+
+
+def _check_pytest(argv):
+    """A pytest command line: its marker expression names registered markers, its paths exist."""
+    markers = set(re.findall(r"^\s+(\w+):", open(os.path.join(ROOT, "pytest.ini")).read(), re.M))
+    rest = list(argv)
+    while rest:
+        token = rest.pop(0)
+        if token == "-m":
+            words = set(re.findall(r"\w+", rest.pop(0))) - {"and", "or", "not"}
+            assert words <= markers, f"pytest -m names unregistered markers {words - markers}"
+        elif not token.startswith("-"):
+            assert os.path.exists(os.path.join(ROOT, token.split("::")[0])), f"pytest: {token} does not exist"
 
 
 def _make_targets():
