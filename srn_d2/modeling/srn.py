@@ -4,8 +4,9 @@ SRN is the composition of its parts: a backbone with two feature pyramids
 (``backbone.py``), a shared head with RFE (``heads.py``, ``rfe.py``) run on
 both pyramids (``two_step_head.py``), Selective Two-step Classification
 (``selective_classification.py``) and Regression (``selective_regression.py``),
-and a matcher per step (``matcher.py``). This module labels anchors, computes
-the four losses (five with landmarks, ``landmarks.py``) and decodes detections.
+a matcher per step (``matcher.py``) that labels every image of a batch at once
+(``anchor_labelling.py``), and the four losses (five with landmarks,
+``srn_losses.py``). This module wires them together and decodes detections.
 
 Tensors are kept per level, in dicts keyed by level name ("p2".."p7"); which
 level takes which step is the :class:`LevelPlan` shared with the backbone and
