@@ -49,10 +49,10 @@ class WiderFaceGroundTruth:
 
     def __post_init__(self):
         if len(self.offsets) != len(self.image_ids) + 1 or self.offsets[-1] != len(self.boxes):
-            raise InputError("offsets must hold len(image_ids) + 1 entries ending at len(boxes)")
+            raise ValueError("offsets must hold len(image_ids) + 1 entries ending at len(boxes)")
         for setting, mask in self.listed.items():
             if mask.shape != (len(self.boxes),):
-                raise InputError(f"listed[{setting!r}] must have one entry per face")
+                raise ValueError(f"listed[{setting!r}] must have one entry per face")
 
     @property
     def num_images(self) -> int:

@@ -114,7 +114,7 @@ def box_size_mask(boxes: torch.Tensor, keep: str, min_box: float, max_box: float
         return sides.max(dim=1).values > min_box
     if keep == KEEP_SMALLER:
         return sides.min(dim=1).values < max_box
-    raise InputError(f"unknown pass kind {keep!r}; expected {KEEP_ALL}, {KEEP_LARGER} or {KEEP_SMALLER}")
+    raise ValueError(f"unknown pass kind {keep!r}; expected {KEEP_ALL}, {KEEP_LARGER} or {KEEP_SMALLER}")
 
 
 def bbox_vote(

@@ -183,7 +183,7 @@ def atomic_write_path(path: str) -> Iterator[str]:
 def atomic_write(path: str, mode: str = "w") -> Iterator[IO]:
     """``open(path, mode)`` that writes beside ``path`` and renames into place (see :func:`atomic_write_path`)."""
     if mode not in ("w", "wb"):
-        raise InputError(f"atomic_write writes whole files: mode 'w' or 'wb', not {mode!r}")
+        raise ValueError(f"atomic_write writes whole files: mode 'w' or 'wb', not {mode!r}")
     with atomic_write_path(path) as temporary:
         with open(temporary, mode) as f:
             yield f
