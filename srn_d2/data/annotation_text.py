@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import InputError, require_unique_images
 from ..utils.file_io import MAX_LINE_BYTES
+from ..utils.image_checks import MAX_COORDINATE
 
 
 @dataclass(frozen=True)
@@ -68,11 +69,6 @@ def read_counted_records(
     name_lines = [start - 1 for start in starts]
     require_unique_images(names, [f"{path}:{line}" for line in name_lines])
     return CountedRecords(names, name_lines, np.asarray(counts, dtype=np.int64), records, record_lines)
-
-
-# No photo is a million pixels wide: a coordinate beyond it is a damaged file, and one beyond float32's
-# range (1e39) would become infinite only once training reads it.
-MAX_COORDINATE = float(1 << 20)
 
 
 def read_text_lines(path: str) -> List[str]:

@@ -41,6 +41,7 @@ import numpy as np
 
 from ..errors import InputError, require_unique_images
 from ..utils.file_io import atomic_write
+from ..utils.image_checks import MAX_COORDINATE
 from .widerface_gt import load_mat
 from .widerface_protocol import voc_ap
 
@@ -265,8 +266,6 @@ def match_detections(detections: BenchmarkDetections, gt: FaceBenchmarkGroundTru
     return BenchmarkMatches(true_positive, false_positive, np.where(hit, face, -1), int((~ignored).sum()))
 
 
-# No photo is a million pixels wide; corners beyond would overflow the overlap arithmetic.
-MAX_COORDINATE = float(1 << 20)
 # At most this many (detection, face) overlaps are held at once.
 MAX_PAIRS = 1 << 16
 

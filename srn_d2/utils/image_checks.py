@@ -5,7 +5,12 @@ import numpy as np
 
 from ..errors import ImageTooLargeError, InputError
 
-__all__ = ["MAX_TEST_PIXELS", "check_bgr_image", "check_test_size", "test_size"]
+__all__ = ["MAX_COORDINATE", "MAX_TEST_PIXELS", "check_bgr_image", "check_test_size", "network_input_size"]
+
+# No photo is a million pixels wide: an annotated coordinate beyond it is a damaged file, and one
+# beyond float32's range (1e39) would become infinite only once training reads it, or overflow the
+# overlap arithmetic of an evaluation.
+MAX_COORDINATE = float(1 << 20)
 
 # The most pixels srn_d2's detectors run a network on (4096 x 4096). SRN R-50 needs about 0.3 GB
 # of activations a megapixel at inference: a 12000 x 12000 photo at full size would ask for
@@ -28,7 +33,7 @@ def check_bgr_image(image) -> np.ndarray:
     return image
 
 
-def test_size(height: int, width: int, min_size: int, max_size: int) -> Tuple[int, int]:
+def network_input_size(height: int, width: int, min_size: int, max_size: int) -> Tuple[int, int]:
     """(h, w) the network sees: Detectron2's ResizeShortestEdge at test time (INPUT.MIN_SIZE_TEST,
     0 = the image as it is, and INPUT.MAX_SIZE_TEST)."""
     if min_size == 0:
@@ -42,8 +47,8 @@ def test_size(height: int, width: int, min_size: int, max_size: int) -> Tuple[in
 
 
 def check_test_size(height: int, width: int, min_size: int, max_size: int) -> Tuple[int, int]:
-    """:func:`test_size`, or an ImageTooLargeError if it holds more than :data:`MAX_TEST_PIXELS`."""
-    new_h, new_w = test_size(height, width, min_size, max_size)
+    """:func:`network_input_size`, or an ImageTooLargeError if it holds more than :data:`MAX_TEST_PIXELS`."""
+    new_h, new_w = network_input_size(height, width, min_size, max_size)
     if new_h * new_w > MAX_TEST_PIXELS:
         resized = "" if (new_h, new_w) == (height, width) else f" (resized from {height} x {width})"
         raise ImageTooLargeError(
