@@ -46,6 +46,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 import numpy as np
 import torch
 from detectron2.modeling import build_model
+from detectron2.structures import Boxes, pairwise_iou
 
 from ..checkpoint import load_inference_weights
 from ..errors import ExportError, require
@@ -53,8 +54,7 @@ from ..modeling import SRN
 from ..utils.file_io import atomic_write, atomic_write_path, check_output_path
 from .batched import BatchedSRN
 from .onnx_runtime import BATCHED_INTERFACE, EXPORT_ID, INPUT_FORMAT, MAX_SIZE_TEST, MIN_SIZE_TEST, PRECISION, \
-    SINGLE_INTERFACE, \
-    pad_images, split_by_image, with_landmarks
+    SINGLE_INTERFACE, pad_images, split_by_image, with_landmarks
 
 __all__ = ["FORMATS", "ExportError", "batched_runner", "check_exportable", "deployment_metadata", "export", "on_cpu",
            "export_onnx", "export_torchscript", "exported_file", "exported_runner", "traceable", "verify",
@@ -297,9 +297,11 @@ def _compare(expected, got, size, borders: _Borders = _Borders()) -> Dict[str, f
             landmark_diff = float(np.abs(expected[3][rows] - got[3][cols]).max())
     lone_expected = np.setdiff1d(np.arange(num_expected), rows)
     lone_got = np.setdiff1d(np.arange(num_got), cols)
-    ties = {}
-    for side, lone, other, other_lone in ((expected, lone_expected, got, lone_got),
-                                         (got, lone_got, expected, lone_expected)):
+    overlaps = pairwise_iou(Boxes(torch.as_tensor(expected[0]).reshape(-1, 4)),
+                            Boxes(torch.as_tensor(got[0]).reshape(-1, 4))).numpy()
+    ties = [0, 0]
+    for s, (side, lone, other, other_lone, side_overlaps) in enumerate((
+            (expected, lone_expected, got, lone_got, overlaps), (got, lone_got, expected, lone_expected, overlaps.T))):
         at_cap = borders.max_detections and len(side[1]) >= borders.max_detections
         lowest = float(side[1].min()) if len(side[1]) else 0.0
         for index in lone:
@@ -307,7 +309,7 @@ def _compare(expected, got, size, borders: _Borders = _Borders()) -> Dict[str, f
             if abs(score - borders.score_thresh) <= SCORE_TOLERANCE or (at_cap and score - lowest <= SCORE_TOLERANCE):
                 continue
             tied = [j for j in other_lone if abs(float(other[1][j]) - score) <= SCORE_TOLERANCE
-                    and _iou(side[0][index], other[0][j]) > borders.nms_thresh
+                    and side_overlaps[index, j] > borders.nms_thresh
                     and _is_candidate(got[0][j] if side is expected else side[0][index], score, borders)]
             if not tied:
                 raise ExportError(
@@ -316,9 +318,9 @@ def _compare(expected, got, size, borders: _Borders = _Borders()) -> Dict[str, f
                     f"{np.round(side[0][index], 2).tolist()}) has no counterpart within {BOX_TOLERANCE_PX} px and "
                     f"{SCORE_TOLERANCE:g} in score, and is neither at the score threshold, nor at the cap, "
                     "nor tied with a detection NMS could keep instead")
-            ties[id(side)] = ties.get(id(side), 0) + 1
+            ties[s] += 1
     # A tie resolved the other way leaves one detection unpaired on each side.
-    num_ties = max(ties.values(), default=0)
+    num_ties = max(ties)
     if num_ties > max(1, max(num_expected, num_got) // 4):
         raise ExportError(f"{size} px: {num_ties} detections differ from PyTorch's, each only tied with another: "
                           "more than NMS's order can explain")
@@ -337,14 +339,6 @@ def _is_candidate(box: np.ndarray, score: float, borders: _Borders) -> bool:
     boxes, scores = borders.candidates
     return bool(np.any((np.abs(boxes - box).max(-1, initial=0.0) <= BOX_TOLERANCE_PX)
                        & (np.abs(scores - score) <= SCORE_TOLERANCE)))
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    width = min(a[2], b[2]) - max(a[0], b[0])
-    height = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(width, 0.0) * max(height, 0.0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 def _sample_images(device) -> Tuple[torch.Tensor, torch.Tensor]:
