@@ -17,7 +17,7 @@ from ..utils.file_io import check_run_folder
 from ..utils.image_checks import check_bgr_image, check_test_size
 from .config_files import merge_config_file
 
-__all__ = ["setup_cfg", "resolve_device", "split_overrides", "FacePredictor"]
+__all__ = ["setup_cfg", "resolve_command_device", "resolve_device", "split_overrides", "FacePredictor"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +46,7 @@ def setup_cfg(config_file: str, opts: Sequence[str] = (), args=None, run_setup: 
     # yacs reports an unknown key as an AssertionError, a bad value as ValueError or KeyError.
     except (AssertionError, KeyError, ValueError) as error:
         raise ConfigValueError(f"config override: {error.args[0] if error.args else error}") from None
-    cfg.MODEL.DEVICE = resolve_device(cfg.MODEL.DEVICE, "MODEL.DEVICE", training=_trains(args),
-                                      num_gpus=getattr(args, "num_gpus", 1))
+    cfg.MODEL.DEVICE = resolve_command_device(cfg.MODEL.DEVICE, "MODEL.DEVICE", args)
     cfg.freeze()
     if args is not None and run_setup:
         # Checked now, not at the first checkpoint an hour into training.
@@ -57,8 +56,11 @@ def setup_cfg(config_file: str, opts: Sequence[str] = (), args=None, run_setup: 
     return cfg
 
 
-def _trains(args) -> bool:
-    return args is not None and not getattr(args, "eval_only", False)
+def resolve_command_device(device: str, key: str, args=None) -> str:
+    """:func:`resolve_device` for a command line's ``args`` (None: no command line): it trains
+    unless ``--eval-only``, on ``--num-gpus`` processes."""
+    training = args is not None and not getattr(args, "eval_only", False)
+    return resolve_device(device, key, training=training, num_gpus=getattr(args, "num_gpus", 1))
 
 
 def resolve_device(device: str, key: str, training: bool = False, num_gpus: int = 1) -> str:

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from ..checkpoint import SafeCheckpointer, load_inference_weights
 from ..errors import ConfigValueError, require
 from ..utils.file_io import check_run_folder
-from .defaults import resolve_device
+from .defaults import resolve_command_device
 from .determinism import enable_deterministic_training
 from .ema import insert_weight_average
 
@@ -112,10 +112,8 @@ def _paths_of_key(node: Any, key: str, prefix: str) -> List[str]:
 
 
 def _device(cfg, args=None) -> str:
-    """``train.device`` through :func:`resolve_device`, which may move it to the CPU."""
-    cfg.train.device = resolve_device(cfg.train.device, "train.device",
-                                      training=args is not None and not args.eval_only,
-                                      num_gpus=getattr(args, "num_gpus", 1))
+    """``train.device`` through :func:`resolve_command_device`, which may move it to the CPU."""
+    cfg.train.device = resolve_command_device(cfg.train.device, "train.device", args)
     return cfg.train.device
 
 
