@@ -23,8 +23,8 @@ from detectron2.utils.events import EventStorage
 
 from .. import model_zoo
 from ..data.image_io import bgr_to_model_input
-from ..utils.measure import interleaved_median_ms, peak_mib
 from ..engine.defaults import setup_cfg, split_overrides
+from ..utils.measure import interleaved_median_ms, peak_mib
 
 __all__ = ["Candidate", "benchmark", "parse_size", "random_faces", "resolve_config", "training_batch"]
 

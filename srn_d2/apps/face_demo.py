@@ -24,11 +24,11 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.visualizer import Visualizer
 
 from ..data.image_io import read_image
+from ..engine.defaults import FacePredictor
 from ..errors import ImageTooLargeError, InputError
 from ..evaluation.face_evaluator import instances_to_xywhs
 from ..evaluation.prediction_files import write_widerface_predictions
 from ..utils.file_io import atomic_write_path, check_output_folder, check_output_path, write_image, write_text
-from ..engine.defaults import FacePredictor
 
 __all__ = ["FaceDemo", "DemoSummary", "onnx_predictor", "plan_inputs", "run_demo"]
 

@@ -23,11 +23,11 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 from .. import model_zoo
+from ..engine.defaults import setup_cfg
+from ..engine.trainer import SRNTrainer
 from ..utils.dispatch_count import DispatchCount
 from ..utils.measure import PeakMemory, MIB, interleaved_median_ms
 from .benchmark import training_batch
-from ..engine.defaults import setup_cfg
-from ..engine.trainer import SRNTrainer
 
 __all__ = ["CheckSettings", "FULL", "SMOKE", "run_gpu_check"]
 

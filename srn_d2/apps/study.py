@@ -28,13 +28,13 @@ from tqdm import tqdm
 from .. import model_zoo
 from ..data import datasets_root, ensure_mini_faces
 from ..data.image_io import image_to_tensor, read_image
+from ..engine.defaults import setup_cfg, split_overrides
+from ..engine.trainer import SRNTrainer
 from ..errors import require
 from ..evaluation.widerface_evaluator import WiderFaceEvaluator
 from ..evaluation.widerface_protocol import match_image
 from ..utils.file_io import check_output_folder, save_figure, write_image, write_text
 from ..utils.measure import median_time
-from ..engine.defaults import setup_cfg, split_overrides
-from ..engine.trainer import SRNTrainer
 
 logger = logging.getLogger(__name__)
 
