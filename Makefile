@@ -38,11 +38,13 @@ endif
 	$(PY) -c "import srn_d2, detectron2; print('srn_d2 ready on detectron2', detectron2.__version__)"
 	touch $@
 
+# One test process a core (pytest-xdist); each process computes on one thread.
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto tests
 
 lint: install
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 demo: install
 	$(PY) -m srn_d2.tools.ablation

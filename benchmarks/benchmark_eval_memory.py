@@ -9,6 +9,7 @@ folder in a fresh process, once as shipped (the IoU matrix computed in
 slices) and once with the whole matrix at once, as before the slicing; the
 table gives each process's peak resident memory and their ratio.
 """
+
 import argparse
 import os
 import subprocess
@@ -37,9 +38,13 @@ def crowded_predictions(gt, num_boxes: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     index = int(np.argmax(np.diff(gt.offsets)))
     faces = gt.faces_of(index)[:num_boxes]
-    jittered = faces + np.concatenate([rng.normal(0, 1, (len(faces), 2)), np.zeros((len(faces), 2))], axis=1)
+    jittered = faces + np.concatenate(
+        [rng.normal(0, 1, (len(faces), 2)), np.zeros((len(faces), 2))], axis=1
+    )
     num_random = num_boxes - len(faces)
-    random_boxes = np.concatenate([rng.uniform(0, 1024, (num_random, 2)), rng.uniform(4, 128, (num_random, 2))], 1)
+    random_boxes = np.concatenate(
+        [rng.uniform(0, 1024, (num_random, 2)), rng.uniform(4, 128, (num_random, 2))], 1
+    )
     boxes = np.concatenate([jittered, random_boxes])
     scores = rng.uniform(0, 1, (num_boxes, 1))
     return gt.image_ids[index], len(faces), np.concatenate([boxes, scores], axis=1)
@@ -59,8 +64,12 @@ def peak_rss_mb(gt_dir: str, pred_dir: str, chunk_elements: int) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gt-dir", required=True, help="folder of wider_face_val.mat and wider_*_val.mat")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--gt-dir", required=True, help="folder of wider_face_val.mat and wider_*_val.mat"
+    )
     parser.add_argument("--boxes", type=int, nargs="+", default=[10_000, 100_000, 300_000])
     args = parser.parse_args(argv)
     gt = load_widerface_gt_mat(args.gt_dir)
@@ -71,7 +80,9 @@ def main(argv=None) -> int:
             write_widerface_predictions(pred_dir, {image_id: predictions})
             sliced = peak_rss_mb(args.gt_dir, pred_dir, MATCH_CHUNK_ELEMENTS)
             whole = peak_rss_mb(args.gt_dir, pred_dir, WHOLE_MATRIX)
-        print(f"{num_boxes:>8} {num_faces:>6} {sliced:>10.0f} {whole:>10.0f} {whole / sliced:>15.2f}")
+        print(
+            f"{num_boxes:>8} {num_faces:>6} {sliced:>10.0f} {whole:>10.0f} {whole / sliced:>15.2f}"
+        )
     return 0
 
 

@@ -9,6 +9,7 @@ after a random refinement, as in training. Prints the median time and the
 peak memory of each, the ratios, and whether the labels (and the matches the
 sparse matcher promises) are Detectron2's.
 """
+
 from srn_d2.utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import argparse
 import gc
@@ -33,7 +34,9 @@ def srn_anchor_levels(size: int, device: str, refine_str_levels: bool):
     plan = LevelPlan.from_config(cfg)
     strides = [plan.stride(level) for level in plan.levels]
     generator = build_anchor_generator(cfg, [ShapeSpec(stride=s) for s in strides])
-    maps = [torch.zeros(1, 1, math.ceil(size / s), math.ceil(size / s), device=device) for s in strides]
+    maps = [
+        torch.zeros(1, 1, math.ceil(size / s), math.ceil(size / s), device=device) for s in strides
+    ]
     noise = torch.Generator().manual_seed(1)
     levels = []
     for level, stride, feature, anchors, cells in zip(
@@ -57,7 +60,11 @@ def _measure(run, device):
 
 def compare(num_faces: int, size: int, device: str, step: str):
     cfg, levels = srn_anchor_levels(size, device, refine_str_levels=step == "step2")
-    thresholds = cfg.MODEL.SRN.STEP1_IOU_THRESHOLDS if step == "step1" else cfg.MODEL.SRN.STEP2_IOU_THRESHOLDS
+    thresholds = (
+        cfg.MODEL.SRN.STEP1_IOU_THRESHOLDS
+        if step == "step1"
+        else cfg.MODEL.SRN.STEP2_IOU_THRESHOLDS
+    )
     labels = cfg.MODEL.SRN.IOU_LABELS
     faces = Boxes(random_faces(num_faces, size, torch.Generator().manual_seed(0)).to(device))
     anchors = Boxes(torch.cat([level.boxes for level in levels]))
@@ -73,19 +80,30 @@ def compare(num_faces: int, size: int, device: str, step: str):
 
     # The sparse matcher first: after the dense one, its allocations would land in pages
     # the dense matrix's gigabytes just handed back, and time their faults.
-    (sparse_matches, sparse_labels), sparse_mib, sparse_s = _measure(lambda: sparse(faces, levels), device)
+    (sparse_matches, sparse_labels), sparse_mib, sparse_s = _measure(
+        lambda: sparse(faces, levels), device
+    )
     (dense_matches, dense_labels, promised), dense_mib, dense_s = _measure(run_dense, device)
-    same = torch.equal(sparse_labels, dense_labels) and torch.equal(sparse_matches[promised], dense_matches[promised])
+    same = torch.equal(sparse_labels, dense_labels) and torch.equal(
+        sparse_matches[promised], dense_matches[promised]
+    )
     common = {"step": step, "faces": num_faces, "anchors": len(anchors)}
     rows = [
-        {"matcher": "dense (Detectron2 Matcher)", **common, "seconds": dense_s, "peak_MiB": dense_mib},
+        {
+            "matcher": "dense (Detectron2 Matcher)",
+            **common,
+            "seconds": dense_s,
+            "peak_MiB": dense_mib,
+        },
         {"matcher": "SparseGridMatcher", **common, "seconds": sparse_s, "peak_MiB": sparse_mib},
     ]
     return rows, same
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--faces", nargs="+", type=int, default=[200, 2000])
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -12,6 +12,7 @@
 Peaks are Python's and numpy's allocations (``tracemalloc``), in MB; ``--gt`` defaults to the
 synthetic PASCAL-sized ground truth of 851 images when the real file is not given.
 """
+
 import argparse
 import os
 import sys
@@ -22,7 +23,8 @@ import numpy as np
 from scipy.io import savemat
 
 from srn_d2.data.retinaface_labels import load_retinaface_labels
-from srn_d2.evaluation.face_benchmarks import BenchmarkDetections, evaluate_benchmark, load_benchmark_mat
+from srn_d2.annotations.face_benchmarks import load_benchmark_mat
+from srn_d2.evaluation.face_benchmarks import BenchmarkDetections, evaluate_benchmark
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark_face_benchmark import synthesize  # noqa: E402
@@ -58,7 +60,9 @@ def ground_truth_mat(path: str, crowded: int, base=None) -> str:
     images = []
     if base is not None:
         for name, start, stop in zip(base.image_names, base.offsets[:-1], base.offsets[1:]):
-            images.append((name, np.concatenate([base.boxes[start:stop], np.zeros((stop - start, 2))], 1)))
+            images.append(
+                (name, np.concatenate([base.boxes[start:stop], np.zeros((stop - start, 2))], 1))
+            )
     else:
         for index in range(851):
             xy = rng.uniform(0, 400, (2, 2))
@@ -67,15 +71,23 @@ def ground_truth_mat(path: str, crowded: int, base=None) -> str:
     if crowded:
         xy = rng.uniform(0, 4000, (crowded, 2))
         images.append(("crowd.jpg", np.concatenate([xy, xy + 40, np.zeros((crowded, 2))], 1)))
-    entries = np.zeros((len(images), 1), dtype=[("imgname", "O"), ("imgsize", "O"), ("objects", "O")])
+    entries = np.zeros(
+        (len(images), 1), dtype=[("imgname", "O"), ("imgsize", "O"), ("objects", "O")]
+    )
     for row, (name, objects) in enumerate(images):
-        entries[row, 0] = (np.array([name]), np.array([[640], [480], [3]]), objects.astype(np.float64))
+        entries[row, 0] = (
+            np.array([name]),
+            np.array([[640], [480], [3]]),
+            objects.astype(np.float64),
+        )
     savemat(path, {"Annotations": entries})
     return path
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--gt", help="the toolbox's PASCAL (or AFW) ground truth .mat")
     args = parser.parse_args(argv)
     rows = []
@@ -83,13 +95,25 @@ def main(argv=None) -> int:
         plain = label_file(os.path.join(folder, "plain.txt"), 0)
         padded = label_file(os.path.join(folder, "padded.txt"), 50_000)
         sizes = [os.path.getsize(plain) / 1e6, os.path.getsize(padded) / 1e6]
-        label_peaks = [peak_mb(lambda p=p: load_retinaface_labels(p, folder, read_sizes=False))
-                       for p in (plain, padded)]
-        rows.append(("label.txt", f"{sizes[0]:.1f} MB", f"{sizes[1]:.1f} MB, one line +50 KB", *label_peaks, 1.5))
+        label_peaks = [
+            peak_mb(lambda p=p: load_retinaface_labels(p, folder, read_sizes=False))
+            for p in (plain, padded)
+        ]
+        rows.append(
+            (
+                "label.txt",
+                f"{sizes[0]:.1f} MB",
+                f"{sizes[1]:.1f} MB, one line +50 KB",
+                *label_peaks,
+                1.5,
+            )
+        )
 
         base = load_benchmark_mat(args.gt) if args.gt else None
         plain_gt = args.gt or ground_truth_mat(os.path.join(folder, "plain.mat"), 0)
-        crowded_gt = ground_truth_mat(os.path.join(folder, "crowded.mat"), 2_000, load_benchmark_mat(plain_gt))
+        crowded_gt = ground_truth_mat(
+            os.path.join(folder, "crowded.mat"), 2_000, load_benchmark_mat(plain_gt)
+        )
         peaks = []
         for path in (plain_gt, crowded_gt):
             gt = load_benchmark_mat(path)
@@ -97,14 +121,25 @@ def main(argv=None) -> int:
             image[:100] = len(gt.keys) - 1 if path == crowded_gt else image[:100]
             detections = BenchmarkDetections.sorted(image, scores, boxes)
             peaks.append(peak_mb(lambda d=detections, g=gt: evaluate_benchmark(d, g)))
-        rows.append(("AFW / PASCAL scoring", f"{'given' if base else 'synthetic'} gt, 50,000 detections",
-                     "the same + an image of 2,000 faces", *peaks, 2.0))
-    print(f"{'reader':22} {'plain input':36} {'hostile input':36} {'plain MB':>9} {'hostile MB':>11} "
-          f"{'ratio':>6} bound")
+        rows.append(
+            (
+                "AFW / PASCAL scoring",
+                f"{'given' if base else 'synthetic'} gt, 50,000 detections",
+                "the same + an image of 2,000 faces",
+                *peaks,
+                2.0,
+            )
+        )
+    print(
+        f"{'reader':22} {'plain input':36} {'hostile input':36} {'plain MB':>9} {'hostile MB':>11} "
+        f"{'ratio':>6} bound"
+    )
     for name, plain_text, hostile_text, plain_mb, hostile_mb, bound in rows:
         ratio = hostile_mb / plain_mb
-        print(f"{name:22} {plain_text:36} {hostile_text:36} {plain_mb:9.1f} {hostile_mb:11.1f} {ratio:6.2f} "
-              f"{'within' if ratio <= bound else 'OVER'} {bound}x")
+        print(
+            f"{name:22} {plain_text:36} {hostile_text:36} {plain_mb:9.1f} {hostile_mb:11.1f} {ratio:6.2f} "
+            f"{'within' if ratio <= bound else 'OVER'} {bound}x"
+        )
     return 0
 
 

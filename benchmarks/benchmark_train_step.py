@@ -13,6 +13,7 @@ index or assignment), ``repeat_interleave`` without its output size,
 ``host_copy`` (a tensor built from Python data). Then the step is timed, the
 configs in turns. Ratios are to the first config.
 """
+
 from srn_d2.utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import argparse
 
@@ -35,24 +36,44 @@ def step_counts(candidate: Candidate) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", nargs="+", default=["RetinaNet_mini.yaml", "SRN_mini.yaml"],
-                        help="config names or files; ratios are to the first")
-    parser.add_argument("--faces", nargs="+", type=int, default=[10, 200], help="faces per image, one table each")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=["RetinaNet_mini.yaml", "SRN_mini.yaml"],
+        help="config names or files; ratios are to the first",
+    )
+    parser.add_argument(
+        "--faces", nargs="+", type=int, default=[10, 200], help="faces per image, one table each"
+    )
     parser.add_argument("--size", type=int, default=256, help="square training crops")
     parser.add_argument("--batch", type=int, default=4, help="images per step")
-    parser.add_argument("--iters", type=int, default=5, help="timed steps per config (median reported)")
+    parser.add_argument(
+        "--iters", type=int, default=5, help="timed steps per config (median reported)"
+    )
     args = parser.parse_args(argv)
     torch.set_flush_denormal(True)
     columns = ["config", "faces", "ops", "syncs", *SYNC_KINDS, "train_ms"]
-    print(f"device: cpu, threads: {torch.get_num_threads()}, {args.batch} images of {args.size} px a step")
+    print(
+        f"device: cpu, threads: {torch.get_num_threads()}, {args.batch} images of {args.size} px a step"
+    )
     for faces in args.faces:
-        candidates = [Candidate(c, [], (args.size, args.size), "cpu", args.batch, faces) for c in args.configs]
+        candidates = [
+            Candidate(c, [], (args.size, args.size), "cpu", args.batch, faces) for c in args.configs
+        ]
         rows = []
         with EventStorage():
             for candidate in candidates:
                 candidate.model.train()
-                rows.append({"config": candidate.row["config"], "faces": str(faces), **step_counts(candidate)})
+                rows.append(
+                    {
+                        "config": candidate.row["config"],
+                        "faces": str(faces),
+                        **step_counts(candidate),
+                    }
+                )
             steps = [lambda c=c: c.train_step(amp=False) for c in candidates]
             for row, ms in zip(rows, interleaved_median_ms(steps, args.iters, 1)):
                 row["train_ms"] = ms

@@ -6,6 +6,7 @@ Synthesizes ``--per-image`` predictions for every ground-truth image (each
 face jittered, then random boxes), writes them as submission files, reads
 them back, and times each step and the evaluation separately.
 """
+
 import argparse
 import sys
 import tempfile
@@ -13,7 +14,10 @@ import time
 
 import numpy as np
 
-from srn_d2.evaluation.prediction_files import read_widerface_predictions, write_widerface_predictions
+from srn_d2.evaluation.prediction_files import (
+    read_widerface_predictions,
+    write_widerface_predictions,
+)
 from srn_d2.evaluation.widerface_gt import SETTINGS, WiderFaceGroundTruth, load_widerface_gt_mat
 from srn_d2.evaluation.widerface_protocol import WiderFaceMatches, widerface_metrics
 
@@ -27,8 +31,10 @@ def synthesize_predictions(gt: WiderFaceGroundTruth, per_image: int, seed: int =
         faces = gt.faces_of(index)[:per_image]
         size = np.maximum(faces[:, 2:4], 1)
         jittered = np.concatenate(
-            [faces[:, :2] + rng.normal(0, 0.1, faces[:, :2].shape) * size,
-             size * np.exp(rng.normal(0, 0.1, size.shape))],
+            [
+                faces[:, :2] + rng.normal(0, 0.1, faces[:, :2].shape) * size,
+                size * np.exp(rng.normal(0, 0.1, size.shape)),
+            ],
             axis=1,
         )
         num_random = per_image - len(faces)
@@ -81,7 +87,11 @@ def main(argv=None) -> int:
         lambda: widerface_metrics(WiderFaceMatches(from_files, gt)),
     )
     print("AP " + ", ".join(f"{s} {ap:.4f}" for s, ap in aps.items()))
-    print(", ".join(f"{k} {v:.4f}" if k.startswith("AP") else f"{k} {v:.0f}" for k, v in metrics.items()))
+    print(
+        ", ".join(
+            f"{k} {v:.4f}" if k.startswith("AP") else f"{k} {v:.0f}" for k, v in metrics.items()
+        )
+    )
     return 0
 
 

@@ -6,6 +6,7 @@ every checkpoint through :class:`SafeCheckpointer`: ``.pkl`` files through an
 unpickler that rebuilds only dicts and numpy arrays, everything else through
 ``torch.load(weights_only=True)``.
 """
+
 from .utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import logging
 import os
@@ -39,11 +40,23 @@ _SAFE_PICKLE_GLOBALS = frozenset(
     + [
         (f"{package}.{module}", name)
         for package in ("numpy.core", "numpy._core")
-        for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))
+        for module, name in (
+            ("multiarray", "_reconstruct"),
+            ("multiarray", "scalar"),
+            ("numeric", "_frombuffer"),
+        )
     ]
 )
 # What a damaged or foreign file makes torch.load / pickle raise.
-_UNREADABLE = (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError, ValueError, IndexError, KeyError)
+_UNREADABLE = (
+    pickle.UnpicklingError,
+    EOFError,
+    zipfile.BadZipFile,
+    RuntimeError,
+    ValueError,
+    IndexError,
+    KeyError,
+)
 
 
 class _WeightsUnpickler(pickle.Unpickler):
@@ -111,7 +124,9 @@ class SafeCheckpointer(DetectionCheckpointer):
 
     def load(self, path: str, *args, **kwargs) -> Dict[str, Any]:
         if path and "://" not in path and not os.path.isfile(path):
-            raise UnreadableCheckpointError(f"checkpoint {path} not found (MODEL.WEIGHTS or the resumed file)")
+            raise UnreadableCheckpointError(
+                f"checkpoint {path} not found (MODEL.WEIGHTS or the resumed file)"
+            )
         try:
             return super().load(path, *args, **kwargs)
         finally:
@@ -134,13 +149,19 @@ class SafeCheckpointer(DetectionCheckpointer):
     def _torch_load(self, f: str) -> Dict[str, Any]:
         checkpoint = torch.load(f, map_location=torch.device("cpu"), weights_only=True)
         if not isinstance(checkpoint, dict):
-            raise UnreadableCheckpointError(f"checkpoint {f} holds a {type(checkpoint).__name__}, not a dict")
+            raise UnreadableCheckpointError(
+                f"checkpoint {f} holds a {type(checkpoint).__name__}, not a dict"
+            )
         _check_finite(checkpoint.get("model", checkpoint), f)
         if CHECKPOINT_EMA_KEY in checkpoint:
             average = checkpoint[CHECKPOINT_EMA_KEY]
-            if not isinstance(average, dict) or not all(isinstance(v, torch.Tensor) for v in average.values()):
-                raise UnreadableCheckpointError(f"checkpoint {f}: {CHECKPOINT_EMA_KEY} holds a "
-                                                f"{type(average).__name__}, not the weights' average")
+            if not isinstance(average, dict) or not all(
+                isinstance(v, torch.Tensor) for v in average.values()
+            ):
+                raise UnreadableCheckpointError(
+                    f"checkpoint {f}: {CHECKPOINT_EMA_KEY} holds a "
+                    f"{type(average).__name__}, not the weights' average"
+                )
             _check_finite(average, f"{f} ({CHECKPOINT_EMA_KEY})")
         return checkpoint
 
@@ -165,7 +186,9 @@ class SafeCheckpointer(DetectionCheckpointer):
     def _model_zoo_layout(self, data: Any, filename: str) -> Dict[str, Any]:
         """A ``.pkl`` content in the layout DetectionCheckpointer gives it."""
         if not isinstance(data, dict):
-            raise UnreadableCheckpointError(f"checkpoint {filename} holds a {type(data).__name__}, not a dict")
+            raise UnreadableCheckpointError(
+                f"checkpoint {filename} holds a {type(data).__name__}, not a dict"
+            )
         if "model" in data and "__author__" in data:
             self.logger.info(f"Reading a file from '{data['__author__']}'")
             _check_finite(data["model"], filename)
@@ -215,7 +238,9 @@ class SafeCheckpointer(DetectionCheckpointer):
             return self.load(path, checkpointables=[])
         candidates = self._resume_candidates()
         if not candidates:
-            raise UnreadableCheckpointError(f"{self.save_dir} holds no checkpoint file to resume from")
+            raise UnreadableCheckpointError(
+                f"{self.save_dir} holds no checkpoint file to resume from"
+            )
         self._resuming = True
         try:
             for candidate, fallback in zip(candidates, candidates[1:] + [None]):
@@ -226,7 +251,9 @@ class SafeCheckpointer(DetectionCheckpointer):
                         raise UnreadableCheckpointError(
                             f"no readable checkpoint in {self.save_dir} to resume from (tried {candidates})"
                         ) from error
-                    logger.warning(f"{error}; resuming from the previous checkpoint {fallback} instead")
+                    logger.warning(
+                        f"{error}; resuming from the previous checkpoint {fallback} instead"
+                    )
         finally:
             self._resuming = False
 
@@ -234,17 +261,25 @@ class SafeCheckpointer(DetectionCheckpointer):
         """The last checkpoint, then the others of ``save_dir``, newest first; existing files only."""
         last = self.get_checkpoint_file()
         others = sorted(
-            (f for f in self.get_all_checkpoint_files() if os.path.abspath(f) != os.path.abspath(last)),
+            (
+                f
+                for f in self.get_all_checkpoint_files()
+                if os.path.abspath(f) != os.path.abspath(last)
+            ),
             key=os.path.getmtime,
             reverse=True,
         )
         if os.path.isfile(last):
             return [last] + others
-        logger.warning(f"the last checkpoint {last} does not exist; trying the others of {self.save_dir}")
+        logger.warning(
+            f"the last checkpoint {last} does not exist; trying the others of {self.save_dir}"
+        )
         return others
 
 
-def load_inference_weights(model: nn.Module, weights: Optional[str], *, allow_random: bool = False) -> None:
+def load_inference_weights(
+    model: nn.Module, weights: Optional[str], *, allow_random: bool = False
+) -> None:
     """Load ``weights`` (MODEL.WEIGHTS) into ``model`` for inference, safely.
 
     Raises :class:`RandomWeightsError` when ``weights`` is empty, or leaves some

@@ -7,6 +7,7 @@ released ones. docs/DESIGN.md lists every paper-vs-release difference.
 Checks of the values live with the code that reads them (``srn_d2.errors.require``);
 reading config files safely lives in ``srn_d2.engine.config_files``.
 """
+
 from .utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import math
 
@@ -18,7 +19,8 @@ __all__ = ["add_srn_config", "get_srn_cfg"]
 # Keys of earlier srn_d2 versions: a config that still sets one gets an error naming its successor.
 RENAMED_KEYS = {
     "MODEL.SRN.STC_NEG_THRESH": (
-        "MODEL.SRN.STC_MIN_FACE_PROB", "it keeps anchors whose face probability is at least 1 - STC_NEG_THRESH"
+        "MODEL.SRN.STC_MIN_FACE_PROB",
+        "it keeps anchors whose face probability is at least 1 - STC_NEG_THRESH",
     ),
     "MODEL.SRN.NO_SCORE_FLOOR_BELOW_CELLS": ("MODEL.SRN.SCORE_THRESH_TEST_MIN_CELLS", "same value"),
     "MODEL.SRN.LEGACY_PLUS_ONE": (
@@ -26,7 +28,10 @@ RENAMED_KEYS = {
         "it covers NMS only; TEST.AUG.SRN.INCLUSIVE_PIXEL_BOXES covers the multi-scale test's geometry",
     ),
     "MODEL.SRN.MATCHER_MAX_ELEMENTS": ("MODEL.SRN.MATCHER_MAX_PAIRS", "same value"),
-    "MODEL.ANCHOR_GENERATOR.LEGACY_SCALES": ("MODEL.LEGACY_ANCHOR_GENERATOR.STRIDE_MULTIPLES", "same value"),
+    "MODEL.ANCHOR_GENERATOR.LEGACY_SCALES": (
+        "MODEL.LEGACY_ANCHOR_GENERATOR.STRIDE_MULTIPLES",
+        "same value",
+    ),
 }
 
 
@@ -215,7 +220,8 @@ def _add_model_config(cfg):
     _C.MODEL.TIMM = CN()
     # A timm model name (timm.list_models()) with features at strides 4, 8, 16 and 32.
     _C.MODEL.TIMM.NAME = "mobilenetv3_large_100"
-    # Load timm's ImageNet weights (timm downloads them; needs internet access).
+    # Start from timm's ImageNet weights (timm downloads them; needs internet access); not loaded
+    # when MODEL.WEIGHTS names a checkpoint, whose weights replace them.
     _C.MODEL.TIMM.PRETRAINED = False
     # As MODEL.RESNETS.FREEZE_AT: 0 trains all, 1 freezes the stem, k the stem and the stages up to stride 2 ** k.
     _C.MODEL.TIMM.FREEZE_AT = 0

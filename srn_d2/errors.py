@@ -13,6 +13,7 @@ shared by every annotation reader (WIDER format, FDDB folds, AFW / PASCAL).
 This module imports neither torch nor Detectron2, so that the numpy-only
 tools can use it.
 """
+
 import os
 import pickle
 from typing import Sequence
@@ -86,16 +87,24 @@ def require_norm(norm: str, key: str) -> str:
         known = True
     except KeyError:
         known = False
-    require(known, key, norm,
-            'not a normalization detectron2.layers.get_norm knows (e.g. "", "BN", "SyncBN", "FrozenBN", "GN", "LN")')
+    require(
+        known,
+        key,
+        norm,
+        'not a normalization detectron2.layers.get_norm knows (e.g. "", "BN", "SyncBN", "FrozenBN", "GN", "LN")',
+    )
     return norm
 
 
 def require_iou_thresholds(thresholds, key: str) -> list:
     """[negative below, positive from] IoUs: two sorted values in (0, 1]."""
     values = list(thresholds)
-    require(len(values) == 2 and 0 < values[0] <= values[1] <= 1, key, thresholds,
-            "needs two IoUs [negative below, positive from] with 0 < first <= second <= 1")
+    require(
+        len(values) == 2 and 0 < values[0] <= values[1] <= 1,
+        key,
+        thresholds,
+        "needs two IoUs [negative below, positive from] with 0 < first <= second <= 1",
+    )
     return values
 
 
@@ -112,6 +121,8 @@ def require_unique_images(names: Sequence[str], places: Sequence[str]) -> None:
         if key in first_place:
             first_name, first = first_place[key]
             spelled = f" (as {first_name})" if first_name != name else ""
-            raise InputError(f"{place}: image {name} is listed again (first at {first}{spelled}); "
-                             "each image may be listed once")
+            raise InputError(
+                f"{place}: image {name} is listed again (first at {first}{spelled}); "
+                "each image may be listed once"
+            )
         first_place[key] = (name, place)

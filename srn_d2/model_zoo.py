@@ -9,6 +9,7 @@ configs, and LazyConfig (``.py``) twins of the main ones.
 A ``.py`` config is a Python program and runs when loaded; load only configs you
 trust. YAML configs are read without running anything.
 """
+
 import os
 from typing import List, Sequence
 

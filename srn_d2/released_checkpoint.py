@@ -17,6 +17,7 @@ against that model before anything is written. It is a ``.pth`` file of
 tensors, which loads with ``torch.load(weights_only=True)``: no code runs when
 anyone loads it (a ``.pkl`` would be unpickled by Detectron2, which can).
 """
+
 from .utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import logging
 import os
@@ -64,8 +65,14 @@ _RULES: List[Tuple[str, Callable[[re.Match], str]]] = [
     ),
     (r"layer5\.(weight|bias)", lambda m: f"backbone.c6.{m[1]}"),
     (r"layer6\.(weight|bias)", lambda m: f"backbone.c7.{m[1]}"),
-    (r"(c[2-7]_conv|c[2-5]_lateral|p[2-7]_conv)\.(weight|bias)", lambda m: f"backbone.{m[1]}.{m[2]}"),
-    (r"(cls|box)_subnet\.(\d+)\.(weight|bias)", lambda m: f"head.shared.{_TOWERS[m[1]]}.{m[2]}.{m[3]}"),
+    (
+        r"(c[2-7]_conv|c[2-5]_lateral|p[2-7]_conv)\.(weight|bias)",
+        lambda m: f"backbone.{m[1]}.{m[2]}",
+    ),
+    (
+        r"(cls|box)_subnet\.(\d+)\.(weight|bias)",
+        lambda m: f"head.shared.{_TOWERS[m[1]]}.{m[2]}.{m[3]}",
+    ),
     # Released RFE branches 0-3 are 1x5, 5x1, 1x3, 3x1: the order of srn_d2's RFE.branches.
     (
         r"(cls|box)_subnet\.(\d+)\.branch(\d)\.(\d+)\.(weight|bias)",
@@ -115,12 +122,16 @@ def load_released(path: str, trust_pickle: bool = False) -> Dict[str, torch.Tens
     state_dict = {}
     for key, value in checkpoint.items():
         if not torch.is_tensor(value):
-            raise ConversionError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
+            raise ConversionError(
+                f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor"
+            )
         state_dict[key[len("module.") :] if key.startswith("module.") else key] = value
     return state_dict
 
 
-def convert_state_dict(released: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+def convert_state_dict(
+    released: Mapping[str, torch.Tensor],
+) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
     """Rename the released parameters.
 
     Returns:
@@ -144,7 +155,9 @@ def convert_state_dict(released: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, 
     return converted, source
 
 
-def check_against_model(converted: Mapping[str, torch.Tensor], source: Mapping[str, str], model: nn.Module) -> None:
+def check_against_model(
+    converted: Mapping[str, torch.Tensor], source: Mapping[str, str], model: nn.Module
+) -> None:
     """Raise ConversionError unless ``converted`` has exactly ``model``'s keys and shapes."""
     expected = model.state_dict()
     problems = []
@@ -174,16 +187,26 @@ def _check_output_path(path: str, in_path: Optional[str] = None) -> None:
         raise ConversionError(
             f"{path}: the output must end in .pth (Detectron2 unpickles .pkl files, which can run code)"
         )
-    if in_path is not None and os.path.exists(path) and os.path.exists(in_path) and os.path.samefile(path, in_path):
-        raise ConversionError(f"{path}: is the input {in_path}; writing it would destroy the released checkpoint")
+    if (
+        in_path is not None
+        and os.path.exists(path)
+        and os.path.exists(in_path)
+        and os.path.samefile(path, in_path)
+    ):
+        raise ConversionError(
+            f"{path}: is the input {in_path}; writing it would destroy the released checkpoint"
+        )
     check_output_path(path)
 
 
 def check_finite(state_dict: Mapping[str, torch.Tensor], source: Mapping[str, str]) -> None:
     """ConversionError naming every tensor that holds NaN or an infinity: such weights make
     a model that silently detects nothing."""
-    bad = [source.get(k, k) for k, v in state_dict.items()
-           if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    bad = [
+        source.get(k, k)
+        for k, v in state_dict.items()
+        if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
     if bad:
         raise ConversionError(f"non-finite values (NaN or infinity) in {bad}")
 
@@ -196,7 +219,9 @@ def save_checkpoint(state_dict: Mapping[str, torch.Tensor], path: str) -> None:
         torch.save({"model": model, "__author__": AUTHOR, "matching_heuristics": False}, f)
 
 
-def convert(in_path: str, out_path: str, model: nn.Module, trust_pickle: bool = False) -> Dict[str, torch.Tensor]:
+def convert(
+    in_path: str, out_path: str, model: nn.Module, trust_pickle: bool = False
+) -> Dict[str, torch.Tensor]:
     """Convert ``in_path`` to ``out_path``, checked against ``model``; returns the converted state dict."""
     _check_output_path(out_path, in_path)
     released = load_released(in_path, trust_pickle)

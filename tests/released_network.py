@@ -5,6 +5,7 @@ It shares no code with ``srn_d2.modeling``: the parity tests run it beside the
 converted model, the converter's tests build released-layout checkpoints from
 it, and the export benchmark times the authors' network against srn_d2's.
 """
+
 from typing import List, Tuple
 
 import torch
@@ -29,9 +30,12 @@ class ReleasedRFE(nn.Module):
         inner = channels // 4
         for index, (kernel, padding) in enumerate(_RFE_KERNELS):
             branch = nn.Sequential(
-                _conv(channels, inner, 1), nn.ReLU(),
-                _conv(inner, inner, kernel, padding=padding), nn.ReLU(),
-                _conv(inner, inner, 1), nn.ReLU(),
+                _conv(channels, inner, 1),
+                nn.ReLU(),
+                _conv(inner, inner, kernel, padding=padding),
+                nn.ReLU(),
+                _conv(inner, inner, 1),
+                nn.ReLU(),
             )
             self.add_module(f"branch{index}", branch)
         self.cated_conv = nn.Sequential(_conv(channels, channels, 1), nn.ReLU())
@@ -71,7 +75,10 @@ class ReleasedSRN(nn.Module):
     @staticmethod
     def _upsample_add(top, lateral):
         # torch 0.3's bilinear upsampling, which the release pinned, aligned corners.
-        return F.interpolate(top, size=lateral.shape[-2:], mode="bilinear", align_corners=True) + lateral
+        return (
+            F.interpolate(top, size=lateral.shape[-2:], mode="bilinear", align_corners=True)
+            + lateral
+        )
 
     def forward(self, x) -> Tuple[List, List]:
         """
@@ -87,7 +94,9 @@ class ReleasedSRN(nn.Module):
         c5 = self.layer4(c4)
         c6 = self.layer5(c5)
         c7 = self.layer6(c6)
-        first = [getattr(self, f"c{i}_conv")(c) for i, c in zip(range(2, 8), (c2, c3, c4, c5, c6, c7))]
+        first = [
+            getattr(self, f"c{i}_conv")(c) for i, c in zip(range(2, 8), (c2, c3, c4, c5, c6, c7))
+        ]
         lateral5 = self.c5_lateral(c5)
         p5 = self.p5_conv(lateral5)
         p6 = self.p6_conv(lateral5)
@@ -99,4 +108,6 @@ class ReleasedSRN(nn.Module):
         return [self._head(f) for f in first], [self._head(f) for f in second]
 
     def _head(self, feature):
-        return self.cls_subnet_pred(self.cls_subnet(feature)), self.box_subnet_pred(self.box_subnet(feature))
+        return self.cls_subnet_pred(self.cls_subnet(feature)), self.box_subnet_pred(
+            self.box_subnet(feature)
+        )

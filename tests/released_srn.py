@@ -7,6 +7,7 @@ per-level decoding, NMS, multi-scale test, voting and submission writer. The
 network itself, under the release's parameter names, is
 ``released_network.py`` beside it (also independent of ``srn_d2.modeling``).
 """
+
 import math
 from typing import List
 
@@ -56,7 +57,12 @@ def randomize(net: ReleasedSRN, seed: int) -> ReleasedSRN:
 
 def preprocess(bgr: np.ndarray) -> torch.Tensor:
     """The release's preprocess: BGR uint8 -> RGB in [0, 1] -> ImageNet-normalized (1, 3, H, W)."""
-    rgb = torch.from_numpy(np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))).permute(2, 0, 1).float() / 255
+    rgb = (
+        torch.from_numpy(np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+        .permute(2, 0, 1)
+        .float()
+        / 255
+    )
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     return ((rgb - mean) / std)[None]
@@ -93,7 +99,12 @@ def apply_deltas(boxes: np.ndarray, deltas: np.ndarray) -> np.ndarray:
 def _flat(prediction: torch.Tensor, per_anchor: int) -> np.ndarray:
     """(1, A*K, H, W) -> (H*W*A, K) numpy."""
     _, channels, height, width = prediction.shape
-    return prediction[0].permute(1, 2, 0).reshape(height * width * channels // per_anchor, per_anchor).numpy()
+    return (
+        prediction[0]
+        .permute(1, 2, 0)
+        .reshape(height * width * channels // per_anchor, per_anchor)
+        .numpy()
+    )
 
 
 def decode_level(level: int, step1, step2) -> np.ndarray:
@@ -126,8 +137,14 @@ def nms(dets: np.ndarray, thresh: float) -> np.ndarray:
         if suppressed[i]:
             continue
         keep.append(i)
-        w = np.maximum(np.minimum(boxes[i, 2], boxes[:, 2]) - np.maximum(boxes[i, 0], boxes[:, 0]) + 1, np.float32(0))
-        h = np.maximum(np.minimum(boxes[i, 3], boxes[:, 3]) - np.maximum(boxes[i, 1], boxes[:, 1]) + 1, np.float32(0))
+        w = np.maximum(
+            np.minimum(boxes[i, 2], boxes[:, 2]) - np.maximum(boxes[i, 0], boxes[:, 0]) + 1,
+            np.float32(0),
+        )
+        h = np.maximum(
+            np.minimum(boxes[i, 3], boxes[:, 3]) - np.maximum(boxes[i, 1], boxes[:, 1]) + 1,
+            np.float32(0),
+        )
         inter = w * h
         iou = inter / (areas[i] + areas - inter)
         later = np.arange(len(boxes)) > i
@@ -139,7 +156,9 @@ def nms(dets: np.ndarray, thresh: float) -> np.ndarray:
 def detect(net: ReleasedSRN, bgr: np.ndarray) -> np.ndarray:
     """The released single-scale detections of one BGR image: (n, 5) x1, y1, x2, y2, score, unclipped."""
     step1, step2 = net(preprocess(bgr))
-    dets = np.concatenate([decode_level(level, step1[level], step2[level]) for level in range(len(STRIDES))])
+    dets = np.concatenate(
+        [decode_level(level, step1[level], step2[level]) for level in range(len(STRIDES))]
+    )
     if len(dets) == 0:
         return dets
     dets = dets[np.argsort(-dets[:, 4], kind="stable")]
@@ -175,8 +194,12 @@ def vote(dets: np.ndarray, max_dets: int = TOP_N) -> np.ndarray:
     merged = []
     while len(dets):
         area = (dets[:, 2] - dets[:, 0] + 1) * (dets[:, 3] - dets[:, 1] + 1)
-        w = np.maximum(0.0, np.minimum(dets[0, 2], dets[:, 2]) - np.maximum(dets[0, 0], dets[:, 0]) + 1)
-        h = np.maximum(0.0, np.minimum(dets[0, 3], dets[:, 3]) - np.maximum(dets[0, 1], dets[:, 1]) + 1)
+        w = np.maximum(
+            0.0, np.minimum(dets[0, 2], dets[:, 2]) - np.maximum(dets[0, 0], dets[:, 0]) + 1
+        )
+        h = np.maximum(
+            0.0, np.minimum(dets[0, 3], dets[:, 3]) - np.maximum(dets[0, 1], dets[:, 1]) + 1
+        )
         inter = w * h
         group = inter / (area[0] + area - inter) >= 0.5
         members, dets = dets[group], dets[~group]
@@ -200,10 +223,15 @@ def multi_scale(net: ReleasedSRN, bgr: np.ndarray, max_size: int) -> np.ndarray:
         flipped = _flip(_pass(net, cv2.flip(bgr, 1)), width)
         shrunk = _unscale(_pass(net, cv2.resize(bgr, (0, 0), fx=0.5, fy=0.5)), 0.5)
         shrunk = shrunk[np.maximum(*_sides(shrunk)) > 30]
-        scales = [math.pow(1.5, t + 1) for t in range(int(math.floor(math.log(budget / width / height, 2.25))))]
+        scales = [
+            math.pow(1.5, t + 1)
+            for t in range(int(math.floor(math.log(budget / width / height, 2.25))))
+        ]
         scales.append(math.sqrt(budget / height / width))
         for scale in scales:
-            enlarged.append(_unscale(_pass(net, cv2.resize(bgr, (0, 0), fx=scale, fy=scale)), scale))
+            enlarged.append(
+                _unscale(_pass(net, cv2.resize(bgr, (0, 0), fx=scale, fy=scale)), scale)
+            )
         enlarged = np.concatenate(enlarged)
         enlarged = enlarged[np.minimum(*_sides(enlarged)) < 100]
     else:
@@ -212,7 +240,10 @@ def multi_scale(net: ReleasedSRN, bgr: np.ndarray, max_size: int) -> np.ndarray:
         original = _unscale(_pass(net, largest), scale)
         flipped = _unscale(_flip(_pass(net, cv2.flip(largest, 1)), largest.shape[1]), scale)
         shrunk = np.concatenate(
-            [_unscale(_pass(net, cv2.resize(largest, (0, 0), fx=f, fy=f)), scale * f) for f in (0.75, 0.5)]
+            [
+                _unscale(_pass(net, cv2.resize(largest, (0, 0), fx=f, fy=f)), scale * f)
+                for f in (0.75, 0.5)
+            ]
         )
         shrunk = shrunk[np.maximum(*_sides(shrunk)) > 30]
         enlarged = enlarged[0]
@@ -226,7 +257,10 @@ def submission_lines(dets: np.ndarray) -> List[str]:
     """The box lines the release writes for voted detections."""
     return [
         "{} {} {} {} {}".format(
-            round(float(d[0])), round(float(d[1])), round(float(d[2] - d[0] + 1)), round(float(d[3] - d[1] + 1)),
+            round(float(d[0])),
+            round(float(d[1])),
+            round(float(d[2] - d[0] + 1)),
+            round(float(d[3] - d[1] + 1)),
             round(float(d[4]), 3),
         )
         for d in dets

@@ -1,4 +1,5 @@
 """Small models, inputs and data locations shared by the tests."""
+
 import os
 
 import torch
@@ -23,7 +24,9 @@ class TinyBottomUp(Backbone):
         self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 2, 1), nn.ReLU())
         stages, prev = [], widths[0]
         for width in widths:
-            stages.append(nn.Sequential(nn.Conv2d(prev, width, 3, 2, 1), nn.GroupNorm(4, width), nn.ReLU()))
+            stages.append(
+                nn.Sequential(nn.Conv2d(prev, width, 3, 2, 1), nn.GroupNorm(4, width), nn.ReLU())
+            )
             prev = width
         self.stages = nn.ModuleList(stages)
         self._out_features = [f"s{i}" for i in range(2, 6)]
@@ -169,7 +172,11 @@ def spread_landmark_srn(folder, **overrides):
     model = build_tiny_srn(cfg).eval()
     generator = torch.Generator().manual_seed(3)
     shared = model.head.shared
-    for conv in (shared.cls_score, shared.bbox_pred, *([shared.landmark_pred] if model.num_landmarks else [])):
+    for conv in (
+        shared.cls_score,
+        shared.bbox_pred,
+        *([shared.landmark_pred] if model.num_landmarks else []),
+    ):
         conv.weight.data = 0.05 * torch.randn(conv.weight.shape, generator=generator)
         conv.bias.data = 0.2 * torch.randn(conv.bias.shape, generator=generator)
     weights = os.path.join(folder, "tiny_landmarks.pth")
@@ -187,9 +194,18 @@ def onnx_demo_detections(model_path, bgr, folder):
     import cv2
 
     cv2.imwrite(os.path.join(str(folder), "photo.png"), bgr)
-    demo = [sys.executable, "demo.py", "--onnx", model_path, "--input", os.path.join(str(folder), "photo.png"),
-            "--output", os.path.join(str(folder), "out"), "--confidence-threshold", "0"]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    subprocess.run(demo, cwd=root, check=True, capture_output=True)
+    demo = [
+        sys.executable,
+        "demo.py",
+        "--onnx",
+        model_path,
+        "--input",
+        os.path.join(str(folder), "photo.png"),
+        "--output",
+        os.path.join(str(folder), "out"),
+        "--confidence-threshold",
+        "0",
+    ]
+    subprocess.run(demo, cwd=REPO_ROOT, check=True, capture_output=True)
     with open(os.path.join(str(folder), "out", "photo.json")) as f:
         return json.load(f)

@@ -4,6 +4,7 @@ weights, nothing decoded, trained on or scored silently wrong.
 Each test names the failure it guards against; all of them failed before the
 guards existed.
 """
+
 import logging
 import os
 import pathlib
@@ -49,7 +50,9 @@ def _write(path, text, mode="w"):
 # ------------------------------------------------------------ 1. writes outside the output folder
 
 
-@pytest.mark.parametrize("image_path", ["../../victim/ev/photo.jpg", "/abs/ev/photo.jpg", "ev/../../photo.jpg"])
+@pytest.mark.parametrize(
+    "image_path", ["../../victim/ev/photo.jpg", "/abs/ev/photo.jpg", "ev/../../photo.jpg"]
+)
 def test_annotation_image_paths_that_leave_the_image_folder_are_refused(tmp_path, image_path):
     gt = _write(tmp_path / "gt.txt", f"ok/a.jpg\n1\n{FACE}{image_path}\n1\n{FACE}")
     with pytest.raises(ValueError, match=rf"{gt}:4: image path .*climbs out"):
@@ -84,8 +87,12 @@ def test_evaluator_refuses_an_image_id_that_leaves_its_folder(tmp_path):
         DatasetCatalog.register(name, lambda: [])
         MetadataCatalog.get(name).set(thing_classes=["face"], difficulty_by_size=(50, 20))
     evaluator = WiderFaceEvaluator(name, str(tmp_path / "out"), distributed=False)
-    instances = Instances((10, 10), pred_boxes=Boxes(torch.tensor([[1.0, 1, 5, 5]])), scores=torch.tensor([0.5]),
-                          pred_classes=torch.zeros(1, dtype=torch.int64))
+    instances = Instances(
+        (10, 10),
+        pred_boxes=Boxes(torch.tensor([[1.0, 1, 5, 5]])),
+        scores=torch.tensor([0.5]),
+        pred_classes=torch.zeros(1, dtype=torch.int64),
+    )
     evaluator.process([{"image_id": "../../escaped"}], [{"instances": instances}])
     with pytest.raises(ValueError, match="escaped"):
         evaluator.evaluate()
@@ -137,12 +144,18 @@ def test_weight_pickles_of_arrays_still_load(tmp_path):
     model = build_tiny_srn(seed=1)
     state = {k: v.numpy() for k, v in build_tiny_srn(seed=2).state_dict().items()}
     zoo = tmp_path / "zoo.pkl"
-    zoo.write_bytes(pickle.dumps({"model": state, "__author__": "test", "matching_heuristics": False}, protocol=2))
+    zoo.write_bytes(
+        pickle.dumps(
+            {"model": state, "__author__": "test", "matching_heuristics": False}, protocol=2
+        )
+    )
     load_inference_weights(model, str(zoo))
     assert all(torch.equal(model.state_dict()[k], torch.from_numpy(v)) for k, v in state.items())
     # Detectron1 / Caffe2 layout: a bare dict of arrays (numpy's protocol-5 pickles included).
     caffe2 = tmp_path / "caffe2.pkl"
-    caffe2.write_bytes(pickle.dumps({"blobs": {"conv1_w": np.zeros((2, 2), np.float32)}}, protocol=5))
+    caffe2.write_bytes(
+        pickle.dumps({"blobs": {"conv1_w": np.zeros((2, 2), np.float32)}}, protocol=5)
+    )
     assert SafeCheckpointer(model)._load_file(str(caffe2))["model"]["conv1_w"].shape == (2, 2)
 
 
@@ -153,7 +166,9 @@ def test_trainer_loads_weights_through_the_safe_checkpointer(tmp_path, monkeypat
     monkeypatch.setenv("SRN_DATASETS", str(tmp_path / "datasets"))
     path, marker = _evil_pickle(tmp_path)
     cfg = srn_cfg("SRN_mini.yaml")
-    cfg.merge_from_list(["MODEL.WEIGHTS", path, "OUTPUT_DIR", str(tmp_path / "out"), "DATALOADER.NUM_WORKERS", "0"])
+    cfg.merge_from_list(
+        ["MODEL.WEIGHTS", path, "OUTPUT_DIR", str(tmp_path / "out"), "DATALOADER.NUM_WORKERS", "0"]
+    )
     trainer = SRNTrainer(cfg)
     with pytest.raises(UnsafeCheckpointError):
         trainer.resume_or_load(resume=False)
@@ -233,7 +248,17 @@ def tiny_config(tmp_path_factory):
 
 
 def _demo(tmp_path, config_file, inputs, *extra):
-    return demo_main(["--config-file", config_file, "--input", *inputs, "--output", str(tmp_path / "out"), *extra])
+    return demo_main(
+        [
+            "--config-file",
+            config_file,
+            "--input",
+            *inputs,
+            "--output",
+            str(tmp_path / "out"),
+            *extra,
+        ]
+    )
 
 
 def _image_file(tmp_path, name="face.png"):
@@ -311,17 +336,23 @@ def test_a_face_after_a_count_of_zero_is_an_error(tmp_path):
 
 
 def test_byte_order_mark_is_not_part_of_the_first_image_id(tmp_path):
-    gt = _write(tmp_path / "gt.txt", ("\ufeff" + f"0--Parade/a.jpg\n1\n{FACE}").encode("utf-8"), "wb")
+    gt = _write(
+        tmp_path / "gt.txt", ("\ufeff" + f"0--Parade/a.jpg\n1\n{FACE}").encode("utf-8"), "wb"
+    )
     assert load_wider_face(gt, "/images")[0]["image_id"] == "0--Parade/a"
 
 
 def test_non_utf8_annotations_name_the_file_and_line(tmp_path):
-    gt = _write(tmp_path / "gt.txt", f"a/a.jpg\n1\n{FACE}caf\xe9/b.jpg\n0\n".encode("latin-1"), "wb")
+    gt = _write(
+        tmp_path / "gt.txt", f"a/a.jpg\n1\n{FACE}caf\xe9/b.jpg\n0\n".encode("latin-1"), "wb"
+    )
     with pytest.raises(ValueError, match=rf"{gt}:4: not UTF-8"):
         load_wider_face(gt, "/images")
 
 
-@pytest.mark.parametrize("content", [b"", b"MATLAB 5.0 MAT-file, truncated" + b"\0" * 100, b"not a mat file"])
+@pytest.mark.parametrize(
+    "content", [b"", b"MATLAB 5.0 MAT-file, truncated" + b"\0" * 100, b"not a mat file"]
+)
 def test_corrupt_mat_ground_truth_names_the_file(tmp_path, content):
     (tmp_path / "wider_face_val.mat").write_bytes(content)
     with pytest.raises(ValueError, match="wider_face_val.mat"):
@@ -334,7 +365,9 @@ def test_multi_scale_test_of_a_one_pixel_image(tmp_path):
     cfg.MODEL.SRN.SCORE_THRESH_TEST = 0.0
     model = build_tiny_srn(cfg).eval()
     for height, width in [(1, 1), (1, 7), (2, 3)]:
-        result = SRNWithTTA(cfg, model)([{"image": random_image(height, width).to(torch.uint8)}])[0]["instances"]
+        result = SRNWithTTA(cfg, model)([{"image": random_image(height, width).to(torch.uint8)}])[
+            0
+        ]["instances"]
         assert result.image_size == (height, width)
         boxes = result.pred_boxes.tensor
         assert (boxes[:, 2] <= width).all() and (boxes[:, 3] <= height).all()
@@ -358,8 +391,10 @@ def test_resume_falls_back_from_a_damaged_last_checkpoint(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="srn_d2.checkpoint"):
         SafeCheckpointer(restored, str(tmp_path)).resume_or_load("", resume=True)
     assert all(torch.equal(restored.state_dict()[k], v) for k, v in expected.items())
-    assert any("model_0000019.pth is damaged" in r.getMessage() and "model_0000009.pth" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "model_0000019.pth is damaged" in r.getMessage() and "model_0000009.pth" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 def test_resume_with_no_readable_checkpoint_says_so(tmp_path):

@@ -1,5 +1,6 @@
 """Every command the README and docs/ show parses with its tool's own argument parser, names a
 config that ships, and every make target exists: the docs cannot drift from the code."""
+
 import argparse
 import glob
 import importlib.util
@@ -51,16 +52,22 @@ def _tool_main(argv):
         _check_pytest(argv[2:])
         return None
     if argv[0] == "-m":
-        assert argv[1].startswith("srn_d2.tools."), f"python -m {argv[1]}: not a tool of this repository"
+        assert argv[1].startswith("srn_d2.tools."), (
+            f"python -m {argv[1]}: not a tool of this repository"
+        )
         module = importlib.import_module(argv[1])
         # train_net's main() is the per-process work that launch() runs; run() parses the command line.
         return getattr(module, "run", module.main), argv[2:]
     script = argv[0]
     if script in ("train_net.py", "demo.py"):
-        module = importlib.import_module("srn_d2.tools." + ("train_net" if script == "train_net.py" else "detect"))
+        module = importlib.import_module(
+            "srn_d2.tools." + ("train_net" if script == "train_net.py" else "detect")
+        )
         return getattr(module, "run", module.main), argv[1:]
     assert script.startswith("benchmarks/"), f"{script}: not a tool of this repository"
-    spec = importlib.util.spec_from_file_location(os.path.basename(script)[:-3], os.path.join(ROOT, script))
+    spec = importlib.util.spec_from_file_location(
+        os.path.basename(script)[:-3], os.path.join(ROOT, script)
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.main, argv[1:]
@@ -76,7 +83,9 @@ def _check_pytest(argv):
             words = set(re.findall(r"\w+", rest.pop(0))) - {"and", "or", "not"}
             assert words <= markers, f"pytest -m names unregistered markers {words - markers}"
         elif not token.startswith("-"):
-            assert os.path.exists(os.path.join(ROOT, token.split("::")[0])), f"pytest: {token} does not exist"
+            assert os.path.exists(os.path.join(ROOT, token.split("::")[0])), (
+                f"pytest: {token} does not exist"
+            )
 
 
 def _make_targets():
@@ -113,6 +122,13 @@ def test_a_documented_command_parses(page, command, monkeypatch):
 
 def test_the_pages_show_commands_of_every_kind():
     shown = " ".join(command for _, command in COMMANDS)
-    for kind in ("train_net.py", "demo.py", "-m srn_d2.tools.export", "benchmarks/", "make demo", "make test"):
+    for kind in (
+        "train_net.py",
+        "demo.py",
+        "-m srn_d2.tools.export",
+        "benchmarks/",
+        "make demo",
+        "make test",
+    ):
         assert kind in shown, kind
     assert len(COMMANDS) > 40

@@ -2,6 +2,7 @@
 in its own conventions (boxes as ``y1 x1 y2 x2``, ground truth rows ``[y1, x1, y2, x2, 0, ignore]``):
 the independent reference that ``srn_d2.evaluation.face_benchmarks`` is tested and
 benchmarked against. Slow on purpose; nothing here is shared with the package."""
+
 import math
 
 
@@ -11,7 +12,9 @@ def overlap(a, b):
     area_b = (abs(b[0] - b[2]) + 1) * (abs(b[1] - b[3]) + 1)
     intersection = 0
     if a[2] > b[0] and b[2] > a[0] and a[3] > b[1] and b[3] > a[1]:
-        intersection = (min(a[3], b[3]) - max(a[1], b[1]) + 1) * (min(a[2], b[2]) - max(a[0], b[0]) + 1)
+        intersection = (min(a[3], b[3]) - max(a[1], b[1]) + 1) * (
+            min(a[2], b[2]) - max(a[0], b[0]) + 1
+        )
     return intersection / float(area_a + area_b - intersection)
 
 
@@ -73,7 +76,9 @@ def voc_ap(tp, fp, total):
     mpre = [0.0] + precision + [0.0]
     for i in range(len(mpre) - 2, -1, -1):
         mpre[i] = max(mpre[i], mpre[i + 1])
-    return sum((mrec[i] - mrec[i - 1]) * mpre[i] for i in range(1, len(mrec)) if mrec[i] != mrec[i - 1])
+    return sum(
+        (mrec[i] - mrec[i - 1]) * mpre[i] for i in range(1, len(mrec)) if mrec[i] != mrec[i - 1]
+    )
 
 
 def calibrated(table, detections, iterations=5):
@@ -85,8 +90,12 @@ def calibrated(table, detections, iterations=5):
         applied = total_shift + total_scale
         if not pairs:
             break
-        tx = sum(((g[0] + g[2]) / 2 - (d[0] + d[2]) / 2) / (d[2] - d[0]) for d, g in pairs) / len(pairs)
-        ty = sum(((g[1] + g[3]) / 2 - (d[1] + d[3]) / 2) / (d[3] - d[1]) for d, g in pairs) / len(pairs)
+        tx = sum(((g[0] + g[2]) / 2 - (d[0] + d[2]) / 2) / (d[2] - d[0]) for d, g in pairs) / len(
+            pairs
+        )
+        ty = sum(((g[1] + g[3]) / 2 - (d[1] + d[3]) / 2) / (d[3] - d[1]) for d, g in pairs) / len(
+            pairs
+        )
         sx = sum((g[2] - g[0]) / (d[2] - d[0]) for d, g in pairs) / len(pairs)
         sy = sum((g[3] - g[1]) / (d[3] - d[1]) for d, g in pairs) / len(pairs)
         moved = []

@@ -24,6 +24,7 @@ cell-anchor shapes for a face, and on the grid only the positions whose anchor
 overlaps the face at all are visited; these candidate lists are processed in
 chunks of bounded size.
 """
+
 from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import os
 import re
@@ -83,7 +84,10 @@ class AnchorTiling:
     @classmethod
     def from_generator(cls, generator) -> "AnchorTiling":
         cells = list(generator.cell_anchors)
-        strides = [torch.full((len(c),), float(s), dtype=torch.float64) for c, s in zip(cells, generator.strides)]
+        strides = [
+            torch.full((len(c),), float(s), dtype=torch.float64)
+            for c, s in zip(cells, generator.strides)
+        ]
         return cls(torch.cat(cells).double(), torch.cat(strides), float(generator.offset))
 
 
@@ -94,7 +98,12 @@ def anchor_strides(cfg) -> List[int]:
     elif cfg.MODEL.META_ARCHITECTURE == "RetinaNet":
         names, key = cfg.MODEL.RETINANET.IN_FEATURES, "MODEL.RETINANET.IN_FEATURES"
     else:
-        require(False, "MODEL.META_ARCHITECTURE", cfg.MODEL.META_ARCHITECTURE, "only SRN and RetinaNet are known")
+        require(
+            False,
+            "MODEL.META_ARCHITECTURE",
+            cfg.MODEL.META_ARCHITECTURE,
+            "only SRN and RetinaNet are known",
+        )
     strides = []
     for name in names:
         match = re.fullmatch(r"p(\d+)", name)
@@ -146,7 +155,8 @@ def count_anchor_matches(
     face_h = faces[:, 3] - faces[:, 1]
     # Upper bound of the IoU of any anchor of each shape with each face.
     bound = (
-        torch.minimum(face_w[:, None], cell_w) * torch.minimum(face_h[:, None], cell_h)
+        torch.minimum(face_w[:, None], cell_w)
+        * torch.minimum(face_h[:, None], cell_h)
         / torch.maximum((face_w * face_h)[:, None], cell_w * cell_h)
     )
     face_index, shape_index = torch.nonzero(bound >= t_min, as_tuple=True)
@@ -169,7 +179,9 @@ def count_anchor_matches(
     thresholds_t = torch.tensor(thresholds, dtype=torch.float64)
     start = 0
     while start < len(num):
-        stop = max(start + 1, int(torch.searchsorted(ends, starts[start] + max_elements, right=True)))
+        stop = max(
+            start + 1, int(torch.searchsorted(ends, starts[start] + max_elements, right=True))
+        )
         pair = torch.repeat_interleave(torch.arange(start, stop), num[start:stop])
         # Position of each candidate within its pair's window, row-major.
         local = torch.arange(len(pair)) - (starts[pair] - starts[start])
@@ -210,27 +222,43 @@ def prepare_faces(
         faces.append(xyxy)
         extents.append(np.broadcast_to(extent, (len(xyxy), 2)))
     if not faces:
-        return torch.zeros((0, 4), dtype=torch.float64), torch.zeros((0, 2), dtype=torch.float64), skipped
-    return torch.from_numpy(np.concatenate(faces)), torch.from_numpy(np.concatenate(extents)), skipped
+        return (
+            torch.zeros((0, 4), dtype=torch.float64),
+            torch.zeros((0, 2), dtype=torch.float64),
+            skipped,
+        )
+    return (
+        torch.from_numpy(np.concatenate(faces)),
+        torch.from_numpy(np.concatenate(extents)),
+        skipped,
+    )
 
 
 def coverage_stats(counts: torch.Tensor, thresholds: Sequence[float]) -> Dict[str, float]:
     """Fraction of faces reaching each threshold and mean anchors per face at it."""
     stats = {}
     for k, t in enumerate(thresholds):
-        stats[f"reach {t:g}"] = float((counts[:, k] > 0).double().mean()) if len(counts) else float("nan")
-        stats[f"anchors/face {t:g}"] = float(counts[:, k].double().mean()) if len(counts) else float("nan")
+        stats[f"reach {t:g}"] = (
+            float((counts[:, k] > 0).double().mean()) if len(counts) else float("nan")
+        )
+        stats[f"anchors/face {t:g}"] = (
+            float(counts[:, k].double().mean()) if len(counts) else float("nan")
+        )
     return stats
 
 
 def default_configs() -> Dict[str, object]:
     with warnings.catch_warnings():
         # detectron2.model_zoo imports pkg_resources, deprecated by setuptools (still provided by < 81).
-        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        warnings.filterwarnings(
+            "ignore", message="pkg_resources is deprecated", category=UserWarning
+        )
         from detectron2 import model_zoo as d2_model_zoo
     return {
         "SRN (Base-SRN.yaml)": load_config(SRN_CONFIG),
-        "RetinaNet (detectron2 Base-RetinaNet.yaml)": load_config(d2_model_zoo.get_config_file(RETINANET_CONFIG)),
+        "RetinaNet (detectron2 Base-RetinaNet.yaml)": load_config(
+            d2_model_zoo.get_config_file(RETINANET_CONFIG)
+        ),
     }
 
 
@@ -249,17 +277,25 @@ def anchor_coverage(
     start = time.perf_counter()
     names, per_image = load_wider_faces(gt, split)
     if max_images > 0:
-        names, per_image = names[: max_images], per_image[: max_images]
+        names, per_image = names[:max_images], per_image[:max_images]
     faces, extents, skipped = prepare_faces(per_image, scale, image_size, size_divisibility)
     configs = (
-        {os.path.basename(f): load_config(f) for f in config_files} if config_files else default_configs()
+        {os.path.basename(f): load_config(f) for f in config_files}
+        if config_files
+        else default_configs()
     )
 
     results, rows = {}, []
     for label, cfg in configs.items():
         counts = count_anchor_matches(faces, extents, tiling_of_config(cfg), ious)
         results[label] = coverage_stats(counts, ious)
-        rows.append([label] + [f"{v:.2%}" if k.startswith("reach") else f"{v:.2f}" for k, v in results[label].items()])
+        rows.append(
+            [label]
+            + [
+                f"{v:.2%}" if k.startswith("reach") else f"{v:.2f}"
+                for k, v in results[label].items()
+            ]
+        )
     headers = ["anchors"] + [
         f"faces with IoU>={t:g}" if k == 0 else f"anchors/face IoU>={t:g}"
         for t in ious
@@ -270,4 +306,3 @@ def anchor_coverage(
         f"{time.perf_counter() - start:.1f} s\n" + tabulate(rows, headers=headers, tablefmt="pipe")
     )
     return results, report
-

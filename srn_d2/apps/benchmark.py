@@ -8,11 +8,12 @@ Every config is built in one process and measured on the same inputs; timed
 runs go in turns (one run of each config, then the next round), so that a
 machine whose speed drifts affects all configs alike.
 """
+
 import functools
 import logging
 import os
 import tempfile
-from typing import List, Tuple
+from typing import Callable, List, Tuple
 
 import numpy as np
 import torch
@@ -26,7 +27,14 @@ from ..data.image_io import bgr_to_model_input
 from ..engine.defaults import setup_cfg, split_overrides
 from ..utils.measure import interleaved_median_ms, peak_mib
 
-__all__ = ["Candidate", "benchmark", "parse_size", "random_faces", "resolve_config", "training_batch"]
+__all__ = [
+    "Candidate",
+    "benchmark",
+    "parse_size",
+    "random_faces",
+    "resolve_config",
+    "training_batch",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +87,30 @@ def parse_size(text: str) -> Tuple[int, int]:
 class Candidate:
     """One config's model at one input size, with its inputs, optimizer and results row."""
 
-    def __init__(self, entry: str, opts: List[str], size: Tuple[int, int], device: str, train_batch: int, faces: int):
+    def __init__(
+        self,
+        entry: str,
+        opts: List[str],
+        size: Tuple[int, int],
+        device: str,
+        train_batch: int,
+        faces: int,
+    ):
         label, path, own_opts = resolve_config(entry)
-        self.cfg = setup_cfg(path, [*opts, *own_opts, "MODEL.DEVICE", device, "MODEL.WEIGHTS", ""])
+        # Random weights, no download: what is measured does not depend on the weights.
+        self.cfg = setup_cfg(
+            path,
+            [
+                *opts,
+                *own_opts,
+                "MODEL.DEVICE",
+                device,
+                "MODEL.WEIGHTS",
+                "",
+                "MODEL.TIMM.PRETRAINED",
+                "False",
+            ],
+        )
         torch.manual_seed(0)
         self.model = build_model(self.cfg)
         self.device = device
@@ -104,23 +133,37 @@ class Candidate:
         with torch.no_grad():
             self.model([{"image": self._as_input(self.bgr)}])
 
+    def gflops(self) -> float:
+        """The model's GFLOPs on the image, counted by fvcore (one multiply-add is one FLOP)."""
+        self.model.eval()
+        with torch.no_grad():
+            flops = FlopCountAnalysis(self.model, self.inputs)
+            flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings(
+                "none"
+            )
+            return flops.total() / 1e9
+
     def export_onnx(self, path: str) -> None:
-        """Export the model to ``path``; :meth:`infer_onnx` then runs it end to end on onnxruntime.
+        """Export the model to ``path``; :meth:`onnx_runner` then runs it end to end on onnxruntime.
 
         Not verified against PyTorch here (random weights put scores at the thresholds,
         where float32 rounding decides); srn_d2.tools.export verifies real exports.
         """
         from ..deploy.export import check_exportable, deployment_metadata, export_onnx
-        from ..deploy.onnx_runtime import ONNXFaceDetector
 
         check_exportable(self.cfg)
         self.model.eval()
         export_onnx(self.model, (self.inputs[0]["image"],), path, deployment_metadata(self.cfg))
-        # No spinning: idle sessions' threads would take the cores from the one being timed.
-        self.onnx = ONNXFaceDetector(path, num_threads=torch.get_num_threads(), spin_wait=False)
+        self.onnx_path = path
 
-    def infer_onnx(self):
-        self.onnx(self.bgr)
+    def onnx_runner(self, num_threads: int, spin_wait: bool = False) -> Callable[[], object]:
+        """One run of the export on the image, BGR in, boxes out, on ``num_threads`` onnxruntime
+        threads; by default without spinning, as idle sessions' threads would otherwise take the
+        cores from the one being timed (see :class:`ONNXFaceDetector`)."""
+        from ..deploy.onnx_runtime import ONNXFaceDetector
+
+        detector = ONNXFaceDetector(self.onnx_path, num_threads=num_threads, spin_wait=spin_wait)
+        return functools.partial(detector, self.bgr)
 
     def train_step(self, amp: bool):
         dtype = torch.bfloat16 if self.device == "cpu" else torch.float16
@@ -131,22 +174,23 @@ class Candidate:
         self.optimizer.step()
 
 
-def benchmark(entries, opts, size, device, iters, warmup, train_batch, faces, amp, onnx=False) -> List[dict]:
+def benchmark(
+    entries, opts, size, device, iters, warmup, train_batch, faces, amp, onnx=False
+) -> List[dict]:
     """One results row per config entry (see :class:`Candidate`) at ``size``, measured in turns."""
     candidates = [Candidate(entry, opts, size, device, train_batch, faces) for entry in entries]
     for candidate in candidates:
-        candidate.model.eval()
-        with torch.no_grad():
-            flops = FlopCountAnalysis(candidate.model, candidate.inputs)
-            flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-            candidate.row["GFLOPs"] = flops.total() / 1e9
-    for candidate, ms in zip(candidates, interleaved_median_ms([c.infer for c in candidates], iters, warmup, device)):
+        candidate.row["GFLOPs"] = candidate.gflops()
+    for candidate, ms in zip(
+        candidates, interleaved_median_ms([c.infer for c in candidates], iters, warmup, device)
+    ):
         candidate.row["infer_ms"] = ms
     if onnx:
         with tempfile.TemporaryDirectory() as folder:
             for index, candidate in enumerate(candidates):
                 candidate.export_onnx(os.path.join(folder, f"{index}.onnx"))
-        onnx_ms = interleaved_median_ms([c.infer_onnx for c in candidates], iters, warmup, device)
+            runners = [candidate.onnx_runner(torch.get_num_threads()) for candidate in candidates]
+            onnx_ms = interleaved_median_ms(runners, iters, warmup, device)
         for candidate, ms in zip(candidates, onnx_ms):
             candidate.row["onnx_ms"] = ms
     for candidate in candidates:

@@ -9,6 +9,7 @@ verify, and, with two GPUs or more, ``train_net.py --num-gpus 2`` for 20 steps a
 from a 1-GPU and a 2-GPU ``--eval-only``. Without CUDA the same code runs as a smoke test on the
 CPU (the mini configs, small sizes, a few steps, bfloat16 for mixed precision).
 """
+
 import logging
 import os
 import subprocess
@@ -45,13 +46,24 @@ class CheckSettings:
     infer_runs: int
 
 
-FULL = CheckSettings(("SRN_R_50_FPN_widerface.yaml", "RetinaNet_R_50_FPN_widerface.yaml"), 1024, 4, 30, 20,
-                     ((480, 640), (1024, 1024)), 10)
-SMOKE = CheckSettings(("SRN_mini.yaml", "RetinaNet_mini.yaml"), 96, 2, 2, 5, ((48, 64), (96, 96)), 1)
+FULL = CheckSettings(
+    ("SRN_R_50_FPN_widerface.yaml", "RetinaNet_R_50_FPN_widerface.yaml"),
+    1024,
+    4,
+    30,
+    20,
+    ((480, 640), (1024, 1024)),
+    10,
+)
+SMOKE = CheckSettings(
+    ("SRN_mini.yaml", "RetinaNet_mini.yaml"), 96, 2, 2, 5, ((48, 64), (96, 96)), 1
+)
 
 
 def _model_cfg(config: str, device: str):
-    return setup_cfg(model_zoo.get_config_file(config), ["MODEL.DEVICE", device, "MODEL.WEIGHTS", ""])
+    return setup_cfg(
+        model_zoo.get_config_file(config), ["MODEL.DEVICE", device, "MODEL.WEIGHTS", ""]
+    )
 
 
 def _train(cfg, device: str, settings: CheckSettings, amp: bool) -> Dict[str, object]:
@@ -128,14 +140,21 @@ def _inference_ms(cfg, device: str, settings: CheckSettings, amp: bool) -> Dict[
     dtype = torch.float16 if device.startswith("cuda") else torch.bfloat16
     row = {}
     for height, width in settings.infer_sizes:
-        image = torch.randint(0, 256, (3, height, width), generator=torch.Generator().manual_seed(1)).float()
+        image = torch.randint(
+            0, 256, (3, height, width), generator=torch.Generator().manual_seed(1)
+        ).float()
         inputs = [{"image": image.to(device)}]
 
         def infer():
-            with torch.no_grad(), torch.autocast(torch.device(device).type, dtype=dtype, enabled=amp):
+            with (
+                torch.no_grad(),
+                torch.autocast(torch.device(device).type, dtype=dtype, enabled=amp),
+            ):
                 model(inputs)
 
-        (row[f"infer_ms_{width}x{height}"],) = interleaved_median_ms([infer], settings.infer_runs, 2, device)
+        (row[f"infer_ms_{width}x{height}"],) = interleaved_median_ms(
+            [infer], settings.infer_runs, 2, device
+        )
     return row
 
 
@@ -155,8 +174,13 @@ def _export(config: str, device: str, folder: str) -> str:
 
 def _two_gpu_runs(folder: str) -> List[str]:
     """20 steps of ``--num-gpus 2``, then the same AP from 1 and 2 GPUs evaluating its weights."""
-    train_net = [sys.executable, "-m", "srn_d2.tools.train_net", "--config-file",
-                 model_zoo.get_config_file("SRN_mini.yaml")]
+    train_net = [
+        sys.executable,
+        "-m",
+        "srn_d2.tools.train_net",
+        "--config-file",
+        model_zoo.get_config_file("SRN_mini.yaml"),
+    ]
     common = ["MODEL.DEVICE", "cuda", "OUTPUT_DIR", folder, "DATALOADER.NUM_WORKERS", "2"]
     env = dict(os.environ, SRN_DATASETS=os.path.join(folder, "datasets"))
 
@@ -166,12 +190,28 @@ def _two_gpu_runs(folder: str) -> List[str]:
             raise RuntimeError(proc.stderr[-2000:])
         return proc.stdout
 
-    run("--num-gpus", "2", "SOLVER.MAX_ITER", "20", "SOLVER.WARMUP_ITERS", "5", "SOLVER.STEPS", "()",
-        "TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()")
+    run(
+        "--num-gpus",
+        "2",
+        "SOLVER.MAX_ITER",
+        "20",
+        "SOLVER.WARMUP_ITERS",
+        "5",
+        "SOLVER.STEPS",
+        "()",
+        "TEST.EVAL_PERIOD",
+        "0",
+        "DATASETS.TEST",
+        "()",
+    )
     weights = os.path.join(folder, "model_final.pth")
-    results = [_ap_line(run("--num-gpus", str(n), "--eval-only", "MODEL.WEIGHTS", weights)) for n in (1, 2)]
+    results = [
+        _ap_line(run("--num-gpus", str(n), "--eval-only", "MODEL.WEIGHTS", weights)) for n in (1, 2)
+    ]
     same = "the same" if results[0] == results[1] else "DIFFERENT"
-    return [f"--num-gpus 2: 20 steps trained; --eval-only AP on 1 GPU {results[0]}, on 2 GPUs {results[1]}: {same}"]
+    return [
+        f"--num-gpus 2: 20 steps trained; --eval-only AP on 1 GPU {results[0]}, on 2 GPUs {results[1]}: {same}"
+    ]
 
 
 def _ap_line(stdout: str) -> str:
@@ -179,14 +219,18 @@ def _ap_line(stdout: str) -> str:
     return lines[-1].split("copypaste:", 1)[1].strip() if lines else "(no AP printed)"
 
 
-def run_gpu_check(device: str, settings: CheckSettings,
-                  export_folder: Optional[str] = None) -> Tuple[List[dict], List[str]]:
+def run_gpu_check(
+    device: str, settings: CheckSettings, export_folder: Optional[str] = None
+) -> Tuple[List[dict], List[str]]:
     """The check's rows (model x precision) and its summary lines (goals, export, several GPUs)."""
     rows = []
     for config in settings.configs:
         cfg = _model_cfg(config, device)
         for amp in (False, True):
-            row = {"config": config, "precision": ("fp16" if device.startswith("cuda") else "bf16") if amp else "fp32"}
+            row = {
+                "config": config,
+                "precision": ("fp16" if device.startswith("cuda") else "bf16") if amp else "fp32",
+            }
             row.update(_train(cfg, device, settings, amp))
             row.update(_inference_ms(cfg, device, settings, amp))
             rows.append(row)
@@ -199,8 +243,10 @@ def run_gpu_check(device: str, settings: CheckSettings,
         f"AMP x{srn_amp['train_ms'] / retina_amp['train_ms']:.2f}",
     ]
     with tempfile.TemporaryDirectory() as folder:
-        lines.append(f"export of {settings.configs[0]} with MODEL.DEVICE {device}: "
-                     f"{_export(settings.configs[0], device, export_folder or folder)}")
+        lines.append(
+            f"export of {settings.configs[0]} with MODEL.DEVICE {device}: "
+            f"{_export(settings.configs[0], device, export_folder or folder)}"
+        )
     if device.startswith("cuda") and torch.cuda.device_count() >= 2:
         with tempfile.TemporaryDirectory() as folder:
             try:
@@ -212,8 +258,16 @@ def run_gpu_check(device: str, settings: CheckSettings,
     return rows, lines
 
 
-COLUMNS = ["config", "precision", "train_img_s", "train_peak_MiB", "losses_finite", "grad_scale", "syncs_step",
-           "cuda_syncs_step"]
+COLUMNS = [
+    "config",
+    "precision",
+    "train_img_s",
+    "train_peak_MiB",
+    "losses_finite",
+    "grad_scale",
+    "syncs_step",
+    "cuda_syncs_step",
+]
 
 
 def infer_columns(settings: CheckSettings) -> List[str]:

@@ -7,6 +7,7 @@ configs), evaluated on mini_faces_val with the WIDER FACE protocol and printed
 side by side. With several seeds every cell is the mean and standard deviation
 over the seeds, and the paper's WIDER FACE ablation is printed beside.
 """
+
 import json
 import logging
 import math
@@ -30,7 +31,7 @@ from ..data import datasets_root, ensure_mini_faces
 from ..data.image_io import image_to_tensor, read_image
 from ..engine.defaults import setup_cfg, split_overrides
 from ..engine.trainer import SRNTrainer
-from ..errors import require
+from ..errors import InputError, require
 from ..evaluation.widerface_evaluator import WiderFaceEvaluator
 from ..evaluation.widerface_protocol import match_image
 from ..utils.file_io import check_output_folder, save_figure, write_image, write_text
@@ -60,18 +61,35 @@ DETECTORS = {
     "noSTC": Detector("SRN_mini_noSTC.yaml", "STR RFE"),
     "noSTR": Detector("SRN_mini_noSTR.yaml", "STC RFE"),
     "noRFE": Detector("SRN_mini_noRFE.yaml", "STC STR"),
+    # The size ladder (srn_d2.apps.ladder), smallest first, with Detectron2's RetinaNet on its backbones.
+    "SRN_MobileNetV3Small": Detector("SRN_MobileNetV3Small_mini.yaml", "STC STR RFE"),
     "SRN_MobileNetV3": Detector("SRN_MobileNetV3_mini.yaml", "STC STR RFE"),
+    "SRN_R_50": Detector("SRN_R_50_mini.yaml", "STC STR RFE"),
+    "RetinaNet_MobileNetV3Small": Detector("RetinaNet_MobileNetV3Small_mini.yaml", "Detectron2"),
+    "RetinaNet_MobileNetV3": Detector("RetinaNet_MobileNetV3_mini.yaml", "Detectron2"),
     # The paper's per-level experiments: two-step classification, or regression, on one level of its RetinaNet.
-    **{f"STC_{level}": Detector("RetinaNet_paper_mini.yaml", f"STC {level}", ("MODEL.SRN.STC_LEVELS", f"['{level}']"))
-       for level in _LEVELS},
-    **{f"STR_{level}": Detector("RetinaNet_paper_mini.yaml", f"STR {level}", ("MODEL.SRN.STR_LEVELS", f"['{level}']"))
-       for level in _LEVELS},
+    **{
+        f"STC_{level}": Detector(
+            "RetinaNet_paper_mini.yaml", f"STC {level}", ("MODEL.SRN.STC_LEVELS", f"['{level}']")
+        )
+        for level in _LEVELS
+    },
+    **{
+        f"STR_{level}": Detector(
+            "RetinaNet_paper_mini.yaml", f"STR {level}", ("MODEL.SRN.STR_LEVELS", f"['{level}']")
+        )
+        for level in _LEVELS
+    },
 }
 STUDIES = {
     "demo": ("SRN", "RetinaNet"),
     "paper": ("paper_RetinaNet", "paper_STC", "paper_STR", "paper_STC_STR", "SRN", "RetinaNet"),
     "leave_one_out": ("SRN", "noSTC", "noSTR", "noRFE", "RetinaNet"),
-    "levels": ("paper_RetinaNet", *(f"STC_{level}" for level in _LEVELS), *(f"STR_{level}" for level in _LEVELS)),
+    "levels": (
+        "paper_RetinaNet",
+        *(f"STC_{level}" for level in _LEVELS),
+        *(f"STR_{level}" for level in _LEVELS),
+    ),
 }
 DEMO_MODELS = STUDIES["demo"]
 
@@ -96,8 +114,20 @@ PAPER_ABLATION = (
 
 # The directions the paper reports on its own rows: (claim, metric, model, against, sign of model - against).
 PAPER_DIRECTIONS = (
-    ("STC cuts false positives at 90% recall", "FP_at_recall90", "paper_STC", "paper_RetinaNet", -1),
-    ("STC cuts false positives at 80% recall", "FP_at_recall80", "paper_STC", "paper_RetinaNet", -1),
+    (
+        "STC cuts false positives at 90% recall",
+        "FP_at_recall90",
+        "paper_STC",
+        "paper_RetinaNet",
+        -1,
+    ),
+    (
+        "STC cuts false positives at 80% recall",
+        "FP_at_recall80",
+        "paper_STC",
+        "paper_RetinaNet",
+        -1,
+    ),
     ("STR raises hard AP at IoU 0.7", "AP_hard_IoU70", "paper_STR", "paper_RetinaNet", 1),
     ("STR raises hard AP at IoU 0.8", "AP_hard_IoU80", "paper_STR", "paper_RetinaNet", 1),
     ("SRN beats the paper's RetinaNet on hard AP", "AP_hard", "SRN", "paper_RetinaNet", 1),
@@ -132,7 +162,9 @@ class ProgressBar(HookBase):
         self.name = name
 
     def before_train(self):
-        self.bar = tqdm(total=self.trainer.max_iter, initial=self.trainer.start_iter, desc=f"train {self.name}")
+        self.bar = tqdm(
+            total=self.trainer.max_iter, initial=self.trainer.start_iter, desc=f"train {self.name}"
+        )
 
     def after_step(self):
         history = self.trainer.storage.histories().get("total_loss")
@@ -156,7 +188,14 @@ def train_and_evaluate(entry: str, seed: int, output_dir: str, opts: Sequence[st
     name, detector, own_opts = parse_model(entry)
     config_file = model_zoo.get_config_file(detector.config_file)
     folder = re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)
-    opts = [*own_opts, *opts, "SEED", str(seed), "OUTPUT_DIR", os.path.join(output_dir, f"{folder}_seed{seed}")]
+    opts = [
+        *own_opts,
+        *opts,
+        "SEED",
+        str(seed),
+        "OUTPUT_DIR",
+        os.path.join(output_dir, f"{folder}_seed{seed}"),
+    ]
     cfg = setup_cfg(config_file, opts)
     # default_setup would seed, but it also reconfigures logging; every model of a seed starts from it.
     seed_all_rng(cfg.SEED)
@@ -170,9 +209,15 @@ def train_and_evaluate(entry: str, seed: int, output_dir: str, opts: Sequence[st
 
     model = trainer.model.eval()
     dataset = cfg.DATASETS.TEST[0]
-    evaluator = WiderFaceEvaluator.from_config(cfg, dataset, os.path.join(cfg.OUTPUT_DIR, "inference"))
+    evaluator = WiderFaceEvaluator.from_config(
+        cfg, dataset, os.path.join(cfg.OUTPUT_DIR, "inference")
+    )
     results = SRNTrainer.test(cfg, model, [evaluator])["widerface"]
-    row = {"model": name, "seed": seed, **{key: float(results[key]) for key, _, _ in METRICS if key in results}}
+    row = {
+        "model": name,
+        "seed": seed,
+        **{key: float(results[key]) for key, _, _ in METRICS if key in results},
+    }
     row["params_M"] = sum(p.numel() for p in model.parameters()) / 1e6
     row["infer_ms"] = 1000 * inference_seconds(cfg, model, dataset)
     row["train_min"] = train_minutes
@@ -219,7 +264,10 @@ def study_table(rows: List[Dict[str, float]]) -> str:
     """One line per model (in order of first appearance), its cells over all its seeds."""
     lines = []
     for name, runs in _runs_by_model(rows).items():
-        cells = [format_cell([row[key] for row in runs if key in row], digits) for key, _, digits in METRICS]
+        cells = [
+            format_cell([row[key] for row in runs if key in row], digits)
+            for key, _, digits in METRICS
+        ]
         lines.append([name, parse_model(name)[1].components, len(runs), *cells])
     headers = ["model", "parts", "seeds", *(header for _, header, _ in METRICS)]
     return tabulate(lines, headers, tablefmt="github", disable_numparse=True)
@@ -227,16 +275,27 @@ def study_table(rows: List[Dict[str, float]]) -> str:
 
 def paper_table() -> str:
     lines = [
-        [name, DETECTORS[model].components, model, *("-" if ap is None else f"{ap:.1f}" for ap in aps)]
+        [
+            name,
+            DETECTORS[model].components,
+            model,
+            *("-" if ap is None else f"{ap:.1f}" for ap in aps),
+        ]
         for name, model, aps in PAPER_ABLATION
     ]
-    return tabulate(lines, ["paper", "parts", "study's model", "AP easy", "AP medium", "AP hard"],
-                    tablefmt="github", disable_numparse=True)
+    return tabulate(
+        lines,
+        ["paper", "parts", "study's model", "AP easy", "AP medium", "AP hard"],
+        tablefmt="github",
+        disable_numparse=True,
+    )
 
 
 def difference(values: Sequence[float], others: Sequence[float]) -> Tuple[float, float]:
     """Difference of the means and its standard error, sqrt(s_a^2 / n_a + s_b^2 / n_b)."""
-    error = math.sqrt(statistics.variance(values) / len(values) + statistics.variance(others) / len(others))
+    error = math.sqrt(
+        statistics.variance(values) / len(values) + statistics.variance(others) / len(others)
+    )
     return statistics.mean(values) - statistics.mean(others), error
 
 
@@ -264,24 +323,38 @@ def directions_table(rows: List[Dict[str, float]]) -> str:
         lines.append([claim, f"{model} - {against}", f"{diff:+.1f} ± {error:.1f}", verdict])
     if not lines:
         return ""
-    return tabulate(lines, ["the paper's direction", "difference", "mean ± SE", "measured"], tablefmt="github",
-                    disable_numparse=True)
+    return tabulate(
+        lines,
+        ["the paper's direction", "difference", "mean ± SE", "measured"],
+        tablefmt="github",
+        disable_numparse=True,
+    )
 
 
 def study_report(rows: List[Dict[str, float]], dataset: str, num_images: int) -> str:
     """The study table, the paper's directions measured, and the paper's ablation."""
     seeds = sorted({row["seed"] for row in rows})
-    spread = (f"one sample: seed {seeds[0]} only" if len(seeds) == 1
-              else f"mean ± standard deviation over seeds {seeds[0]}..{seeds[-1]}")
+    spread = (
+        f"one sample: seed {seeds[0]} only"
+        if len(seeds) == 1
+        else f"mean ± standard deviation over seeds {seeds[0]}..{seeds[-1]}"
+    )
     parts = [
         f"{dataset} ({num_images} images), WIDER FACE protocol, AP in % at IoU 0.5 unless stated; {spread}:",
         study_table(rows),
     ]
     directions = directions_table(rows)
     if directions:
-        parts += ["", "The paper's directions on its own rows, measured here (difference of means ± standard error):",
-                  directions]
-    parts += ["", "The paper's ablation on WIDER FACE val (ResNet-50, full training; AP in %):", paper_table()]
+        parts += [
+            "",
+            "The paper's directions on its own rows, measured here (difference of means ± standard error):",
+            directions,
+        ]
+    parts += [
+        "",
+        "The paper's ablation on WIDER FACE val (ResNet-50, full training; AP in %):",
+        paper_table(),
+    ]
     return "\n".join(parts)
 
 
@@ -292,20 +365,38 @@ def record_with_most_faces(records):
 def draw_detections(runs: Dict[str, Run], dataset: str, path: str, score_threshold: float) -> None:
     """One :func:`detection_panel` per model, side by side, on the val image with most faces."""
     record = record_with_most_faces(DatasetCatalog.get(dataset))
-    faces = np.array([face["bbox"] for face in record["annotations"]], dtype=np.float64).reshape(-1, 4)
+    faces = np.array([face["bbox"] for face in record["annotations"]], dtype=np.float64).reshape(
+        -1, 4
+    )
     image = read_image(record["file_name"], "BGR")
     panels = []
     for name, run in runs.items():
         with torch.no_grad():
-            instances = run.model([_model_input(run.cfg, record["file_name"])])[0]["instances"].to("cpu")
-        panels.append(detection_panel(
-            image, faces, instances.pred_boxes.tensor.numpy(), instances.scores.numpy(), score_threshold, name
-        ))
+            instances = run.model([_model_input(run.cfg, record["file_name"])])[0]["instances"].to(
+                "cpu"
+            )
+        panels.append(
+            detection_panel(
+                image,
+                faces,
+                instances.pred_boxes.tensor.numpy(),
+                instances.scores.numpy(),
+                score_threshold,
+                name,
+            )
+        )
     write_image(path, np.concatenate(panels, axis=1))
 
 
-def detection_panel(image: np.ndarray, faces_xywh: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
-                    score_threshold: float, name: str, scale: int = 2) -> np.ndarray:
+def detection_panel(
+    image: np.ndarray,
+    faces_xywh: np.ndarray,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    score_threshold: float,
+    name: str,
+    scale: int = 2,
+) -> np.ndarray:
     """The detections scoring at least ``score_threshold``, coloured by the WIDER FACE protocol.
 
     Each box is a true positive (green) or a false positive (red) at IoU 0.5
@@ -327,9 +418,11 @@ def detection_panel(image: np.ndarray, faces_xywh: np.ndarray, boxes: np.ndarray
         _rectangle(panel, scale * np.array([x, y, x + w, y + h]), MISSED)
     for box, correct in zip(boxes, true_positive):
         _rectangle(panel, scale * box, TRUE_POSITIVE if correct else FALSE_POSITIVE)
-    caption = (f"{name}, detections with score >= {score_threshold:g}:",
-               f"{int(true_positive.sum())} true (green), {int((~true_positive).sum())} false (red); "
-               f"{int((~found).sum())} of {len(found)} faces missed (yellow)")
+    caption = (
+        f"{name}, detections with score >= {score_threshold:g}:",
+        f"{int(true_positive.sum())} true (green), {int((~true_positive).sum())} false (red); "
+        f"{int((~found).sum())} of {len(found)} faces missed (yellow)",
+    )
     return _with_caption(panel, caption)
 
 
@@ -344,8 +437,16 @@ CAPTION_LINE_HEIGHT = 20
 def _with_caption(image, lines: Sequence[str]) -> np.ndarray:
     banner = np.full((CAPTION_LINE_HEIGHT * len(lines) + 6, image.shape[1], 3), 255, dtype=np.uint8)
     for index, line in enumerate(lines):
-        cv2.putText(banner, line, (6, CAPTION_LINE_HEIGHT * (index + 1)), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
-                    (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(
+            banner,
+            line,
+            (6, CAPTION_LINE_HEIGHT * (index + 1)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.5,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
     return np.concatenate([banner, image], axis=0)
 
 
@@ -360,7 +461,13 @@ def plot_comparison(curves_by_model, path: str) -> None:
         for name, curves in curves_by_model.items():
             curve = curves[setting]
             ax.plot(curve.recall, curve.precision, linewidth=2, label=f"{name} (AP {curve.ap:.3f})")
-        ax.set(title=f"mini_faces_val: {setting}", xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1.01))
+        ax.set(
+            title=f"mini_faces_val: {setting}",
+            xlabel="Recall",
+            ylabel="Precision",
+            xlim=(0, 1),
+            ylim=(0, 1.01),
+        )
         ax.grid(True, alpha=0.3)
         ax.legend(loc="lower left")
     fig.tight_layout()
@@ -368,8 +475,14 @@ def plot_comparison(curves_by_model, path: str) -> None:
     plt.close(fig)
 
 
-def run_study(models: Sequence[str], seeds: int, output: str, opts: Sequence[str] = (),
-              score_threshold: float = 0.5, first_seed: int = 1) -> str:
+def run_study(
+    models: Sequence[str],
+    seeds: int,
+    output: str,
+    opts: Sequence[str] = (),
+    score_threshold: float = 0.5,
+    first_seed: int = 1,
+) -> str:
     """Train and evaluate each of ``models`` (:func:`parse_model` entries) with seeds
     ``first_seed`` .. ``first_seed + seeds - 1``; write the PR curves, the picture of
     detections, table.md and results.json to ``output``; return the report."""
@@ -390,24 +503,67 @@ def run_study(models: Sequence[str], seeds: int, output: str, opts: Sequence[str
             write_text(os.path.join(output, "results.json"), json.dumps(rows, indent=2))
 
     dataset = next(iter(first_runs.values())).cfg.DATASETS.TEST[0]
-    plot_comparison({name: run.curves for name, run in first_runs.items()}, os.path.join(output, "pr_curves.png"))
+    plot_comparison(
+        {name: run.curves for name, run in first_runs.items()},
+        os.path.join(output, "pr_curves.png"),
+    )
     draw_detections(first_runs, dataset, os.path.join(output, "detections.jpg"), score_threshold)
     report = study_report(rows, dataset, len(DatasetCatalog.get(dataset)))
     write_text(os.path.join(output, "table.md"), report + "\n")
     print()
     print(report)
-    print(f"\nPR curves, detections (score >= {score_threshold:g}), table.md and results.json in "
-          f"{output}/ (total {(time.perf_counter() - started) / 60:.1f} min)")
+    print(
+        f"\nPR curves, detections (score >= {score_threshold:g}), table.md and results.json in "
+        f"{output}/ (total {(time.perf_counter() - started) / 60:.1f} min)"
+    )
 
     return report
 
 
+def read_results(paths: Sequence[str]) -> List[Dict[str, float]]:
+    """The runs of results.json files (of studies or of the ladder, run apart), in order.
+
+    A (model, seed) that several files hold is taken from the first and the
+    others are logged and left out, so that no run counts twice in a mean.
+    """
+    runs, seen, repeated = [], set(), []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as f:
+                rows = json.load(f)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise InputError(
+                f"{path}: not a results.json of srn_d2.tools.ablation or ladder ({error})"
+            ) from None
+        valid = isinstance(rows, list) and all(
+            isinstance(row, dict)
+            and isinstance(row.get("model"), str)
+            and type(row.get("seed")) is int
+            and all(isinstance(value, (int, float)) for key, value in row.items() if key != "model")
+            for row in rows
+        )
+        if not valid:
+            raise InputError(
+                f"{path}: not a results.json: expected a list of runs, each with a model name, "
+                "an integer seed and numbers"
+            )
+        for row in rows:
+            key = (row["model"], row["seed"])
+            if key in seen:
+                repeated.append(f"{path}: {key[0]} seed {key[1]}")
+            else:
+                seen.add(key)
+                runs.append(row)
+    if repeated:
+        logger.warning(
+            f"left out {len(repeated)} runs that an earlier results file holds: {repeated}"
+        )
+    return runs
+
+
 def report_from_results(paths: Sequence[str], dataset: str = "mini_faces_val") -> str:
     """The report of the rows of one or more results.json files, e.g. of studies run apart."""
-    rows = []
-    for path in paths:
-        with open(path) as f:
-            rows += json.load(f)
+    rows = read_results(paths)
     require(bool(rows), "--report", list(paths), "holds no results")
     ensure_mini_faces(datasets_root())
     return study_report(rows, dataset, len(DatasetCatalog.get(dataset)))

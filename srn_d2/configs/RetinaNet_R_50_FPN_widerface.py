@@ -3,6 +3,7 @@ RetinaNet_R_50_FPN_widerface.yaml (the baseline users benchmark SRN against).
 
 Load only configs you trust: a .py config runs when loaded.
 """
+
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone.fpn import FPN, LastLevelP6P7
@@ -32,7 +33,9 @@ model = L(RetinaNet)(
     head_in_features=["p2", "p3", "p4", "p5", "p6", "p7"],
     anchor_generator=srn.anchor_generator,
     box2box_transform=srn.box2box_transform,
-    anchor_matcher=L(Matcher)(thresholds=[0.4, 0.5], labels=[0, -1, 1], allow_low_quality_matches=True),
+    anchor_matcher=L(Matcher)(
+        thresholds=[0.4, 0.5], labels=[0, -1, 1], allow_low_quality_matches=True
+    ),
     num_classes=1,
     focal_loss_alpha=0.25,
     focal_loss_gamma=2.0,

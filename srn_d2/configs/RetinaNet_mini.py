@@ -3,6 +3,7 @@
 
 Load only configs you trust: a .py config runs when loaded.
 """
+
 from detectron2.layers import ShapeSpec
 
 from .RetinaNet_R_50_FPN_widerface import model

@@ -3,6 +3,7 @@
 A .py config is a Python program: loading it runs it, as running a script does. Load only
 configs you trust; the YAML configs stay free of code.
 """
+
 from .common.data.widerface import dataloader
 from .common.models.srn import model
 from .common.optim import SGD as optimizer

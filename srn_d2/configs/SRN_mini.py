@@ -4,6 +4,7 @@ by assignment; the recipe (data, AdamW, schedule) of Base-mini.yaml.
 
 Load only configs you trust: a .py config runs when loaded.
 """
+
 from detectron2.config import LazyCall as L
 
 from srn_d2.modeling.mini_resnet import mini_resnet
@@ -12,8 +13,13 @@ from .SRN_R_50_FPN_widerface import dataloader, model, train
 from .common.optim import AdamW as optimizer
 from .common.schedule import multi_step
 
-model.backbone.bottom_up = L(mini_resnet)(in_channels=3, stem_channels=32, widths=[32, 64, 128, 256],
-                                          blocks_per_stage=[1, 1, 1, 1], norm="GN")
+model.backbone.bottom_up = L(mini_resnet)(
+    in_channels=3,
+    stem_channels=32,
+    widths=[32, 64, 128, 256],
+    blocks_per_stage=[1, 1, 1, 1],
+    norm="GN",
+)
 model.backbone.out_channels = 64
 model.backbone.c6_channels = 128
 model.backbone.c7_channels = 64

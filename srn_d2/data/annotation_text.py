@@ -68,7 +68,9 @@ def read_counted_records(
     records = parse_records(path, record_text, record_lines, num_fields)
     name_lines = [start - 1 for start in starts]
     require_unique_images(names, [f"{path}:{line}" for line in name_lines])
-    return CountedRecords(names, name_lines, np.asarray(counts, dtype=np.int64), records, record_lines)
+    return CountedRecords(
+        names, name_lines, np.asarray(counts, dtype=np.int64), records, record_lines
+    )
 
 
 def read_text_lines(path: str) -> List[str]:
@@ -82,13 +84,17 @@ def read_text_lines(path: str) -> List[str]:
             if not raw:
                 break
             if len(raw) > MAX_LINE_BYTES:
-                raise InputError(f"{path}:{number}: a line of more than {MAX_LINE_BYTES:,} bytes; annotation "
-                                 "lines are an image path or a face's numbers")
+                raise InputError(
+                    f"{path}:{number}: a line of more than {MAX_LINE_BYTES:,} bytes; annotation "
+                    "lines are an image path or a face's numbers"
+                )
             try:
                 text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as error:
-                raise InputError(f"{path}:{number}: not UTF-8 text ({error.reason} at byte {error.start} of the "
-                                 "line)") from None
+                raise InputError(
+                    f"{path}:{number}: not UTF-8 text ({error.reason} at byte {error.start} of the "
+                    "line)"
+                ) from None
             # As str.splitlines of the whole text: other line breaks (\r, \x0b, ...) split too.
             lines.extend(text.splitlines() or [""])
     while lines and not lines[-1].strip():
@@ -214,9 +220,7 @@ def raise_first_bad_record(path, record_text, record_lines, num_fields):
         try:
             np.loadtxt([text], dtype=np.float64, ndmin=2, comments=None)
         except ValueError:
-            raise InputError(
-                f"{path}:{line_number}: non-numeric field in {shown(text)}"
-            ) from None
+            raise InputError(f"{path}:{line_number}: non-numeric field in {shown(text)}") from None
 
 
 def shown(text: str, limit: int = 120) -> str:

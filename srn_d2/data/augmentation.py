@@ -219,8 +219,12 @@ class RandomSquareCrop(T.Augmentation):
 
     def __init__(self, min_scale: float = 0.5, max_scale: float = 1.0):
         super().__init__()
-        require(0 < min_scale <= max_scale <= 1, "INPUT.SQUARE_CROP.MIN_SCALE, MAX_SCALE", (min_scale, max_scale),
-                "need 0 < MIN_SCALE <= MAX_SCALE <= 1")
+        require(
+            0 < min_scale <= max_scale <= 1,
+            "INPUT.SQUARE_CROP.MIN_SCALE, MAX_SCALE",
+            (min_scale, max_scale),
+            "need 0 < MIN_SCALE <= MAX_SCALE <= 1",
+        )
         self._init(locals())
 
     def get_transform(self, image: np.ndarray) -> Transform:

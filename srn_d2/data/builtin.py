@@ -25,7 +25,7 @@ import os
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..errors import require
-from ..evaluation.face_benchmarks import BENCHMARKS
+from ..annotations.face_benchmarks import BENCHMARKS
 from .face_benchmarks import load_face_benchmark
 from .fddb import NUM_FOLDS, fold_file_name, load_fddb
 from .mini_faces import MINI_FACES_DIR, SPLIT_SIZES, ensure_mini_faces, mini_faces_split_paths
@@ -53,7 +53,12 @@ def _under_root(*parts: str) -> str:
 def require_registered_dataset(name: str, key: str) -> str:
     """``name`` if a dataset is registered under it; else ConfigValueError naming ``key``
     (Detectron2's own KeyError would escape the commands' one-line error report)."""
-    require(name in DatasetCatalog.list(), key, name, "is not a registered dataset (see datasets/README.md)")
+    require(
+        name in DatasetCatalog.list(),
+        key,
+        name,
+        "is not a registered dataset (see datasets/README.md)",
+    )
     return name
 
 
@@ -91,7 +96,11 @@ def register_all_wider_face() -> None:
 
 
 # RetinaFace's landmark annotations of WIDER FACE train; the val landmarks were never published.
-WIDER_FACE_LANDMARKS = ("widerface_train_landmarks", "WIDER_train/images", "retinaface_gt_v1.1/train/label.txt")
+WIDER_FACE_LANDMARKS = (
+    "widerface_train_landmarks",
+    "WIDER_train/images",
+    "retinaface_gt_v1.1/train/label.txt",
+)
 
 
 def register_wider_face_landmarks() -> None:
@@ -99,7 +108,8 @@ def register_wider_face_landmarks() -> None:
 
     def load():
         return load_retinaface_labels(
-            _require_file(_under_root(WIDER_FACE_DIR, label_file), name), _under_root(WIDER_FACE_DIR, image_dir)
+            _require_file(_under_root(WIDER_FACE_DIR, label_file), name),
+            _under_root(WIDER_FACE_DIR, image_dir),
         )
 
     DatasetCatalog.register(name, load)
@@ -142,7 +152,9 @@ def register_all_face_benchmarks() -> None:
         gt_file = os.path.join(folder, BENCHMARKS[benchmark])
 
         def load(name=name, folder=folder, gt_file=gt_file):
-            return load_face_benchmark(_require_file(_under_root(gt_file), name), _under_root(folder, "images"))
+            return load_face_benchmark(
+                _require_file(_under_root(gt_file), name), _under_root(folder, "images")
+            )
 
         DatasetCatalog.register(name, load)
         MetadataCatalog.get(name).set(
@@ -158,7 +170,9 @@ def register_all_mini_faces() -> None:
         name = f"mini_faces_{split}"
 
         def load_split(split=split):
-            image_root, gt_file, label_file = mini_faces_split_paths(ensure_mini_faces(datasets_root()), split)
+            image_root, gt_file, label_file = mini_faces_split_paths(
+                ensure_mini_faces(datasets_root()), split
+            )
             return attach_landmarks(load_wider_face(gt_file, image_root), label_file, image_root)
 
         DatasetCatalog.register(name, load_split)

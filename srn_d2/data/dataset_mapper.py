@@ -51,10 +51,18 @@ class SRNDatasetMapper(DatasetMapper):
     def from_config(cls, cfg, is_train: bool = True):
         ret = super().from_config(cfg, is_train)
         if is_train and cfg.MODEL.SRN.LANDMARKS.ENABLED and not cfg.MODEL.KEYPOINT_ON:
-            missing = [name for name in cfg.DATASETS.TRAIN if not MetadataCatalog.get(name).get("keypoint_names")]
-            require(not missing, "DATASETS.TRAIN", list(cfg.DATASETS.TRAIN),
-                    f"has no landmarks in {missing}, which MODEL.SRN.LANDMARKS.ENABLED trains "
-                    "(widerface_train_landmarks and mini_faces_* have them)")
+            missing = [
+                name
+                for name in cfg.DATASETS.TRAIN
+                if not MetadataCatalog.get(name).get("keypoint_names")
+            ]
+            require(
+                not missing,
+                "DATASETS.TRAIN",
+                list(cfg.DATASETS.TRAIN),
+                f"has no landmarks in {missing}, which MODEL.SRN.LANDMARKS.ENABLED trains "
+                "(widerface_train_landmarks and mini_faces_* have them)",
+            )
             ret["use_keypoint"] = True
             ret["keypoint_hflip_indices"] = utils.create_keypoint_hflip_indices(cfg.DATASETS.TRAIN)
         if not is_train:
@@ -112,7 +120,9 @@ class SRNDatasetMapper(DatasetMapper):
         instances.gt_classes = torch.as_tensor(classes[keep], dtype=torch.int64)
         if self.use_keypoint:
             keypoints = self._transform_keypoints(faces, transforms, file_name)
-            instances.gt_keypoints = Keypoints(torch.as_tensor(keypoints[keep], dtype=torch.float32))
+            instances.gt_keypoints = Keypoints(
+                torch.as_tensor(keypoints[keep], dtype=torch.float32)
+            )
         return instances
 
     def _transform_keypoints(self, faces: List[Dict], transforms, file_name: str) -> np.ndarray:
@@ -123,8 +133,12 @@ class SRNDatasetMapper(DatasetMapper):
                 "is set; train on a dataset with landmarks (datasets/README.md) or turn it off"
             )
         num_keypoints = len(self.keypoint_hflip_indices)
-        keypoints = np.array([face["keypoints"] for face in faces], dtype=np.float64).reshape(-1, num_keypoints, 3)
-        keypoints[..., :2] = transforms.apply_coords(keypoints[..., :2].reshape(-1, 2)).reshape(-1, num_keypoints, 2)
+        keypoints = np.array([face["keypoints"] for face in faces], dtype=np.float64).reshape(
+            -1, num_keypoints, 3
+        )
+        keypoints[..., :2] = transforms.apply_coords(keypoints[..., :2].reshape(-1, 2)).reshape(
+            -1, num_keypoints, 2
+        )
         if sum(isinstance(t, T.HFlipTransform) for t in transforms.transforms) % 2:
             keypoints = keypoints[:, self.keypoint_hflip_indices]
         keypoints[keypoints[..., 2] == 0] = 0

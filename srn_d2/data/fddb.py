@@ -72,14 +72,18 @@ def _load_fold(fold_file: str, image_root: str, read_sizes: bool) -> List[Dict]:
     implausible = (np.abs(ellipses[:, [0, 1, 3, 4]]) > MAX_ELLIPSE_PX).any(axis=1)
     if implausible.any():
         line = int(parsed.record_lines[implausible][0])
-        raise InputError(f"{fold_file}:{line}: an ellipse radius or centre beyond {MAX_ELLIPSE_PX:g} px "
-                         f"({ellipses[implausible][0].tolist()}); no photo is that large")
+        raise InputError(
+            f"{fold_file}:{line}: an ellipse radius or centre beyond {MAX_ELLIPSE_PX:g} px "
+            f"({ellipses[implausible][0].tolist()}); no photo is that large"
+        )
     num_dropped = 0
     dataset_dicts = []
     for name, line, start, count in zip(
         parsed.names, parsed.name_lines, parsed.offsets.tolist(), parsed.counts.tolist()
     ):
-        file_name = os.path.join(image_root, check_relative_path(name, f"{fold_file}:{line}") + ".jpg")
+        file_name = os.path.join(
+            image_root, check_relative_path(name, f"{fold_file}:{line}") + ".jpg"
+        )
         record = {"file_name": file_name, "image_id": name}
         size = read_image_size(file_name) if read_sizes else None
         if size is not None:

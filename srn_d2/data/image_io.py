@@ -44,7 +44,9 @@ def read_image(file_name: str, image_format: str) -> np.ndarray:
             if mode in _HIGH_BIT_DEPTH_MODES:
                 return detection_utils.convert_PIL_to_numpy(_to_8_bits(probe), image_format)
         if mode == "F":
-            raise OSError("32-bit floating-point pixels are not supported; save the image with 8 or 16 bits")
+            raise OSError(
+                "32-bit floating-point pixels are not supported; save the image with 8 or 16 bits"
+            )
         return detection_utils.read_image(file_name, format=image_format)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         # PIL reports truncated or unknown files as OSError/SyntaxError, and images of more

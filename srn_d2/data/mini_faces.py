@@ -87,7 +87,9 @@ class MiniFacesImage:
     image: np.ndarray  # (H, W, 3) uint8 BGR
     boxes: np.ndarray  # (K, 4) int64 XYWH, tight around each face ellipse
     blur: np.ndarray  # (K,) int64 WIDER blur attribute: 0 clear, 1 normal, 2 heavy
-    landmarks: np.ndarray  # (K, 5, 3) float64 x, y, flag as label.txt writes it: 0 visible, 1 occluded
+    landmarks: (
+        np.ndarray
+    )  # (K, 5, 3) float64 x, y, flag as label.txt writes it: 0 visible, 1 occluded
 
 
 def image_relative_path(index: int) -> str:
@@ -121,7 +123,9 @@ def render_mini_faces_image(split: str, index: int) -> MiniFacesImage:
         if box is not None:
             occupied = np.vstack([occupied, box])
             _draw_distractor(image, rng, box)
-    landmarks = np.array([_draw_face(image, rng, box) for box in face_boxes]).reshape(-1, NUM_LANDMARKS, 3)
+    landmarks = np.array([_draw_face(image, rng, box) for box in face_boxes]).reshape(
+        -1, NUM_LANDMARKS, 3
+    )
 
     image, blurred = _degrade(rng, image)
     boxes = np.array(face_boxes, dtype=np.int64).reshape(-1, 4)
@@ -181,7 +185,9 @@ def ensure_mini_faces(root: str) -> str:
         # mkdtemp creates the folder private to this user; the dataset is meant to be shared.
         os.chmod(tmp_dir, 0o755)
         if marker is not None:
-            logger.warning(f"{final_dir} was generated with other settings ({marker.strip()}); generating it again")
+            logger.warning(
+                f"{final_dir} was generated with other settings ({marker.strip()}); generating it again"
+            )
             stale_dir = tempfile.mkdtemp(prefix=f".{MINI_FACES_DIR}-{os.getpid()}-stale-", dir=root)
             _rename_if_present(final_dir, stale_dir)
         try:
@@ -201,10 +207,12 @@ def _remove_abandoned_copies(root: str) -> None:
     """Delete the temporary copies of processes that died while generating (killed, out of disk)."""
     prefix = f".{MINI_FACES_DIR}-"
     for name in os.listdir(root):
-        owner = name[len(prefix):].split("-", 1)[0]
+        owner = name[len(prefix) :].split("-", 1)[0]
         if not name.startswith(prefix) or not owner.isdigit() or process_alive(int(owner)):
             continue
-        logger.warning(f"removing {os.path.join(root, name)}, left by an interrupted generation (process {owner})")
+        logger.warning(
+            f"removing {os.path.join(root, name)}, left by an interrupted generation (process {owner})"
+        )
         shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
@@ -398,11 +406,19 @@ def _draw_face(image, rng, box) -> np.ndarray:
     (left_x, eyes_y), (right_x, _) = eye_centers
     mouth_x, mouth_y = mouth_center
     nose = (fixed(center_x), (eyes_y + mouth_y) / 2)
-    points = np.array(
-        [(left_x, eyes_y), (right_x, eyes_y), nose,
-         (mouth_x - mouth_axes[0], mouth_y), (mouth_x + mouth_axes[0], mouth_y)],
-        dtype=np.float64,
-    ) / scale
+    points = (
+        np.array(
+            [
+                (left_x, eyes_y),
+                (right_x, eyes_y),
+                nose,
+                (mouth_x - mouth_axes[0], mouth_y),
+                (mouth_x + mouth_axes[0], mouth_y),
+            ],
+            dtype=np.float64,
+        )
+        / scale
+    )
     flags = np.array([0, 0, 1, 0, 0], dtype=np.float64)
     return np.concatenate([points, flags[:, None]], 1)
 

@@ -51,7 +51,9 @@ def landmark_metadata() -> Dict:
     return dict(keypoint_names=LANDMARK_NAMES, keypoint_flip_map=LANDMARK_FLIP_MAP)
 
 
-def load_retinaface_labels(label_file: str, image_root: str, *, read_sizes: bool = True) -> List[Dict]:
+def load_retinaface_labels(
+    label_file: str, image_root: str, *, read_sizes: bool = True
+) -> List[Dict]:
     """Dataset dicts of a RetinaFace ``label.txt``; ValueError naming the file and line of any malformation.
 
     Faces of zero width or height are dropped with a warning that counts them.
@@ -61,14 +63,20 @@ def load_retinaface_labels(label_file: str, image_root: str, *, read_sizes: bool
     lines = read_text_lines(label_file)
     # Python strings, not a numpy string array: that would pad every line to the longest one.
     stripped = [line.strip() for line in lines]
-    is_header = np.fromiter((line.startswith("#") for line in stripped), dtype=bool, count=len(stripped))
-    is_face = ~is_header & np.fromiter((bool(line) for line in stripped), dtype=bool, count=len(stripped))
+    is_header = np.fromiter(
+        (line.startswith("#") for line in stripped), dtype=bool, count=len(stripped)
+    )
+    is_face = ~is_header & np.fromiter(
+        (bool(line) for line in stripped), dtype=bool, count=len(stripped)
+    )
     header_lines = np.flatnonzero(is_header)
     if len(header_lines) == 0:
         raise InputError(f"{label_file}: lists no image (no '# <image path>' line)")
     face_lines = np.flatnonzero(is_face)
     if len(face_lines) and face_lines[0] < header_lines[0]:
-        raise InputError(f"{label_file}:{face_lines[0] + 1}: a face before the first '# <image path>' line")
+        raise InputError(
+            f"{label_file}:{face_lines[0] + 1}: a face before the first '# <image path>' line"
+        )
 
     names = [_image_path(label_file, int(i) + 1, stripped[i]) for i in header_lines]
     places = [f"{label_file}:{i + 1}" for i in header_lines.tolist()]
@@ -106,7 +114,9 @@ def _parse_faces(label_file: str, face_text: List[str], face_lines: np.ndarray) 
         num_fields = _BOX_FIELDS
     records = parse_records(label_file, face_text, face_lines, num_fields)
     if num_fields == _BOX_FIELDS:
-        records = np.concatenate([records, np.full((len(records), _FIELDS_WITH_LANDMARKS - _BOX_FIELDS), -1.0)], 1)
+        records = np.concatenate(
+            [records, np.full((len(records), _FIELDS_WITH_LANDMARKS - _BOX_FIELDS), -1.0)], 1
+        )
     flags = records[:, _BOX_FIELDS + 2 : _BOX_FIELDS + 3 * NUM_LANDMARKS : 3]
     known = np.isin(flags, list(_VISIBILITY_OF_FLAG))
     if not known.all():
@@ -130,7 +140,9 @@ def landmarks_to_keypoints(landmarks: np.ndarray) -> np.ndarray:
 
 def _face_annotations(records: np.ndarray) -> List[Dict]:
     boxes = records[:, :_BOX_FIELDS].tolist()
-    landmarks = records[:, _BOX_FIELDS : _BOX_FIELDS + 3 * NUM_LANDMARKS].reshape(-1, NUM_LANDMARKS, 3)
+    landmarks = records[:, _BOX_FIELDS : _BOX_FIELDS + 3 * NUM_LANDMARKS].reshape(
+        -1, NUM_LANDMARKS, 3
+    )
     keypoints = landmarks_to_keypoints(landmarks).reshape(len(records), 3 * NUM_LANDMARKS).tolist()
     blur_scores = records[:, -1].tolist()
     return [
@@ -158,18 +170,26 @@ def attach_landmarks(dataset_dicts: List[Dict], label_file: str, image_root: str
     if missing or len(labelled) != len(dataset_dicts):
         raise InputError(
             f"{label_file}: lists {len(labelled)} images, the boxes' file {len(dataset_dicts)}"
-            + (f"; {len(missing)} of the latter are missing, first {missing[0]!r}" if missing else "")
+            + (
+                f"; {len(missing)} of the latter are missing, first {missing[0]!r}"
+                if missing
+                else ""
+            )
         )
     joined = []
     for record in dataset_dicts:
         faces, points = record.get("annotations", []), by_id[record["image_id"]]["annotations"]
         boxes = np.array([face["bbox"] for face in faces], dtype=np.float64).reshape(-1, 4)
-        landmark_boxes = np.array([face["bbox"] for face in points], dtype=np.float64).reshape(-1, 4)
+        landmark_boxes = np.array([face["bbox"] for face in points], dtype=np.float64).reshape(
+            -1, 4
+        )
         if not np.array_equal(boxes, landmark_boxes):
             raise InputError(
                 f"{label_file}: the faces of {record['image_id']!r} differ from the boxes' file "
                 f"({len(landmark_boxes)} against {len(boxes)} boxes, or other boxes)"
             )
-        annotations = [{**face, "keypoints": point["keypoints"]} for face, point in zip(faces, points)]
+        annotations = [
+            {**face, "keypoints": point["keypoints"]} for face, point in zip(faces, points)
+        ]
         joined.append({**record, "annotations": annotations})
     return joined

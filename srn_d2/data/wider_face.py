@@ -81,7 +81,9 @@ def load_wider_face(gt_file: str, image_root: str, *, read_sizes: bool = True) -
     return image_records(parsed.names, places, faces_per_image, annotations, image_root, read_sizes)
 
 
-def image_records(names, places, faces_per_image, annotations, image_root: str, read_sizes: bool) -> List[Dict]:
+def image_records(
+    names, places, faces_per_image, annotations, image_root: str, read_sizes: bool
+) -> List[Dict]:
     """One dataset dict per image, in file order, each with its run of the file-ordered ``annotations``.
 
     ``places`` name each image's line for the error of a path that is absolute
@@ -100,12 +102,18 @@ def image_records(names, places, faces_per_image, annotations, image_root: str, 
 
 def load_wider_face_test_list(file_list: str, image_root: str, *, read_sizes: bool = True):
     """Dataset dicts (no annotations) of ``wider_face_test_filelist.txt``: one relative image path a line."""
-    listed = [(name.strip(), f"{file_list}:{number}")
-              for number, name in enumerate(read_text_lines(file_list), start=1) if name.strip()]
+    listed = [
+        (name.strip(), f"{file_list}:{number}")
+        for number, name in enumerate(read_text_lines(file_list), start=1)
+        if name.strip()
+    ]
     if not listed:
         raise InputError(f"{file_list}: lists no image (the file is empty or blank)")
     require_unique_images([name for name, _ in listed], [place for _, place in listed])
-    return [image_record(check_relative_path(name, place), image_root, read_sizes) for name, place in listed]
+    return [
+        image_record(check_relative_path(name, place), image_root, read_sizes)
+        for name, place in listed
+    ]
 
 
 def register_wider_face_format(name: str, image_root: str, gt_file: str, **metadata) -> None:

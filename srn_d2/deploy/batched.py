@@ -20,6 +20,7 @@ convolutions near the bottom and right edge of a padded image see the padding
 where, alone, they would see their own zero padding. An image no other image
 in the batch exceeds is not padded and gets the one-image detections.
 """
+
 from typing import Tuple
 
 import torch
@@ -33,7 +34,9 @@ __all__ = ["BatchedSRN", "BatchedNMS"]
 
 
 @torch.jit.script_if_tracing
-def _nms_each_image(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+def _nms_each_image(
+    boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float
+) -> torch.Tensor:
     """Greedy NMS of each image and class apart, as ONNX's NonMaxSuppression computes it.
 
     Args:
@@ -45,9 +48,14 @@ def _nms_each_image(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: fl
     for image in range(boxes.shape[0]):
         for category in range(scores.shape[1]):
             candidates = torch.nonzero(scores[image, category] >= 0).flatten()
-            keep = candidates[torchvision.ops.nms(boxes[image, candidates], scores[image, category, candidates],
-                                                  iou_threshold)]
-            rows = torch.stack([torch.full_like(keep, image), torch.full_like(keep, category), keep], dim=1)
+            keep = candidates[
+                torchvision.ops.nms(
+                    boxes[image, candidates], scores[image, category, candidates], iou_threshold
+                )
+            ]
+            rows = torch.stack(
+                [torch.full_like(keep, image), torch.full_like(keep, category), keep], dim=1
+            )
             kept.append(rows)
     return torch.cat(kept)
 
@@ -59,15 +67,22 @@ class BatchedNMS(torch.autograd.Function):
     of thousands of pixels wide), and the export would keep other boxes than PyTorch."""
 
     @staticmethod
-    def forward(ctx, boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    def forward(
+        ctx, boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float
+    ) -> torch.Tensor:
         return _nms_each_image(boxes, scores, iou_threshold)
 
     @staticmethod
     def symbolic(g, boxes, scores, iou_threshold: float):
         # Every box may survive (the cap comes after); non-candidates score -1, below -0.5.
-        limits = [g.op("Constant", value_t=torch.tensor([value], dtype=dtype))
-                  for value, dtype in ((2**31 - 1, torch.int64), (iou_threshold, torch.float32),
-                                       (-0.5, torch.float32))]
+        limits = [
+            g.op("Constant", value_t=torch.tensor([value], dtype=dtype))
+            for value, dtype in (
+                (2**31 - 1, torch.int64),
+                (iou_threshold, torch.float32),
+                (-0.5, torch.float32),
+            )
+        ]
         return g.op("NonMaxSuppression", boxes, scores, *limits)
 
 
@@ -97,22 +112,35 @@ class BatchedSRN(nn.Module):
         predictions = model.flatten_predictions(model.head(features))
         anchors = model.level_anchors(features)
         scores = model.stc.scores(predictions.step2_logits, predictions.step1_logits)
-        step2_anchors = model.str.step2_anchors({k: a.tensor for k, a in anchors.items()}, predictions.step1_deltas)
+        step2_anchors = model.str.step2_anchors(
+            {k: a.tensor for k, a in anchors.items()}, predictions.step1_deltas
+        )
         candidates = [
-            self._level_candidates(level, features[level], scores[level], predictions, step2_anchors[level],
-                                   image_sizes)
+            self._level_candidates(
+                level,
+                features[level],
+                scores[level],
+                predictions,
+                step2_anchors[level],
+                image_sizes,
+            )
             for level in model.plan.levels
         ]
         boxes, scores, classes, *landmarks = (torch.cat(parts, dim=1) for parts in zip(*candidates))
-        nms_boxes = boxes + boxes.new_tensor([0.0, 0.0, 1.0, 1.0]) if model.nms_area_plus_one else boxes
+        nms_boxes = (
+            boxes + boxes.new_tensor([0.0, 0.0, 1.0, 1.0]) if model.nms_area_plus_one else boxes
+        )
         # ONNX gets the NonMaxSuppression operator; TorchScript keeps the scripted loop over images.
         nms = BatchedNMS.apply if torch.onnx.is_in_onnx_export() else _nms_each_image
         kept = nms(nms_boxes, scores[:, None, :], model.test_nms_thresh)
         batch_index, candidate = kept[:, 0], kept[:, 2]
-        boxes, scores, classes, *landmarks = (x[batch_index, candidate] for x in (boxes, scores, classes, *landmarks))
+        boxes, scores, classes, *landmarks = (
+            x[batch_index, candidate] for x in (boxes, scores, classes, *landmarks)
+        )
         keep = self._rank_in_image(batch_index, images.shape[0]) < model.max_detections_per_image
         boxes, scores, classes, batch_index, *landmarks = (
-            x[keep] for x in (boxes, scores, classes, batch_index, *landmarks))
+            x[keep] for x in (boxes, scores, classes, batch_index, *landmarks)
+        )
         boxes = self._clip(boxes, image_sizes[batch_index])
         nonempty = (boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)
         return tuple(x[nonempty] for x in (boxes, scores, classes, batch_index, *landmarks))
@@ -123,14 +151,22 @@ class BatchedSRN(nn.Module):
         x = (images - model.pixel_mean) / model.pixel_std
         rows = torch.arange(images.shape[2], device=images.device)
         cols = torch.arange(images.shape[3], device=images.device)
-        inside = (rows[None, :, None] < image_sizes[:, 0, None, None]) & (cols[None, None, :] <
-                                                                          image_sizes[:, 1, None, None])
+        inside = (rows[None, :, None] < image_sizes[:, 0, None, None]) & (
+            cols[None, None, :] < image_sizes[:, 1, None, None]
+        )
         x = x * inside[:, None].to(x.dtype)
         divisibility = model.backbone.size_divisibility
         if divisibility > 1:
             height, width = x.shape[2], x.shape[3]
-            x = nn.functional.pad(x, [0, (divisibility - width % divisibility) % divisibility,
-                                      0, (divisibility - height % divisibility) % divisibility])
+            x = nn.functional.pad(
+                x,
+                [
+                    0,
+                    (divisibility - width % divisibility) % divisibility,
+                    0,
+                    (divisibility - height % divisibility) % divisibility,
+                ],
+            )
         return x
 
     def _own_cells(self, level: str, image_sizes: torch.Tensor) -> torch.Tensor:
@@ -138,7 +174,10 @@ class BatchedSRN(nn.Module):
         divisibility = self.model.backbone.size_divisibility
         sizes = image_sizes
         if divisibility > 1:
-            sizes = torch.div(sizes + divisibility - 1, divisibility, rounding_mode="floor") * divisibility
+            sizes = (
+                torch.div(sizes + divisibility - 1, divisibility, rounding_mode="floor")
+                * divisibility
+            )
         stride = self.strides[level]
         return torch.div(sizes + stride - 1, stride, rounding_mode="floor")
 
@@ -173,7 +212,9 @@ class BatchedSRN(nn.Module):
         inside = (cell[None] // width < own[:, :1]) & (cell[None] % width < own[:, 1:])
         threshold = model.level_score_thresh(own[:, 0] * own[:, 1])
         flat = scores.flatten(1)
-        eligible = inside[:, :, None].expand(-1, -1, num_classes).flatten(1) & (flat > threshold[:, None])
+        eligible = inside[:, :, None].expand(-1, -1, num_classes).flatten(1) & (
+            flat > threshold[:, None]
+        )
         masked = torch.where(eligible, flat, torch.full_like(flat, -1.0))
         count = flat.shape[1]
         if isinstance(count, torch.Tensor):  # traced: the level's size is only known when run
@@ -185,10 +226,16 @@ class BatchedSRN(nn.Module):
         images = torch.arange(batch, device=scores.device)[:, None]
         anchor_boxes = anchors[images, anchor] if anchors.dim() == 3 else anchors[anchor]
         deltas = predictions.step2_deltas[level][images, anchor]
-        candidates = (model.box2box_transform.apply_deltas(deltas, anchor_boxes), top_scores, classes)
+        candidates = (
+            model.box2box_transform.apply_deltas(deltas, anchor_boxes),
+            top_scores,
+            classes,
+        )
         if predictions.step2_landmarks is None:
             return candidates
-        points = model.landmark_coder.apply_deltas(predictions.step2_landmarks[level][images, anchor], anchor_boxes)
+        points = model.landmark_coder.apply_deltas(
+            predictions.step2_landmarks[level][images, anchor], anchor_boxes
+        )
         return (*candidates, points)
 
     @staticmethod

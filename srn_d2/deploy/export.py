@@ -33,6 +33,7 @@ whose outputs add ``batch_index`` (N,), the image of each detection (before
 verified on the two sample images in one padded batch, against the same
 computation in PyTorch, and the unpadded one against the one-image model.
 """
+
 from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import io
 import json
@@ -53,12 +54,36 @@ from ..errors import ExportError, require
 from ..modeling import SRN
 from ..utils.file_io import atomic_write, atomic_write_path, check_output_path
 from .batched import BatchedSRN
-from .onnx_runtime import BATCHED_INTERFACE, EXPORT_ID, INPUT_FORMAT, MAX_SIZE_TEST, MIN_SIZE_TEST, PRECISION, \
-    SINGLE_INTERFACE, pad_images, split_by_image, with_landmarks
+from .onnx_runtime import (
+    BATCHED_INTERFACE,
+    EXPORT_ID,
+    INPUT_FORMAT,
+    MAX_SIZE_TEST,
+    MIN_SIZE_TEST,
+    PRECISION,
+    SINGLE_INTERFACE,
+    pad_images,
+    split_by_image,
+    with_landmarks,
+)
 
-__all__ = ["FORMATS", "ExportError", "batched_runner", "check_exportable", "deployment_metadata", "export", "on_cpu",
-           "export_onnx", "export_torchscript", "exported_file", "exported_runner", "traceable", "verify",
-           "verify_batched", "verify_network"]
+__all__ = [
+    "FORMATS",
+    "ExportError",
+    "batched_runner",
+    "check_exportable",
+    "deployment_metadata",
+    "export",
+    "on_cpu",
+    "export_onnx",
+    "export_torchscript",
+    "exported_file",
+    "exported_runner",
+    "traceable",
+    "verify",
+    "verify_batched",
+    "verify_network",
+]
 
 logger = logging.getLogger("srn_d2.export")
 
@@ -71,22 +96,45 @@ BOX_TOLERANCE_PX, SCORE_TOLERANCE = 0.01, 1e-4
 
 def exported_file(export_format: str, batched: bool = False) -> str:
     """The file name an export writes in its output folder."""
-    return ("model_batched" if batched else "model") + (".onnx" if export_format == "onnx" else ".ts")
+    return ("model_batched" if batched else "model") + (
+        ".onnx" if export_format == "onnx" else ".ts"
+    )
 
 
 def check_exportable(cfg, batched: bool = False) -> None:
     """ValueError naming the key that keeps ``cfg`` from being exported."""
-    require(cfg.MODEL.META_ARCHITECTURE in EXPORTABLE, "MODEL.META_ARCHITECTURE", cfg.MODEL.META_ARCHITECTURE,
-            f"the export takes {EXPORTABLE} models")
+    require(
+        cfg.MODEL.META_ARCHITECTURE in EXPORTABLE,
+        "MODEL.META_ARCHITECTURE",
+        cfg.MODEL.META_ARCHITECTURE,
+        f"the export takes {EXPORTABLE} models",
+    )
     if batched:
-        require(cfg.MODEL.META_ARCHITECTURE == "SRN", "MODEL.META_ARCHITECTURE", cfg.MODEL.META_ARCHITECTURE,
-                "the batched export (--batch) takes SRN models")
-        require(cfg.MODEL.SRN.NUM_CLASSES == 1, "MODEL.SRN.NUM_CLASSES", cfg.MODEL.SRN.NUM_CLASSES,
-                "the batched export caps each image's detections in NMS order, the score order of one class")
-    require(not cfg.TEST.AUG.ENABLED, "TEST.AUG.ENABLED", True,
-            "the multi-scale test resizes with OpenCV and votes box by box, outside any graph; "
-            "export the single-scale model (TEST.AUG.ENABLED False) and run the passes around it")
-    require(cfg.INPUT.FORMAT in ("BGR", "RGB"), "INPUT.FORMAT", cfg.INPUT.FORMAT, "the export takes BGR or RGB input")
+        require(
+            cfg.MODEL.META_ARCHITECTURE == "SRN",
+            "MODEL.META_ARCHITECTURE",
+            cfg.MODEL.META_ARCHITECTURE,
+            "the batched export (--batch) takes SRN models",
+        )
+        require(
+            cfg.MODEL.SRN.NUM_CLASSES == 1,
+            "MODEL.SRN.NUM_CLASSES",
+            cfg.MODEL.SRN.NUM_CLASSES,
+            "the batched export caps each image's detections in NMS order, the score order of one class",
+        )
+    require(
+        not cfg.TEST.AUG.ENABLED,
+        "TEST.AUG.ENABLED",
+        True,
+        "the multi-scale test resizes with OpenCV and votes box by box, outside any graph; "
+        "export the single-scale model (TEST.AUG.ENABLED False) and run the passes around it",
+    )
+    require(
+        cfg.INPUT.FORMAT in ("BGR", "RGB"),
+        "INPUT.FORMAT",
+        cfg.INPUT.FORMAT,
+        "the export takes BGR or RGB input",
+    )
 
 
 def _detections(model, inputs) -> Tuple[torch.Tensor, ...]:
@@ -102,7 +150,9 @@ def traceable(model) -> torch.nn.Module:
     """The model as a function of one (3, H, W) image tensor, returning (boxes, scores, classes[, landmarks])."""
     with warnings.catch_warnings():
         # As srn_d2.utils.quiet_import: Detectron2's export package scripts code when imported.
-        warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
+        warnings.filterwarnings(
+            "ignore", message="`torch.jit.script` is deprecated", category=FutureWarning
+        )
         from detectron2.export import TracingAdapter
 
     sample = torch.zeros(3, 64, 64, device=model.device)
@@ -121,7 +171,9 @@ def deployment_metadata(cfg) -> Dict[str, str]:
     }
 
 
-def _graph(model, batched: bool) -> Tuple[torch.nn.Module, Tuple[Tuple[str, int], ...], Tuple[str, ...]]:
+def _graph(
+    model, batched: bool
+) -> Tuple[torch.nn.Module, Tuple[Tuple[str, int], ...], Tuple[str, ...]]:
     """The module to trace and its interface: (input name, rank) pairs and output names."""
     interface = BATCHED_INTERFACE if batched else SINGLE_INTERFACE
     if isinstance(model, SRN) and model.num_landmarks:
@@ -129,8 +181,13 @@ def _graph(model, batched: bool) -> Tuple[torch.nn.Module, Tuple[Tuple[str, int]
     return (BatchedSRN(model) if batched else traceable(model)).eval(), *interface
 
 
-def export_onnx(model, sample: Tuple[torch.Tensor, ...], path: str, metadata: Dict[str, str],
-                batched: bool = False) -> None:
+def export_onnx(
+    model,
+    sample: Tuple[torch.Tensor, ...],
+    path: str,
+    metadata: Dict[str, str],
+    batched: bool = False,
+) -> None:
     """Write ``path``: the traced model, dynamic in every image dimension, and ``metadata``.
 
     Args:
@@ -140,8 +197,11 @@ def export_onnx(model, sample: Tuple[torch.Tensor, ...], path: str, metadata: Di
 
     module, inputs, outputs = _graph(model, batched)
     image_axes = {0: "batch", 2: "height", 3: "width"} if batched else {1: "height", 2: "width"}
-    dynamic = {inputs[0][0]: image_axes, **{name: {0: "batch"} for name, _ in inputs[1:]},
-               **{name: {0: "detections"} for name in outputs}}
+    dynamic = {
+        inputs[0][0]: image_axes,
+        **{name: {0: "batch"} for name, _ in inputs[1:]},
+        **{name: {0: "detections"} for name in outputs},
+    }
     traced = io.BytesIO()
     with torch.no_grad():
         torch.onnx.export(
@@ -161,8 +221,13 @@ def export_onnx(model, sample: Tuple[torch.Tensor, ...], path: str, metadata: Di
         f.write(graph.SerializeToString())
 
 
-def export_torchscript(model, sample: Tuple[torch.Tensor, ...], path: str, metadata: Dict[str, str],
-                       batched: bool = False) -> None:
+def export_torchscript(
+    model,
+    sample: Tuple[torch.Tensor, ...],
+    path: str,
+    metadata: Dict[str, str],
+    batched: bool = False,
+) -> None:
     with torch.no_grad():
         scripted = torch.jit.trace(_graph(model, batched)[0], sample, check_trace=False)
     with atomic_write(path, "wb") as f:
@@ -188,7 +253,9 @@ def exported_runner(path: str, export_format: str) -> Callable[..., Tuple[np.nda
     return run
 
 
-def batched_runner(path: str, export_format: str) -> Callable[[List[np.ndarray]], List[Tuple[np.ndarray, ...]]]:
+def batched_runner(
+    path: str, export_format: str
+) -> Callable[[List[np.ndarray]], List[Tuple[np.ndarray, ...]]]:
     """(3, H_i, W_i) float32 images -> each one's (boxes, scores, classes[, landmarks]), from one
     call of the batched export on the images padded together."""
     run = exported_runner(path, export_format)
@@ -207,7 +274,9 @@ def verify(model, run_exported, image: torch.Tensor) -> Dict[str, float]:
     """
     with torch.no_grad():
         expected = [t.cpu().numpy() for t in _detections(model, [{"image": image}])]
-    return _compare(expected, run_exported(image.cpu().numpy()), tuple(image.shape[-2:]), _borders(model, image))
+    return _compare(
+        expected, run_exported(image.cpu().numpy()), tuple(image.shape[-2:]), _borders(model, image)
+    )
 
 
 def verify_batched(model, run_batch, images: Tuple[torch.Tensor, ...]) -> Dict[str, float]:
@@ -216,18 +285,34 @@ def verify_batched(model, run_batch, images: Tuple[torch.Tensor, ...]) -> Dict[s
     which no padding changes, against the one-image model. ExportError on any difference."""
     arrays = [image.cpu().numpy() for image in images]
     batch, sizes = pad_images(arrays)
-    require(tuple(sizes[0]) == batch.shape[2:], "verify_batched", sizes.tolist(),
-            "the first image must be the largest, the one left unpadded")
+    require(
+        tuple(sizes[0]) == batch.shape[2:],
+        "verify_batched",
+        sizes.tolist(),
+        "the first image must be the largest, the one left unpadded",
+    )
     got = run_batch(arrays)
     with torch.no_grad():
-        expected = _per_image([t.cpu().numpy() for t in BatchedSRN(model).eval()(
-            torch.from_numpy(batch).to(model.device), torch.from_numpy(sizes).to(model.device))], len(images))
+        expected = _per_image(
+            [
+                t.cpu().numpy()
+                for t in BatchedSRN(model).eval()(
+                    torch.from_numpy(batch).to(model.device),
+                    torch.from_numpy(sizes).to(model.device),
+                )
+            ],
+            len(images),
+        )
     report = {}
     for i, image in enumerate(images):
-        report[f"image {i}"] = _compare(expected[i], got[i], tuple(image.shape[-2:]), _borders(model, image))
+        report[f"image {i}"] = _compare(
+            expected[i], got[i], tuple(image.shape[-2:]), _borders(model, image)
+        )
     with torch.no_grad():
         alone = [t.cpu().numpy() for t in _detections(model, [{"image": images[0]}])]
-    report["image 0 alone"] = _compare(alone, got[0], tuple(images[0].shape[-2:]), _borders(model, images[0]))
+    report["image 0 alone"] = _compare(
+        alone, got[0], tuple(images[0].shape[-2:]), _borders(model, images[0])
+    )
     return report
 
 
@@ -257,7 +342,9 @@ def _borders(model, image: torch.Tensor) -> _Borders:
             boxes, scores = (t.cpu().numpy() for t in _detections(model, [{"image": image}])[:2])
     finally:
         model.test_nms_thresh, model.max_detections_per_image = thresholds
-    return _Borders(float(model.test_score_thresh), float(thresholds[0]), int(thresholds[1]), (boxes, scores))
+    return _Borders(
+        float(model.test_score_thresh), float(thresholds[0]), int(thresholds[1]), (boxes, scores)
+    )
 
 
 def _compare(expected, got, size, borders: _Borders = _Borders()) -> Dict[str, float]:
@@ -276,16 +363,26 @@ def _compare(expected, got, size, borders: _Borders = _Borders()) -> Dict[str, f
     from scipy.optimize import linear_sum_assignment
 
     if len(got) != len(expected):
-        raise ExportError(f"{size} px: the export gives {len(got)} outputs, PyTorch {len(expected)}")
+        raise ExportError(
+            f"{size} px: the export gives {len(got)} outputs, PyTorch {len(expected)}"
+        )
     num_expected, num_got = len(expected[0]), len(got[0])
     box_diff = score_diff = landmark_diff = 0.0
     rows = cols = np.zeros(0, dtype=np.int64)
     if num_expected and num_got:
         boxes = np.abs(expected[0][:, None] - got[0][None]).max(-1)
         scores = np.abs(expected[1][:, None] - got[1][None])
-        within = (boxes <= BOX_TOLERANCE_PX) & (scores <= SCORE_TOLERANCE) & (expected[2][:, None] == got[2][None])
+        within = (
+            (boxes <= BOX_TOLERANCE_PX)
+            & (scores <= SCORE_TOLERANCE)
+            & (expected[2][:, None] == got[2][None])
+        )
         if len(expected) > 3:
-            points = np.abs(expected[3][:, None] - got[3][None]).reshape(num_expected, num_got, -1).max(-1)
+            points = (
+                np.abs(expected[3][:, None] - got[3][None])
+                .reshape(num_expected, num_got, -1)
+                .max(-1)
+            )
             within &= points <= BOX_TOLERANCE_PX
         rows, cols = linear_sum_assignment(np.where(within, boxes + scores, 1e9))
         paired = within[rows, cols]
@@ -297,33 +394,48 @@ def _compare(expected, got, size, borders: _Borders = _Borders()) -> Dict[str, f
             landmark_diff = float(np.abs(expected[3][rows] - got[3][cols]).max())
     lone_expected = np.setdiff1d(np.arange(num_expected), rows)
     lone_got = np.setdiff1d(np.arange(num_got), cols)
-    overlaps = pairwise_iou(Boxes(torch.as_tensor(expected[0]).reshape(-1, 4)),
-                            Boxes(torch.as_tensor(got[0]).reshape(-1, 4))).numpy()
+    overlaps = pairwise_iou(
+        Boxes(torch.as_tensor(expected[0]).reshape(-1, 4)),
+        Boxes(torch.as_tensor(got[0]).reshape(-1, 4)),
+    ).numpy()
     ties = [0, 0]
-    for s, (side, lone, other, other_lone, side_overlaps) in enumerate((
-            (expected, lone_expected, got, lone_got, overlaps), (got, lone_got, expected, lone_expected, overlaps.T))):
+    for s, (side, lone, other, other_lone, side_overlaps) in enumerate(
+        (
+            (expected, lone_expected, got, lone_got, overlaps),
+            (got, lone_got, expected, lone_expected, overlaps.T),
+        )
+    ):
         at_cap = borders.max_detections and len(side[1]) >= borders.max_detections
         lowest = float(side[1].min()) if len(side[1]) else 0.0
         for index in lone:
             score = float(side[1][index])
-            if abs(score - borders.score_thresh) <= SCORE_TOLERANCE or (at_cap and score - lowest <= SCORE_TOLERANCE):
+            if abs(score - borders.score_thresh) <= SCORE_TOLERANCE or (
+                at_cap and score - lowest <= SCORE_TOLERANCE
+            ):
                 continue
-            tied = [j for j in other_lone if abs(float(other[1][j]) - score) <= SCORE_TOLERANCE
-                    and side_overlaps[index, j] > borders.nms_thresh
-                    and _is_candidate(got[0][j] if side is expected else side[0][index], score, borders)]
+            tied = [
+                j
+                for j in other_lone
+                if abs(float(other[1][j]) - score) <= SCORE_TOLERANCE
+                and side_overlaps[index, j] > borders.nms_thresh
+                and _is_candidate(got[0][j] if side is expected else side[0][index], score, borders)
+            ]
             if not tied:
                 raise ExportError(
                     f"{size} px: the export gives {num_got} detections, PyTorch {num_expected}; "
                     f"{'a PyTorch' if side is expected else 'an exported'} detection (score {score:.4f}, box "
                     f"{np.round(side[0][index], 2).tolist()}) has no counterpart within {BOX_TOLERANCE_PX} px and "
                     f"{SCORE_TOLERANCE:g} in score, and is neither at the score threshold, nor at the cap, "
-                    "nor tied with a detection NMS could keep instead")
+                    "nor tied with a detection NMS could keep instead"
+                )
             ties[s] += 1
     # A tie resolved the other way leaves one detection unpaired on each side.
     num_ties = max(ties)
     if num_ties > max(1, max(num_expected, num_got) // 4):
-        raise ExportError(f"{size} px: {num_ties} detections differ from PyTorch's, each only tied with another: "
-                          "more than NMS's order can explain")
+        raise ExportError(
+            f"{size} px: {num_ties} detections differ from PyTorch's, each only tied with another: "
+            "more than NMS's order can explain"
+        )
     report = {"detections": num_expected, "box_diff_px": box_diff, "score_diff": score_diff}
     if len(lone_expected) or len(lone_got):
         report["decided_otherwise"] = int(len(lone_expected) + len(lone_got))
@@ -337,20 +449,31 @@ def _is_candidate(box: np.ndarray, score: float, borders: _Borders) -> bool:
     if borders.candidates is None:
         return True
     boxes, scores = borders.candidates
-    return bool(np.any((np.abs(boxes - box).max(-1, initial=0.0) <= BOX_TOLERANCE_PX)
-                       & (np.abs(scores - score) <= SCORE_TOLERANCE)))
+    return bool(
+        np.any(
+            (np.abs(boxes - box).max(-1, initial=0.0) <= BOX_TOLERANCE_PX)
+            & (np.abs(scores - score) <= SCORE_TOLERANCE)
+        )
+    )
 
 
 def _sample_images(device) -> Tuple[torch.Tensor, torch.Tensor]:
     """Two images of different, odd sizes: the export must not depend on the traced size."""
     generator = torch.Generator().manual_seed(0)
     return tuple(
-        torch.randint(0, 256, (3, h, w), generator=generator).float().to(device) for h, w in ((241, 321), (193, 157))
+        torch.randint(0, 256, (3, h, w), generator=generator).float().to(device)
+        for h, w in ((241, 321), (193, 157))
     )
 
 
-def export(cfg, export_format: str, output_dir: str, allow_random_weights: bool = False,
-           batched: bool = False, output_path: Optional[str] = None) -> str:
+def export(
+    cfg,
+    export_format: str,
+    output_dir: str,
+    allow_random_weights: bool = False,
+    batched: bool = False,
+    output_path: Optional[str] = None,
+) -> str:
     """Export ``cfg``'s model with its MODEL.WEIGHTS; returns the written file
     (``model.onnx`` / ``model.ts``, or ``model_batched.*`` if ``batched``, in ``output_dir``;
     or ``output_path`` when given)."""
@@ -359,20 +482,31 @@ def export(cfg, export_format: str, output_dir: str, allow_random_weights: bool 
     model = build_model(on_cpu(cfg)).eval()
     load_inference_weights(model, cfg.MODEL.WEIGHTS, allow_random=allow_random_weights)
     metadata = deployment_metadata(cfg)
-    path = check_output_path(output_path or os.path.join(output_dir, exported_file(export_format, batched)))
+    path = check_output_path(
+        output_path or os.path.join(output_dir, exported_file(export_format, batched))
+    )
     samples = _sample_images(model.device)
-    sample = tuple(torch.from_numpy(x).to(model.device) for x in pad_images([s.cpu().numpy() for s in samples])) \
-        if batched else samples[:1]
+    sample = (
+        tuple(
+            torch.from_numpy(x).to(model.device)
+            for x in pad_images([s.cpu().numpy() for s in samples])
+        )
+        if batched
+        else samples[:1]
+    )
     with atomic_write_path(path) as temporary:
         with warnings.catch_warnings():
             # Detectron2's Boxes and NMS check shapes in Python while traced; the checks
             # below compare the export with PyTorch on two sizes instead.
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            (export_onnx if export_format == "onnx" else export_torchscript)(model, sample, temporary, metadata,
-                                                                             batched)
+            (export_onnx if export_format == "onnx" else export_torchscript)(
+                model, sample, temporary, metadata, batched
+            )
         if batched:
-            logger.info(f"{[tuple(s.shape[-2:]) for s in samples]} px in one batch: "
-                        f"{verify_batched(model, batched_runner(temporary, export_format), samples)}")
+            logger.info(
+                f"{[tuple(s.shape[-2:]) for s in samples]} px in one batch: "
+                f"{verify_batched(model, batched_runner(temporary, export_format), samples)}"
+            )
         else:
             run_exported = exported_runner(temporary, export_format)
             for image in samples:
@@ -423,19 +557,32 @@ def _tensors(value) -> List[torch.Tensor]:
     return [t for item in value for t in _tensors(item)]
 
 
-def verify_network(model, export_format: str, samples: Tuple[torch.Tensor, ...]) -> Dict[str, float]:
+def verify_network(
+    model, export_format: str, samples: Tuple[torch.Tensor, ...]
+) -> Dict[str, float]:
     """Export the network alone (no threshold, no NMS) and compare its outputs with PyTorch's on
     each sample: ExportError beyond 1e-3 relative to the largest value. Unlike the detections,
     these exist whatever the weights and the image, so this check always compares something."""
     network = _NetworkOutputs(model).eval()
-    with tempfile.TemporaryDirectory(prefix="srn_d2-verify-") as folder, torch.no_grad(), \
-            warnings.catch_warnings():
+    with (
+        tempfile.TemporaryDirectory(prefix="srn_d2-verify-") as folder,
+        torch.no_grad(),
+        warnings.catch_warnings(),
+    ):
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         path = os.path.join(folder, "network")
         if export_format == "onnx":
             names = [f"output{i}" for i in range(len(network(samples[0])))]
-            torch.onnx.export(network, (samples[0],), path, opset_version=ONNX_OPSET, input_names=["image"],
-                              output_names=names, dynamic_axes={"image": {1: "height", 2: "width"}}, dynamo=False)
+            torch.onnx.export(
+                network,
+                (samples[0],),
+                path,
+                opset_version=ONNX_OPSET,
+                input_names=["image"],
+                output_names=names,
+                dynamic_axes={"image": {1: "height", 2: "width"}},
+                dynamo=False,
+            )
         else:
             torch.jit.save(torch.jit.trace(network, (samples[0],), check_trace=False), path)
         run_exported = exported_runner(path, export_format)
@@ -445,11 +592,15 @@ def verify_network(model, export_format: str, samples: Tuple[torch.Tensor, ...])
             got = run_exported(image.cpu().numpy())
             size = tuple(image.shape[-2:])
             if [e.shape for e in expected] != [g.shape for g in got]:
-                raise ExportError(f"{size} px: the exported network's output shapes differ from PyTorch's")
+                raise ExportError(
+                    f"{size} px: the exported network's output shapes differ from PyTorch's"
+                )
             scale = max(1.0, max(float(np.abs(e).max(initial=0.0)) for e in expected))
             diff = max(float(np.abs(e - g).max(initial=0.0)) for e, g in zip(expected, got)) / scale
             if not diff <= 1e-3:
-                raise ExportError(f"{size} px: the exported network's outputs differ from PyTorch's by {diff:.2e} "
-                                  "(relative to the largest)")
+                raise ExportError(
+                    f"{size} px: the exported network's outputs differ from PyTorch's by {diff:.2e} "
+                    "(relative to the largest)"
+                )
             largest = max(largest, diff)
     return {"outputs": len(expected), "relative_diff": largest}

@@ -18,6 +18,7 @@ resize and onnxruntime; no torch, no Detectron2. The file carries what the
 exported config says about its input (channel order, test-time resize), so
 the detections are those of the PyTorch model given the same image.
 """
+
 import logging
 import os
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -32,14 +33,21 @@ from ..utils.image_checks import check_bgr_image, check_test_size
 logger = logging.getLogger(__name__)
 
 # Metadata keys written by srn_d2.tools.export.
-INPUT_FORMAT, MIN_SIZE_TEST, MAX_SIZE_TEST = "srn_d2.input_format", "srn_d2.min_size_test", "srn_d2.max_size_test"
+INPUT_FORMAT, MIN_SIZE_TEST, MAX_SIZE_TEST = (
+    "srn_d2.input_format",
+    "srn_d2.min_size_test",
+    "srn_d2.max_size_test",
+)
 # "fp32", or "int8" for models from ``export --quantize int8`` (absent in older exports: fp32).
 PRECISION = "srn_d2.precision"
 # One id per run of the export, shared by model.onnx and its int8 twin model_int8.onnx (absent in older exports).
 EXPORT_ID = "srn_d2.export_id"
 # The graph's interfaces, as srn_d2.deploy.export writes them: (input name, rank) pairs and output names.
 SINGLE_INTERFACE = ((("image", 3),), ("boxes", "scores", "classes"))
-BATCHED_INTERFACE = ((("images", 4), ("image_sizes", 2)), ("boxes", "scores", "classes", "batch_index"))
+BATCHED_INTERFACE = (
+    (("images", 4), ("image_sizes", 2)),
+    ("boxes", "scores", "classes", "batch_index"),
+)
 # The output a landmark model adds last to either interface: (N, K, 2) x, y of each detection's points.
 LANDMARKS = "landmarks"
 # One image's boxes (N, 4) and scores (N,), and a landmark model's (N, K, 2) points.
@@ -52,7 +60,12 @@ def with_landmarks(interface):
     return inputs, (*outputs, LANDMARKS)
 
 
-INTERFACES = (SINGLE_INTERFACE, BATCHED_INTERFACE, with_landmarks(SINGLE_INTERFACE), with_landmarks(BATCHED_INTERFACE))
+INTERFACES = (
+    SINGLE_INTERFACE,
+    BATCHED_INTERFACE,
+    with_landmarks(SINGLE_INTERFACE),
+    with_landmarks(BATCHED_INTERFACE),
+)
 
 
 class ONNXFaceDetector:
@@ -68,7 +81,9 @@ class ONNXFaceDetector:
                 fastest back to back); False when other work shares the cores.
         """
         if not isinstance(path, (str, os.PathLike)):
-            raise InputError(f"ONNXFaceDetector takes the path of a model.onnx, not {type(path).__name__}")
+            raise InputError(
+                f"ONNXFaceDetector takes the path of a model.onnx, not {type(path).__name__}"
+            )
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such ONNX file")
         self.path = str(path)
@@ -79,31 +94,45 @@ class ONNXFaceDetector:
         if not spin_wait:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        except Exception as error:  # onnxruntime's own types: InvalidProtobuf, Fail, InvalidGraph, ...
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            self.session = onnxruntime.InferenceSession(
+                path, options, providers=["CPUExecutionProvider"]
+            )
+        except (
+            Exception
+        ) as error:  # onnxruntime's own types: InvalidProtobuf, Fail, InvalidGraph, ...
+            reason = (
+                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            )
             raise InputError(f"{path}: not a readable ONNX model ({reason})") from None
         self._check_interface(path)
         metadata = self.session.get_modelmeta().custom_metadata_map
         missing = [k for k in (INPUT_FORMAT, MIN_SIZE_TEST, MAX_SIZE_TEST) if k not in metadata]
         if missing:
-            raise InputError(f"{path}: no {missing} metadata; export the model with python -m srn_d2.tools.export")
+            raise InputError(
+                f"{path}: no {missing} metadata; export the model with python -m srn_d2.tools.export"
+            )
         self.input_format = metadata[INPUT_FORMAT]
         self.precision = metadata.get(PRECISION, "fp32")
         self.export_id = metadata.get(EXPORT_ID)
         if self.precision == "int8":
             check_int8_twin(path, self.export_id)
         if self.input_format not in ("BGR", "RGB"):
-            raise InputError(f"{path}: metadata {INPUT_FORMAT} = {self.input_format!r}: must be BGR or RGB")
+            raise InputError(
+                f"{path}: metadata {INPUT_FORMAT} = {self.input_format!r}: must be BGR or RGB"
+            )
         self.min_size = _size_metadata(path, metadata, MIN_SIZE_TEST)
         self.max_size = _size_metadata(path, metadata, MAX_SIZE_TEST)
         if self.min_size and self.max_size < self.min_size:
-            raise InputError(f"{path}: metadata {MAX_SIZE_TEST} = {self.max_size} is below {MIN_SIZE_TEST} = "
-                             f"{self.min_size}")
+            raise InputError(
+                f"{path}: metadata {MAX_SIZE_TEST} = {self.max_size} is below {MIN_SIZE_TEST} = "
+                f"{self.min_size}"
+            )
 
     def _check_interface(self, path: str) -> None:
-        interface = (tuple((i.name, len(i.shape)) for i in self.session.get_inputs()),
-                     tuple(o.name for o in self.session.get_outputs()))
+        interface = (
+            tuple((i.name, len(i.shape)) for i in self.session.get_inputs()),
+            tuple(o.name for o in self.session.get_outputs()),
+        )
         if interface not in INTERFACES:
             raise InputError(
                 f"{path}: takes {list(interface[0])} and gives {list(interface[1])}; a model exported by "
@@ -115,11 +144,14 @@ class ONNXFaceDetector:
         self.has_landmarks = interface[1][-1] == LANDMARKS
         rank = len(self.session.get_outputs()[-1].shape)
         if self.has_landmarks and rank != 3:
-            raise InputError(f"{path}: gives {LANDMARKS!r} of rank {rank}; the export writes them as (N, K, 2) "
-                             "x, y per detection and point")
+            raise InputError(
+                f"{path}: gives {LANDMARKS!r} of rank {rank}; the export writes them as (N, K, 2) "
+                "x, y per detection and point"
+            )
 
-    def __call__(self, images: Union[np.ndarray, Sequence[np.ndarray]], pad: bool = False
-                 ) -> Union[Detections, List[Detections]]:
+    def __call__(
+        self, images: Union[np.ndarray, Sequence[np.ndarray]], pad: bool = False
+    ) -> Union[Detections, List[Detections]]:
         """
         Args:
             images: (H, W, 3) uint8 image in OpenCV's channel order, or a list of them.
@@ -173,10 +205,20 @@ class ONNXFaceDetector:
         """(3, h, w) float32 images as the graph takes them (resized, in its channel order; one
         for a one-image model) -> their (boxes, scores[, landmarks]) in those pixels, from one
         session call."""
-        outputs = dict(zip((o.name for o in self.session.get_outputs()),
-                           self.session.run(None, graph_inputs(images, self.batched))))
-        kept = self._checked([outputs[name] for name in ("boxes", "scores", LANDMARKS, "batch_index")
-                              if name in outputs], len(images))
+        outputs = dict(
+            zip(
+                (o.name for o in self.session.get_outputs()),
+                self.session.run(None, graph_inputs(images, self.batched)),
+            )
+        )
+        kept = self._checked(
+            [
+                outputs[name]
+                for name in ("boxes", "scores", LANDMARKS, "batch_index")
+                if name in outputs
+            ],
+            len(images),
+        )
         if not self.batched:
             return [tuple(kept)]
         return split_by_image(kept[:-1], kept[-1], len(images))
@@ -188,25 +230,37 @@ class ONNXFaceDetector:
         warning (a model that gives them is broken, and nothing downstream could use them)."""
         boxes, scores = outputs[:2]
         count = len(scores) if scores.ndim == 1 else -1
-        shapes_fit = (boxes.ndim == 2 and boxes.shape == (count, 4)
-                      and all(len(o) == count for o in outputs[2:])
-                      and (not self.has_landmarks or (outputs[2].ndim == 3 and outputs[2].shape[2] == 2)))
+        shapes_fit = (
+            boxes.ndim == 2
+            and boxes.shape == (count, 4)
+            and all(len(o) == count for o in outputs[2:])
+            and (not self.has_landmarks or (outputs[2].ndim == 3 and outputs[2].shape[2] == 2))
+        )
         if not shapes_fit:
-            raise InputError(f"{self.path}: its graph gave outputs of shapes {[o.shape for o in outputs]}; the export "
-                             "writes boxes (N, 4), scores (N,)"
-                             + (", landmarks (N, K, 2)" if self.has_landmarks else "")
-                             + (", batch_index (N,)" if self.batched else ""))
+            raise InputError(
+                f"{self.path}: its graph gave outputs of shapes {[o.shape for o in outputs]}; the export "
+                "writes boxes (N, 4), scores (N,)"
+                + (", landmarks (N, K, 2)" if self.has_landmarks else "")
+                + (", batch_index (N,)" if self.batched else "")
+            )
         if self.batched:
             batch_index = outputs[-1]
             if len(batch_index) and (batch_index.min() < 0 or batch_index.max() >= num_images):
-                raise InputError(f"{self.path}: its graph gave a batch_index of {int(batch_index.max())} or "
-                                 f"{int(batch_index.min())} for a batch of {num_images} images")
-        values = [o.reshape(count, int(np.prod(o.shape[1:]))) for o in outputs[:3 if self.has_landmarks else 2]]
+                raise InputError(
+                    f"{self.path}: its graph gave a batch_index of {int(batch_index.max())} or "
+                    f"{int(batch_index.min())} for a batch of {num_images} images"
+                )
+        values = [
+            o.reshape(count, int(np.prod(o.shape[1:])))
+            for o in outputs[: 3 if self.has_landmarks else 2]
+        ]
         usable = np.isfinite(np.concatenate(values, axis=1)).all(axis=1)
         usable &= (boxes[:, 2] >= boxes[:, 0]) & (boxes[:, 3] >= boxes[:, 1])
         if not usable.all():
-            logger.warning(f"{self.path}: dropped {int((~usable).sum())} of {count} detections with a non-finite "
-                           "value or a box of negative width or height")
+            logger.warning(
+                f"{self.path}: dropped {int((~usable).sum())} of {count} detections with a non-finite "
+                "value or a box of negative width or height"
+            )
             return [o[usable] for o in outputs]
         return outputs
 
@@ -220,14 +274,18 @@ class ONNXFaceDetector:
         return np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
 
     @staticmethod
-    def _to_original(detections: Detections, resized: Tuple[int, int], original: Tuple[int, int]) -> Detections:
+    def _to_original(
+        detections: Detections, resized: Tuple[int, int], original: Tuple[int, int]
+    ) -> Detections:
         """Detections of the resized image in the original's pixels, as detector_postprocess maps
         them: boxes scaled and clipped, landmarks scaled."""
         if resized == original:
             return detections
         boxes, scores, *landmarks = detections
         scale = np.array([original[1] / resized[1], original[0] / resized[0]], dtype=np.float32)
-        boxes = np.clip(boxes * np.tile(scale, 2), 0, np.array([original[1], original[0]] * 2, dtype=np.float32))
+        boxes = np.clip(
+            boxes * np.tile(scale, 2), 0, np.array([original[1], original[0]] * 2, dtype=np.float32)
+        )
         return (boxes, scores, *(points * scale for points in landmarks))
 
 
@@ -240,7 +298,9 @@ def graph_inputs(images: Sequence[np.ndarray], batched: bool) -> Dict[str, np.nd
     return {name: value for (name, _), value in zip(BATCHED_INTERFACE[0], pad_images(images))}
 
 
-def split_by_image(arrays: Sequence[np.ndarray], batch_index: np.ndarray, count: int) -> List[Tuple[np.ndarray, ...]]:
+def split_by_image(
+    arrays: Sequence[np.ndarray], batch_index: np.ndarray, count: int
+) -> List[Tuple[np.ndarray, ...]]:
     """Per-detection outputs of a batched graph -> each of its ``count`` images' own rows of them."""
     return [tuple(x[batch_index == i] for x in arrays) for i in range(count)]
 
@@ -267,12 +327,16 @@ def check_int8_twin(int8_path: str, export_id: Optional[str]) -> None:
     except ImportError:
         return
     try:
-        fp32_id = {p.key: p.value for p in onnx.load(fp32_path, load_external_data=False).metadata_props}.get(EXPORT_ID)
+        fp32_id = {
+            p.key: p.value for p in onnx.load(fp32_path, load_external_data=False).metadata_props
+        }.get(EXPORT_ID)
     except Exception:  # a damaged fp32 file is its own reader's business
         return
     if fp32_id != export_id:
-        logger.warning(f"{int8_path} and {fp32_path} come from different exports ({EXPORT_ID} {export_id} and "
-                       f"{fp32_id}): they are not each other's twins; export both again")
+        logger.warning(
+            f"{int8_path} and {fp32_path} come from different exports ({EXPORT_ID} {export_id} and "
+            f"{fp32_id}): they are not each other's twins; export both again"
+        )
 
 
 def _size_metadata(path: str, metadata, key: str) -> int:
@@ -281,5 +345,7 @@ def _size_metadata(path: str, metadata, key: str) -> int:
     except ValueError:
         value = -1
     if value < 0:
-        raise InputError(f"{path}: metadata {key} = {metadata[key]!r}: must be a whole number of pixels, 0 or more")
+        raise InputError(
+            f"{path}: metadata {key} = {metadata[key]!r}: must be a whole number of pixels, 0 or more"
+        )
     return value

@@ -14,6 +14,7 @@ and returns the comparison of the two on the calibration images, which the
 export command prints before it returns: an int8 model never ships with an
 accuracy cost nobody looked at.
 """
+
 from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import logging
 import os
@@ -24,18 +25,44 @@ import numpy as np
 
 from ..errors import require
 from ..utils.file_io import atomic_write, atomic_write_path, partial_prefix
-from .onnx_runtime import EXPORT_ID, PRECISION, SINGLE_INTERFACE, Detections, ONNXFaceDetector, graph_inputs
+from .onnx_runtime import (
+    EXPORT_ID,
+    PRECISION,
+    SINGLE_INTERFACE,
+    Detections,
+    ONNXFaceDetector,
+    graph_inputs,
+)
 
-__all__ = ["PRECISION", "SCOPES", "calibration_images", "compare_precisions", "detection_agreement", "int8_path",
-           "quantize_int8"]
+__all__ = [
+    "PRECISION",
+    "SCOPES",
+    "calibration_images",
+    "compare_precisions",
+    "detection_agreement",
+    "int8_path",
+    "quantize_int8",
+]
 
 logger = logging.getLogger("srn_d2.export")
 
 # What quantize_int8 quantizes: "conv", the convolutions, where the multiply-adds are (the
 # default, module docstring), or "network", every float operator of the network of these types.
 SCOPES = ("conv", "network")
-NETWORK_OPS = ("Conv", "Add", "Mul", "Relu", "Concat", "Resize", "MaxPool", "AveragePool", "HardSigmoid",
-               "HardSwish", "GlobalAveragePool", "Sigmoid")
+NETWORK_OPS = (
+    "Conv",
+    "Add",
+    "Mul",
+    "Relu",
+    "Concat",
+    "Resize",
+    "MaxPool",
+    "AveragePool",
+    "HardSigmoid",
+    "HardSwish",
+    "GlobalAveragePool",
+    "Sigmoid",
+)
 # Weight precisions quantize_int8 writes (7: onnxruntime's reduce_range).
 WEIGHT_BITS = (8, 7)
 # A fp32 detection at least this confident must be found again by the int8 model, at this IoU.
@@ -53,8 +80,10 @@ def calibration_images(cfg, dataset_name: str, count: int) -> List[np.ndarray]:
     require(count >= 1, "--calibration-images", count, "must be at least 1")
     require_registered_dataset(dataset_name, "--calibration-dataset")
     if dataset_name.endswith(("_val", "_test")) or dataset_name in cfg.DATASETS.TEST:
-        logger.warning(f"--calibration-dataset {dataset_name} is an evaluation set: int8 ranges fitted to it make "
-                       "its scores optimistic; calibrate on training images (e.g. widerface_train)")
+        logger.warning(
+            f"--calibration-dataset {dataset_name} is an evaluation set: int8 ranges fitted to it make "
+            "its scores optimistic; calibrate on training images (e.g. widerface_train)"
+        )
     mapper = SRNDatasetMapper(cfg, is_train=False)
     records = DatasetCatalog.get(dataset_name)[:count]
     require(len(records) > 0, "--calibration-dataset", dataset_name, "holds no image")
@@ -79,8 +108,13 @@ class _Images:
         return None if image is None else graph_inputs([image], self._batched)
 
 
-def quantize_int8(fp32_path: str, images: Sequence[np.ndarray], scope: str = "conv",
-                  output_path: Optional[str] = None, weight_bits: int = 8) -> Dict[str, float]:
+def quantize_int8(
+    fp32_path: str,
+    images: Sequence[np.ndarray],
+    scope: str = "conv",
+    output_path: Optional[str] = None,
+    weight_bits: int = 8,
+) -> Dict[str, float]:
     """Write the int8 twin of ``fp32_path`` (at ``output_path``, default :func:`int8_path`),
     calibrated on ``images``; return :func:`compare_precisions` on them.
 
@@ -95,15 +129,31 @@ def quantize_int8(fp32_path: str, images: Sequence[np.ndarray], scope: str = "co
             weights cannot.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     require(scope in SCOPES, "scope", scope, f"must be one of {SCOPES}")
-    require(weight_bits in WEIGHT_BITS, "--int8-weight-bits", weight_bits, f"must be one of {WEIGHT_BITS}")
+    require(
+        weight_bits in WEIGHT_BITS,
+        "--int8-weight-bits",
+        weight_bits,
+        f"must be one of {WEIGHT_BITS}",
+    )
     target = output_path or int8_path(fp32_path)
     # The working folder beside the target, named as its partial files are: a killed run's is removed
     # by the next write of the target (srn_d2.utils.file_io.remove_abandoned_partials).
-    with atomic_write_path(target) as temporary, tempfile.TemporaryDirectory(
-            prefix=partial_prefix(target), suffix=".partial", dir=os.path.dirname(os.path.abspath(target))) as folder:
+    with (
+        atomic_write_path(target) as temporary,
+        tempfile.TemporaryDirectory(
+            prefix=partial_prefix(target),
+            suffix=".partial",
+            dir=os.path.dirname(os.path.abspath(target)),
+        ) as folder,
+    ):
         prepared = _prepared_for_quantization(fp32_path, folder)
         fp32_graph = onnx.load(prepared).graph
         input_names = [i.name for i in fp32_graph.input]
@@ -114,18 +164,32 @@ def quantize_int8(fp32_path: str, images: Sequence[np.ndarray], scope: str = "co
         # decoding, which are empty on an image without candidates.
         network = os.path.join(folder, "network.onnx")
         convolutions = [node.output[0] for node in fp32_graph.node if node.op_type == "Conv"]
-        onnx.utils.extract_model(prepared, network, input_names=input_names, output_names=convolutions)
+        onnx.utils.extract_model(
+            prepared, network, input_names=input_names, output_names=convolutions
+        )
         nodes = _nodes_to_quantize(network, scope)
         calibrated = [node.output[0] for node in nodes]
         if calibrated != convolutions:  # "network": calibrate every tensor it quantizes
-            onnx.utils.extract_model(prepared, network, input_names=input_names, output_names=calibrated)
-        options = dict(quant_format=QuantFormat.QDQ, op_types_to_quantize=sorted({n.op_type for n in nodes}),
-                       nodes_to_quantize=[n.name for n in nodes], per_channel=True,
-                       activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                       reduce_range=weight_bits == 7)
+            onnx.utils.extract_model(
+                prepared, network, input_names=input_names, output_names=calibrated
+            )
+        options = dict(
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=sorted({n.op_type for n in nodes}),
+            nodes_to_quantize=[n.name for n in nodes],
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            reduce_range=weight_bits == 7,
+        )
         ranges = os.path.join(folder, "ranges.json")
-        quantize_static(network, os.path.join(folder, "network_int8.onnx"), reader, calibration_cache_path=ranges,
-                        **options)
+        quantize_static(
+            network,
+            os.path.join(folder, "network_int8.onnx"),
+            reader,
+            calibration_cache_path=ranges,
+            **options,
+        )
         quantized = os.path.join(folder, "model_int8.onnx")
         quantize_static(prepared, quantized, None, calibration_cache_path=ranges, **options)
         graph = onnx.load(quantized)
@@ -165,8 +229,11 @@ def _nodes_to_quantize(network_path: str, scope: str) -> List:
     import onnx
 
     graph = onnx.shape_inference.infer_shapes(onnx.load(network_path)).graph
-    floats = {v.name for v in (*graph.value_info, *graph.output)
-              if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    floats = {
+        v.name
+        for v in (*graph.value_info, *graph.output)
+        if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    }
     kinds = ("Conv",) if scope == "conv" else NETWORK_OPS
     return [node for node in graph.node if node.op_type in kinds and node.output[0] in floats]
 
@@ -179,7 +246,9 @@ def _set_metadata(graph, key: str, value: str) -> None:
     graph.metadata_props.add(key=key, value=value)
 
 
-def detection_agreement(reference: Sequence[Detections], other: Sequence[Detections]) -> Dict[str, float]:
+def detection_agreement(
+    reference: Sequence[Detections], other: Sequence[Detections]
+) -> Dict[str, float]:
     """How far ``other`` reproduces ``reference``, image by image, each a list of (boxes, scores)
     or (boxes, scores, landmarks): how many reference detections scoring >= 0.5 have a detection
     of ``other`` at IoU >= 0.9 (and by how much their scores, and their landmarks, in units of
@@ -201,7 +270,9 @@ def detection_agreement(reference: Sequence[Detections], other: Sequence[Detecti
             if matched.any() and points_a:
                 boxes = boxes_a[keep][matched]
                 sizes = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
-                shift = np.linalg.norm(points_a[0][keep][matched] - points_b[0][best[matched]], axis=-1).max(axis=1)
+                shift = np.linalg.norm(
+                    points_a[0][keep][matched] - points_b[0][best[matched]], axis=-1
+                ).max(axis=1)
                 largest_landmark_shift = max(largest_landmark_shift, float((shift / sizes).max()))
     report = {
         "images": len(reference),
@@ -216,17 +287,26 @@ def detection_agreement(reference: Sequence[Detections], other: Sequence[Detecti
     return report
 
 
-def compare_precisions(fp32_path: str, quantized_path: str, images: Sequence[np.ndarray]) -> Dict[str, float]:
+def compare_precisions(
+    fp32_path: str, quantized_path: str, images: Sequence[np.ndarray]
+) -> Dict[str, float]:
     """:func:`detection_agreement` of the int8 model with the fp32 model on ``images``, logged."""
     fp32, int8 = ONNXFaceDetector(fp32_path), ONNXFaceDetector(quantized_path)
-    report = detection_agreement([fp32.run_graph([image])[0] for image in images],
-                                 [int8.run_graph([image])[0] for image in images])
-    logger.info(f"int8 against fp32 on {len(images)} calibration images: {report['found_again']} of "
-                f"{report['reference_confident']} fp32 detections scoring >= {COMPARED_SCORE} found again at IoU >= "
-                f"{MATCHING_IOU} (their scores moved by at most {report['largest_score_change']:.3f}); "
-                f"{report['other_detections']} int8 detections against {report['reference_detections']} fp32"
-                + (f"; their landmarks moved by at most {report['largest_landmark_shift']:.3f} of the face's size"
-                   if "largest_landmark_shift" in report else ""))
+    report = detection_agreement(
+        [fp32.run_graph([image])[0] for image in images],
+        [int8.run_graph([image])[0] for image in images],
+    )
+    logger.info(
+        f"int8 against fp32 on {len(images)} calibration images: {report['found_again']} of "
+        f"{report['reference_confident']} fp32 detections scoring >= {COMPARED_SCORE} found again at IoU >= "
+        f"{MATCHING_IOU} (their scores moved by at most {report['largest_score_change']:.3f}); "
+        f"{report['other_detections']} int8 detections against {report['reference_detections']} fp32"
+        + (
+            f"; their landmarks moved by at most {report['largest_landmark_shift']:.3f} of the face's size"
+            if "largest_landmark_shift" in report
+            else ""
+        )
+    )
     return report
 
 

@@ -7,6 +7,7 @@ file with ``yaml.safe_load``, so the file that is read is the file that is
 checked by construction. Only Detectron2's own installed configs, which
 compute anchor sizes with a Python tag, are handed to Detectron2's loader.
 """
+
 import os
 from typing import Any, Dict, Tuple
 
@@ -24,7 +25,9 @@ def _is_detectron2_config(path: str) -> bool:
     import detectron2
 
     # The folder of detectron2.model_zoo, whose import would warn about pkg_resources.
-    installed = os.path.realpath(os.path.join(os.path.dirname(detectron2.__file__), "model_zoo", "configs"))
+    installed = os.path.realpath(
+        os.path.join(os.path.dirname(detectron2.__file__), "model_zoo", "configs")
+    )
     return os.path.realpath(path).startswith(installed + os.sep)
 
 
@@ -39,9 +42,13 @@ def _merge_into(source: Dict[str, Any], target: Dict[str, Any]) -> None:
 
 def _resolve_base(base, path: str) -> str:
     if not isinstance(base, str) or not base:
-        raise ConfigValueError(f"{path}: {BASE_KEY} = {base!r}: needs a file name or a list of file names")
+        raise ConfigValueError(
+            f"{path}: {BASE_KEY} = {base!r}: needs a file name or a list of file names"
+        )
     if "://" in base:
-        raise ConfigValueError(f"{path}: {BASE_KEY} = {base!r}: config bases are read from files only, not URLs")
+        raise ConfigValueError(
+            f"{path}: {BASE_KEY} = {base!r}: config bases are read from files only, not URLs"
+        )
     base = os.path.expanduser(base)
     return base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
 
@@ -71,7 +78,11 @@ class _SafeLoaderBoundingAliases(yaml.SafeLoader):
         self._expanded += self._size(node) if is_alias else 1
         if self._expanded > MAX_EXPANDED_NODES:
             raise yaml.composer.ComposerError(
-                None, None, f"its aliases (*name) expand to more than {MAX_EXPANDED_NODES:,} values", mark)
+                None,
+                None,
+                f"its aliases (*name) expand to more than {MAX_EXPANDED_NODES:,} values",
+                mark,
+            )
         return node
 
     def _size(self, node) -> int:
@@ -104,7 +115,11 @@ def _read_yaml(path: str) -> Dict[str, Any]:
             "which refuse Python tags"
         ) from None
     if not isinstance(content, dict):
-        what = "empty" if content is None else f"a YAML {type(content).__name__}, not a mapping of keys"
+        what = (
+            "empty"
+            if content is None
+            else f"a YAML {type(content).__name__}, not a mapping of keys"
+        )
         raise ConfigValueError(f"config file {path} is {what}")
     return content
 
@@ -142,7 +157,9 @@ def merge_config_file(cfg: CfgNode, filename: str) -> None:
     loaded = CfgNode(load_config_file(filename))
     version = loaded.get("VERSION", cfg.VERSION)
     if version != cfg.VERSION:
-        raise ConfigValueError(f"{filename}: VERSION = {version!r}: srn_d2 reads version {cfg.VERSION} configs")
+        raise ConfigValueError(
+            f"{filename}: VERSION = {version!r}: srn_d2 reads version {cfg.VERSION} configs"
+        )
     try:
         cfg.merge_from_other_cfg(loaded)
     except (KeyError, ValueError) as error:

@@ -1,5 +1,6 @@
 """The one way srn_d2's tools turn a config file and overrides into a config, and the
 predictor they run: Detectron2's ``engine/defaults.py`` for srn_d2."""
+
 import logging
 from typing import List, Sequence, Tuple
 
@@ -17,7 +18,13 @@ from ..utils.file_io import check_run_folder
 from ..utils.image_checks import check_bgr_image, check_test_size
 from .config_files import merge_config_file
 
-__all__ = ["setup_cfg", "resolve_command_device", "resolve_device", "split_overrides", "FacePredictor"]
+__all__ = [
+    "setup_cfg",
+    "resolve_command_device",
+    "resolve_device",
+    "split_overrides",
+    "FacePredictor",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,22 +44,30 @@ def setup_cfg(config_file: str, opts: Sequence[str] = (), args=None, run_setup: 
     options = [key for key in opts[::2] if key.startswith("--")]
     if options:
         # argparse hands everything after the first KEY VALUE pair to the overrides.
-        raise ConfigValueError(f"option {options[0]} comes after the config overrides (KEY VALUE pairs), where it "
-                               "would be read as a config key; put the options first")
+        raise ConfigValueError(
+            f"option {options[0]} comes after the config overrides (KEY VALUE pairs), where it "
+            "would be read as a config key; put the options first"
+        )
     if len(opts) % 2:
-        raise ConfigValueError(f"config overrides come as KEY VALUE pairs; {opts[-1]!r} has no value")
+        raise ConfigValueError(
+            f"config overrides come as KEY VALUE pairs; {opts[-1]!r} has no value"
+        )
     try:
         cfg.merge_from_list(opts)
     # yacs reports an unknown key as an AssertionError, a bad value as ValueError or KeyError.
     except (AssertionError, KeyError, ValueError) as error:
-        raise ConfigValueError(f"config override: {error.args[0] if error.args else error}") from None
+        raise ConfigValueError(
+            f"config override: {error.args[0] if error.args else error}"
+        ) from None
     cfg.MODEL.DEVICE = resolve_command_device(cfg.MODEL.DEVICE, "MODEL.DEVICE", args)
     cfg.freeze()
     if args is not None and run_setup:
         # Checked now, not at the first checkpoint an hour into training.
         check_run_folder(cfg.OUTPUT_DIR)
         default_setup(cfg, args)
-        setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="srn_d2").setLevel(logging.INFO)
+        setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="srn_d2").setLevel(
+            logging.INFO
+        )
     return cfg
 
 
@@ -78,19 +93,23 @@ def resolve_device(device: str, key: str, training: bool = False, num_gpus: int 
         if torch.version.cuda is None:
             cause = f"this torch ({torch.__version__}) is a CPU-only build"
         else:
-            cause = (f"this torch ({torch.__version__}) is built for CUDA {torch.version.cuda} but finds no GPU it "
-                     "can use (none, or a driver older than that CUDA: nvidia-smi shows the driver's CUDA version)")
+            cause = (
+                f"this torch ({torch.__version__}) is built for CUDA {torch.version.cuda} but finds no GPU it "
+                "can use (none, or a driver older than that CUDA: nvidia-smi shows the driver's CUDA version)"
+            )
         if training:
             raise ConfigValueError(
                 f"{key} = {device!r}: {cause}. Install a torch build that matches the driver (make install "
                 "TORCH_INDEX_URL=https://download.pytorch.org/whl/cuXYZ, see docs/GETTING_STARTED.md, Install), "
-                f"or set {key} cpu to train on the CPU")
+                f"or set {key} cpu to train on the CPU"
+            )
         logger.warning(f"{key} = {device!r} but {cause}: running on the CPU")
         return "cpu"
     if not wants_cuda and num_gpus > 1 and torch.cuda.is_available():
         raise ConfigValueError(
             f"{key} = {device!r} with --num-gpus {num_gpus}: on a machine with CUDA, Detectron2's launch joins the "
-            f"processes over NCCL, which takes CUDA tensors only; set {key} cuda to train on {num_gpus} GPUs")
+            f"processes over NCCL, which takes CUDA tensors only; set {key} cuda to train on {num_gpus} GPUs"
+        )
     return device
 
 

@@ -16,6 +16,7 @@ starts, what it is saved with, and when the model takes its weights:
   ``model_final.pth`` see the average. Evaluations during training
   (``TEST.EVAL_PERIOD``) score the weights being trained.
 """
+
 import logging
 from typing import Dict, List, Optional
 
@@ -41,8 +42,12 @@ class WeightAverageHook(HookBase):
     """
 
     def __init__(self, model: torch.nn.Module, decay: float, decay_key: str = "MODEL_EMA.DECAY"):
-        require(isinstance(decay, (int, float)) and 0.0 <= decay < 1.0, decay_key, decay,
-                "needs 0 <= decay < 1 (the weight of the average so far at each iteration)")
+        require(
+            isinstance(decay, (int, float)) and 0.0 <= decay < 1.0,
+            decay_key,
+            decay,
+            "needs 0 <= decay < 1 (the weight of the average so far at each iteration)",
+        )
         self._model = model.module if isinstance(model, DistributedDataParallel) else model
         self.decay = float(decay)
         self.average = ModelEmaV3(self._model, decay=self.decay)
@@ -61,8 +66,11 @@ class WeightAverageHook(HookBase):
 
     def before_train(self):
         if self.trainer.start_iter > 0 and not self.started:
-            logger.warning("the resumed checkpoint holds no %s: the weights' moving average starts again from "
-                           "the weights after the next iteration", CHECKPOINT_KEY)
+            logger.warning(
+                "the resumed checkpoint holds no %s: the weights' moving average starts again from "
+                "the weights after the next iteration",
+                CHECKPOINT_KEY,
+            )
 
     def after_step(self):
         if self.started:
@@ -88,11 +96,18 @@ class _SavedAverage:
         self.hook.load_average(state)
 
 
-def insert_weight_average(trainer_hooks: List[Optional[HookBase]], model: torch.nn.Module, checkpointer,
-                          decay: float, decay_key: str = "MODEL_EMA.DECAY") -> None:
+def insert_weight_average(
+    trainer_hooks: List[Optional[HookBase]],
+    model: torch.nn.Module,
+    checkpointer,
+    decay: float,
+    decay_key: str = "MODEL_EMA.DECAY",
+) -> None:
     """Put a :class:`WeightAverageHook` into ``trainer_hooks`` right after the LR scheduler and
     register it with ``checkpointer`` (call before the checkpointer loads)."""
     average = WeightAverageHook(model, decay, decay_key)
     checkpointer.add_checkpointable(CHECKPOINT_KEY, average.checkpointable)
-    after_scheduler = next(i for i, h in enumerate(trainer_hooks) if isinstance(h, hooks.LRScheduler)) + 1
+    after_scheduler = (
+        next(i for i, h in enumerate(trainer_hooks) if isinstance(h, hooks.LRScheduler)) + 1
+    )
     trainer_hooks.insert(after_scheduler, average)

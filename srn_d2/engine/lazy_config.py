@@ -9,6 +9,7 @@ override of a key the config does not have, or a config key that its target
 does not take, is a ConfigValueError naming the key, not a silent new key or a
 TypeError deep inside ``instantiate``.
 """
+
 from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import logging
 import os
@@ -31,7 +32,14 @@ from .defaults import resolve_command_device
 from .determinism import enable_deterministic_training
 from .ema import insert_weight_average
 
-__all__ = ["load_lazy_config", "instantiate_checked", "build_lazy_model", "do_test", "do_train", "main"]
+__all__ = [
+    "load_lazy_config",
+    "instantiate_checked",
+    "build_lazy_model",
+    "do_test",
+    "do_train",
+    "main",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -46,20 +54,34 @@ def load_lazy_config(path: str, overrides: Sequence[str] = ()) -> DictConfig:
     cfg = LazyConfig.load(path)
     before = {}
     for override in overrides:
-        require("=" in override, "override", override, "LazyConfig overrides are key=value (e.g. train.max_iter=10)")
+        require(
+            "=" in override,
+            "override",
+            override,
+            "LazyConfig overrides are key=value (e.g. train.max_iter=10)",
+        )
         key = override.split("=", 1)[0].lstrip("+")
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(cfg, parent) if parent else cfg
-        known = isinstance(node, DictConfig) and leaf in node or (
-            isinstance(node, ListConfig) and leaf.isdigit() and int(leaf) < len(node))
-        require(known, "override", override, f"{path} has no key {key!r}; a typo would otherwise add a key "
-                                              "nothing reads")
+        known = (
+            isinstance(node, DictConfig)
+            and leaf in node
+            or (isinstance(node, ListConfig) and leaf.isdigit() and int(leaf) < len(node))
+        )
+        require(
+            known,
+            "override",
+            override,
+            f"{path} has no key {key!r}; a typo would otherwise add a key nothing reads",
+        )
         before[key] = OmegaConf.select(cfg, key)
     try:
         cfg = LazyConfig.apply_overrides(cfg, list(overrides))
     except OverrideParseException as error:
-        raise ConfigValueError(f"override: {str(error).splitlines()[0]} (in {list(overrides)}); values follow "
-                               "Hydra's override grammar, e.g. key=[1,2] or key='a string'") from None
+        raise ConfigValueError(
+            f"override: {str(error).splitlines()[0]} (in {list(overrides)}); values follow "
+            "Hydra's override grammar, e.g. key=[1,2] or key='a string'"
+        ) from None
     for key, old in before.items():
         _require_same_kind(key, old, OmegaConf.select(cfg, key))
     return cfg
@@ -90,10 +112,15 @@ def instantiate_checked(node: Any, name: str) -> Any:
         if not unexpected and not missing:
             raise
         if unexpected:
-            paths = [p for p in _paths_of_key(node, unexpected.group(1), name)] or [unexpected.group(1)]
-            raise ConfigValueError(f"{paths[0]}: not an argument of the object it configures ({error})") from None
-        raise ConfigValueError(f"{name}: an object lacks the required argument(s) {missing.group(1)} ({error})") \
-            from None
+            paths = [p for p in _paths_of_key(node, unexpected.group(1), name)] or [
+                unexpected.group(1)
+            ]
+            raise ConfigValueError(
+                f"{paths[0]}: not an argument of the object it configures ({error})"
+            ) from None
+        raise ConfigValueError(
+            f"{name}: an object lacks the required argument(s) {missing.group(1)} ({error})"
+        ) from None
 
 
 def _paths_of_key(node: Any, key: str, prefix: str) -> List[str]:
@@ -146,16 +173,26 @@ def do_test(cfg, model) -> dict:
         logger.info("dataloader.test.dataset.names is empty: no evaluation")
         return {}
     dataset = str(names)
-    results = inference_on_dataset(model, instantiate_checked(cfg.dataloader.test, "dataloader.test"),
-                                   _evaluator(cfg, os.path.join(output_dir, "inference", dataset)))
+    results = inference_on_dataset(
+        model,
+        instantiate_checked(cfg.dataloader.test, "dataloader.test"),
+        _evaluator(cfg, os.path.join(output_dir, "inference", dataset)),
+    )
     tta = cfg.train.get("tta", {})
     if tta and tta.get("enabled"):
         options = {k: v for k, v in tta.items() if k != "enabled"}
         base = model.module if hasattr(model, "module") else model
-        tta_model = SRNWithTTA(model, max_dets=base.max_detections_per_image,
-                               input_format=cfg.dataloader.image_format, **options)
-        tta_results = inference_on_dataset(tta_model, instantiate_checked(cfg.dataloader.test, "dataloader.test"),
-                                           _evaluator(cfg, os.path.join(output_dir, "inference_TTA", dataset)))
+        tta_model = SRNWithTTA(
+            model,
+            max_dets=base.max_detections_per_image,
+            input_format=cfg.dataloader.image_format,
+            **options,
+        )
+        tta_results = inference_on_dataset(
+            tta_model,
+            instantiate_checked(cfg.dataloader.test, "dataloader.test"),
+            _evaluator(cfg, os.path.join(output_dir, "inference_TTA", dataset)),
+        )
         results.update({f"{key}_TTA": value for key, value in tta_results.items()})
     if comm.is_main_process():
         print_csv_format(results)
@@ -169,9 +206,18 @@ def _optimizer(cfg, model):
         from detectron2.config import CfgNode
         from detectron2.solver.build import maybe_add_gradient_clipping
 
-        solver = CfgNode({"SOLVER": {"CLIP_GRADIENTS": {
-            "ENABLED": True, "CLIP_TYPE": clip["clip_type"], "CLIP_VALUE": clip["clip_value"],
-            "NORM_TYPE": clip["norm_type"]}}})
+        solver = CfgNode(
+            {
+                "SOLVER": {
+                    "CLIP_GRADIENTS": {
+                        "ENABLED": True,
+                        "CLIP_TYPE": clip["clip_type"],
+                        "CLIP_VALUE": clip["clip_value"],
+                        "NORM_TYPE": clip["norm_type"],
+                    }
+                }
+            }
+        )
         cfg.optimizer._target_ = maybe_add_gradient_clipping(solver, cfg.optimizer._target_)
     return instantiate_checked(cfg.optimizer, "optimizer")
 
@@ -180,32 +226,49 @@ def do_train(args, cfg) -> None:
     """Detectron2's lazy training loop with srn_d2's SafeCheckpointer (safe weights, atomic saves)."""
     model = build_lazy_model(cfg)
     if cfg.train.get("deterministic"):
-        enable_deterministic_training(model, cfg.train.device, "model.backbone.upsample_mode",
-                                      cfg.train.get("cudnn_benchmark", False))
+        enable_deterministic_training(
+            model,
+            cfg.train.device,
+            "model.backbone.upsample_mode",
+            cfg.train.get("cudnn_benchmark", False),
+        )
     if cfg.train.device == "cpu":
         # As SRNTrainer: focal-loss gradients of easy negatives underflow to denormals, slow on CPUs.
         torch.set_flush_denormal(True)
-        require(not cfg.train.amp.enabled, "train.amp.enabled", True,
-                "Detectron2's AMPTrainer needs CUDA; on the CPU, train in float32")
+        require(
+            not cfg.train.amp.enabled,
+            "train.amp.enabled",
+            True,
+            "Detectron2's AMPTrainer needs CUDA; on the CPU, train in float32",
+        )
     optimizer = _optimizer(cfg, model)
     train_loader = instantiate_checked(cfg.dataloader.train, "dataloader.train")
     ddp = dict(cfg.train.ddp)
     if cfg.train.device == "cpu":
         ddp["device_ids"] = None
     model = create_ddp_model(model, **ddp)
-    trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optimizer)
+    trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(
+        model, train_loader, optimizer
+    )
     checkpointer = SafeCheckpointer(model, cfg.train.output_dir, trainer=trainer)
     trainer_hooks = [
         hooks.IterationTimer(),
         hooks.LRScheduler(scheduler=instantiate_checked(cfg.lr_multiplier, "lr_multiplier")),
-        hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
+        hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
+        if comm.is_main_process()
+        else None,
         hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
-        hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period)
-        if comm.is_main_process() else None,
+        hooks.PeriodicWriter(
+            default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period
+        )
+        if comm.is_main_process()
+        else None,
     ]
     model_ema = cfg.train.get("model_ema", {})
     if model_ema and model_ema.get("enabled"):
-        insert_weight_average(trainer_hooks, model, checkpointer, model_ema.get("decay"), "train.model_ema.decay")
+        insert_weight_average(
+            trainer_hooks, model, checkpointer, model_ema.get("decay"), "train.model_ema.decay"
+        )
     trainer.register_hooks(trainer_hooks)
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0

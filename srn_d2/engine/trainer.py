@@ -3,6 +3,7 @@
 The same trainer runs SRN and stock Detectron2 models (RetinaNet), so a
 comparison between them differs in the model alone.
 """
+
 import logging
 import os
 import weakref
@@ -10,7 +11,13 @@ import weakref
 import torch
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
+from detectron2.engine import (
+    AMPTrainer,
+    DefaultTrainer,
+    SimpleTrainer,
+    TrainerBase,
+    create_ddp_model,
+)
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
@@ -47,16 +54,24 @@ class SRNTrainer(DefaultTrainer):
             # slow CPU arithmetic several-fold (SRN_mini: 16 s -> 3 s per iteration).
             torch.set_flush_denormal(True)
             # Detectron2's AMPTrainer casts with torch.cuda.amp and asserts CUDA at its first step.
-            require(not cfg.SOLVER.AMP.ENABLED, "SOLVER.AMP.ENABLED", True,
-                    "Detectron2's AMPTrainer needs CUDA; on the CPU, train in float32")
+            require(
+                not cfg.SOLVER.AMP.ENABLED,
+                "SOLVER.AMP.ENABLED",
+                True,
+                "Detectron2's AMPTrainer needs CUDA; on the CPU, train in float32",
+            )
         model = self.build_model(cfg)
         if cfg.DETERMINISTIC:
-            enable_deterministic_training(model, cfg.MODEL.DEVICE, "MODEL.SRN.FUSE_UPSAMPLE", cfg.CUDNN_BENCHMARK)
+            enable_deterministic_training(
+                model, cfg.MODEL.DEVICE, "MODEL.SRN.FUSE_UPSAMPLE", cfg.CUDNN_BENCHMARK
+            )
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         ddp_options = {"device_ids": None} if cfg.MODEL.DEVICE == "cpu" else {}
         model = create_ddp_model(model, broadcast_buffers=False, **ddp_options)
-        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
+        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
+            model, data_loader, optimizer
+        )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = SafeCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
@@ -98,7 +113,9 @@ class SRNTrainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(cfg, dataset_name, mapper=SRNDatasetMapper(cfg, is_train=False))
+        return build_detection_test_loader(
+            cfg, dataset_name, mapper=SRNDatasetMapper(cfg, is_train=False)
+        )
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -110,7 +127,9 @@ class SRNTrainer(DefaultTrainer):
         logger.info("Running inference with SRN's test-time augmentation ...")
         tta_model = SRNWithTTA(cfg, model)
         evaluators = [
-            cls.build_evaluator(cfg, name, output_folder=os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name))
+            cls.build_evaluator(
+                cfg, name, output_folder=os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name)
+            )
             for name in cfg.DATASETS.TEST
         ]
         results = cls.test(cfg, tta_model, evaluators)

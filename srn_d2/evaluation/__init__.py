@@ -7,6 +7,7 @@ functions. The command lines are ``python -m srn_d2.tools.evaluate_widerface``,
 Names are imported on first use, so that the protocol modules (numpy and
 scipy only) load without torch or Detectron2.
 """
+
 import importlib
 
 _EXPORTS = {

@@ -1,4 +1,5 @@
 """The evaluator of a dataset, from its metadata ``evaluator_type``."""
+
 from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import os
 from typing import Optional
@@ -14,7 +15,9 @@ from .widerface_evaluator import WiderFaceEvaluator
 EVALUATOR_TYPES = ("widerface", "fddb", "face_benchmark", "coco")
 
 
-def build_evaluator(cfg, dataset_name: str, output_folder: Optional[str] = None) -> DatasetEvaluator:
+def build_evaluator(
+    cfg, dataset_name: str, output_folder: Optional[str] = None
+) -> DatasetEvaluator:
     """WiderFaceEvaluator, FDDBEvaluator, FaceBenchmarkEvaluator (AFW, PASCAL faces) or
     Detectron2's COCOEvaluator, by the dataset's
     metadata ``evaluator_type``; writes under ``output_folder`` (default:

@@ -1,4 +1,5 @@
 """Detectron2 DatasetEvaluator for AFW and PASCAL faces (the toolbox's AP, see ``face_benchmarks``)."""
+
 from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import os
 from collections import OrderedDict
@@ -8,12 +9,8 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..data.datasets_root import resolve_dataset_path
-from .face_benchmarks import (
-    BenchmarkDetections,
-    evaluate_benchmark,
-    load_benchmark_mat,
-    write_benchmark_detections,
-)
+from ..annotations.face_benchmarks import load_benchmark_mat
+from .face_benchmarks import BenchmarkDetections, evaluate_benchmark, write_benchmark_detections
 from .face_evaluator import FaceDetectionEvaluator
 
 DETECTIONS_FILE = "detections.txt"
@@ -27,7 +24,9 @@ class FaceBenchmarkEvaluator(FaceDetectionEvaluator):
     Returns ``{dataset: {"AP": percent, "AP_calibrated": percent}}``.
     """
 
-    def __init__(self, dataset_name: str, output_dir: Optional[str] = None, distributed: bool = True):
+    def __init__(
+        self, dataset_name: str, output_dir: Optional[str] = None, distributed: bool = True
+    ):
         super().__init__(dataset_name, output_dir, distributed)
         self.results = None
 
@@ -35,7 +34,9 @@ class FaceBenchmarkEvaluator(FaceDetectionEvaluator):
         predictions = self._gathered_predictions()
         if predictions is None:
             return {}
-        gt = load_benchmark_mat(resolve_dataset_path(MetadataCatalog.get(self._dataset_name).gt_file))
+        gt = load_benchmark_mat(
+            resolve_dataset_path(MetadataCatalog.get(self._dataset_name).gt_file)
+        )
         names = [str(record["image_id"]) for record in DatasetCatalog.get(self._dataset_name)]
         # x, y, w, h, score -> x1, y1, x2, y2, score
         xyxys = {
@@ -47,14 +48,26 @@ class FaceBenchmarkEvaluator(FaceDetectionEvaluator):
             write_benchmark_detections(path, xyxys)
             self._logger.info(f"{self._dataset_name}: detections written to {path}")
         index_of = {key: i for i, key in enumerate(gt.keys)}
-        images = np.concatenate([np.full(len(boxes), index_of[name], dtype=np.int64) for name, boxes in xyxys.items()]
-                                + [np.zeros(0, np.int64)])
-        values = np.concatenate([boxes.reshape(-1, 5) for boxes in xyxys.values()] + [np.zeros((0, 5))])
-        self.results = evaluate_benchmark(BenchmarkDetections.sorted(images, values[:, 4], values[:, :4]), gt)
+        images = np.concatenate(
+            [np.full(len(boxes), index_of[name], dtype=np.int64) for name, boxes in xyxys.items()]
+            + [np.zeros(0, np.int64)]
+        )
+        values = np.concatenate(
+            [boxes.reshape(-1, 5) for boxes in xyxys.values()] + [np.zeros((0, 5))]
+        )
+        self.results = evaluate_benchmark(
+            BenchmarkDetections.sorted(images, values[:, 4], values[:, :4]), gt
+        )
         self._logger.info(
             f"{self._dataset_name}: AP {100 * self.results['AP']:.2f}, with calibration "
             f"{100 * self.results['AP_calibrated']:.2f} ({self.results['dropped_small']} detections of at most "
             f"21 x 21 px dropped, as the toolbox drops them)"
         )
-        return OrderedDict({self._dataset_name: {"AP": 100.0 * self.results["AP"],
-                                                 "AP_calibrated": 100.0 * self.results["AP_calibrated"]}})
+        return OrderedDict(
+            {
+                self._dataset_name: {
+                    "AP": 100.0 * self.results["AP"],
+                    "AP_calibrated": 100.0 * self.results["AP_calibrated"],
+                }
+            }
+        )

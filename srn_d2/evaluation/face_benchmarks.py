@@ -5,10 +5,7 @@ evaluation toolbox of Mathias et al., "Face detection without bells and
 whistles" (ECCV 2014), on its cleaned re-annotations. This module restates
 that toolbox's rules; a number computed here is comparable with theirs.
 
-Ground truth (``new_annotations_AFW.mat``, ``Annotations_Face_PASCALLayout_large_fixed.mat``):
-a struct array ``Annotations`` with, per image, ``imgname`` and ``objects``,
-rows ``x1 y1 x2 y2 0 ignore``. Images are keyed by their file name up to its
-first dot, as the toolbox keys them.
+The ground truth files are read by :mod:`srn_d2.annotations.face_benchmarks`.
 
 The protocol:
 
@@ -33,28 +30,22 @@ The protocol:
   the toolbox, the reported matching is the one of the last iteration, made
   before that iteration's correction is applied.
 """
-import os
+
 from dataclasses import dataclass
 from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-from ..errors import InputError, require_unique_images
+from ..annotations.face_benchmarks import MIN_FACE_SIDE, FaceBenchmarkGroundTruth, image_key
+from ..errors import InputError
 from ..utils.file_io import atomic_write
-from ..utils.image_checks import MAX_COORDINATE
-from .widerface_gt import load_mat
 from .widerface_protocol import voc_ap
 
 __all__ = [
-    "BENCHMARKS",
-    "MIN_FACE_SIDE",
     "MIN_DETECTION_SIDE",
     "CALIBRATION_ITERATIONS",
-    "FaceBenchmarkGroundTruth",
     "BenchmarkDetections",
     "BenchmarkMatches",
-    "load_benchmark_mat",
-    "image_key",
     "read_benchmark_detections",
     "toolbox_overlaps",
     "toolbox_overlaps_pairwise",
@@ -64,80 +55,9 @@ __all__ = [
     "write_benchmark_detections",
 ]
 
-# Benchmark name -> the toolbox's ground-truth file.
-BENCHMARKS = {"afw": "new_annotations_AFW.mat", "pascal": "Annotations_Face_PASCALLayout_large_fixed.mat"}
-MIN_FACE_SIDE = 30
 MIN_DETECTION_SIDE = int(np.sqrt(0.5 * MIN_FACE_SIDE * MIN_FACE_SIDE))
 CALIBRATION_ITERATIONS = 5
 IOU_THRESHOLD = 0.5
-
-
-def image_key(name: str) -> str:
-    """The toolbox's key of an image: its file name up to the first dot."""
-    return os.path.basename(name.replace("\\", "/")).split(".")[0]
-
-
-@dataclass(frozen=True)
-class FaceBenchmarkGroundTruth:
-    """Faces of every image, concatenated.
-
-    Attributes:
-        image_names: each image's file name, as the file lists it.
-        keys: :func:`image_key` of each image.
-        boxes: (F, 4) float64 ``x1, y1, x2, y2``, image after image.
-        flagged: (F,) bool, the file's own ignore flag.
-        offsets: (N + 1,) faces of image i are ``boxes[offsets[i]:offsets[i + 1]]``.
-    """
-
-    image_names: Tuple[str, ...]
-    keys: Tuple[str, ...]
-    boxes: np.ndarray
-    flagged: np.ndarray
-    offsets: np.ndarray
-
-    @property
-    def ignored(self) -> np.ndarray:
-        """(F,) bool: flagged, or narrower or shorter than MIN_FACE_SIDE."""
-        sides = np.abs(self.boxes[:, 2:] - self.boxes[:, :2])
-        return self.flagged | (sides < MIN_FACE_SIDE).any(axis=1)
-
-    @property
-    def num_faces(self) -> int:
-        return len(self.boxes)
-
-
-def load_benchmark_mat(path: str) -> FaceBenchmarkGroundTruth:
-    """The toolbox's ground truth file; ValueError naming the file (and image) if it is not laid out as one."""
-    annotations = load_mat(path, ("Annotations",))["Annotations"].reshape(-1)
-    names, boxes, flagged, counts = [], [], [], []
-    for index, entry in enumerate(annotations):
-        try:
-            name = str(entry["imgname"].reshape(-1)[0])
-            objects = np.asarray(entry["objects"], dtype=np.float64)
-        except (IndexError, ValueError, TypeError) as error:
-            raise InputError(f"{path}: entry {index + 1} has no imgname / objects ({error})") from None
-        objects = objects.reshape(-1, objects.shape[-1] if objects.size else 6)
-        if objects.shape[1] < 4 or not np.isfinite(objects).all():
-            raise InputError(f"{path}: objects of {name} are not finite rows of x1 y1 x2 y2 [0 ignore]")
-        if (np.abs(objects[:, :4]) > MAX_COORDINATE).any():
-            raise InputError(f"{path}: a face of {name} has a corner beyond any image (more than "
-                             f"{MAX_COORDINATE:,.0f} px)")
-        if ((objects[:, 2] < objects[:, 0]) | (objects[:, 3] < objects[:, 1])).any():
-            raise InputError(f"{path}: a face of {name} has x2 < x1 or y2 < y1")
-        names.append(name)
-        boxes.append(objects[:, :4])
-        flagged.append(objects[:, 5] != 0 if objects.shape[1] >= 6 else np.zeros(len(objects), bool))
-        counts.append(len(objects))
-    keys = [image_key(name) for name in names]
-    # Two files of one key would have their faces merged by the toolbox.
-    require_unique_images(keys, [f"{path}: {name}" for name in names])
-    return FaceBenchmarkGroundTruth(
-        image_names=tuple(names),
-        keys=tuple(keys),
-        boxes=np.concatenate(boxes) if boxes else np.zeros((0, 4)),
-        flagged=np.concatenate(flagged) if flagged else np.zeros(0, bool),
-        offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-    )
 
 
 @dataclass(frozen=True)
@@ -156,15 +76,20 @@ class BenchmarkDetections:
     @classmethod
     def sorted(cls, image, scores, boxes) -> "BenchmarkDetections":
         order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
-        return cls(np.asarray(image)[order], np.asarray(scores, np.float64)[order],
-                   np.asarray(boxes, np.float64).reshape(-1, 4)[order])
+        return cls(
+            np.asarray(image)[order],
+            np.asarray(scores, np.float64)[order],
+            np.asarray(boxes, np.float64).reshape(-1, 4)[order],
+        )
 
     def without_small(self) -> Tuple["BenchmarkDetections", int]:
         """Without the detections whose width and height are both at most MIN_DETECTION_SIDE;
         and how many those were."""
         sides = self.boxes[:, 2:] - self.boxes[:, :2]
         keep = (sides > MIN_DETECTION_SIDE).any(axis=1)
-        return BenchmarkDetections(self.image[keep], self.scores[keep], self.boxes[keep]), int((~keep).sum())
+        return BenchmarkDetections(self.image[keep], self.scores[keep], self.boxes[keep]), int(
+            (~keep).sum()
+        )
 
 
 def read_benchmark_detections(path: str, gt: FaceBenchmarkGroundTruth) -> BenchmarkDetections:
@@ -185,7 +110,9 @@ def read_benchmark_detections(path: str, gt: FaceBenchmarkGroundTruth) -> Benchm
         if not fields:
             continue
         if len(fields) != 6:
-            raise InputError(f"{path}, line {number}: expected 'image score x1 y1 x2 y2', got {len(fields)} fields")
+            raise InputError(
+                f"{path}, line {number}: expected 'image score x1 y1 x2 y2', got {len(fields)} fields"
+            )
         try:
             values = [float(v) for v in fields[1:]]
         except ValueError:
@@ -196,7 +123,9 @@ def read_benchmark_detections(path: str, gt: FaceBenchmarkGroundTruth) -> Benchm
             raise InputError(f"{path}, line {number}: x2 < x1 or y2 < y1 in {line.strip()!r}")
         key = image_key(fields[0])
         if key not in index_of:
-            raise InputError(f"{path}, line {number}: image {fields[0]!r} is not in the ground truth")
+            raise InputError(
+                f"{path}, line {number}: image {fields[0]!r} is not in the ground truth"
+            )
         images.append(index_of[key])
         rows.append(values)
     rows = np.asarray(rows, np.float64).reshape(-1, 5)
@@ -205,15 +134,22 @@ def read_benchmark_detections(path: str, gt: FaceBenchmarkGroundTruth) -> Benchm
 
 def toolbox_overlaps(detections: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """(n, m) overlaps of ``x1 y1 x2 y2`` boxes as the toolbox computes them (module docstring)."""
-    return toolbox_overlaps_pairwise(np.asarray(detections, np.float64).reshape(-1, 1, 4),
-                                     np.asarray(faces, np.float64).reshape(1, -1, 4))
+    return toolbox_overlaps_pairwise(
+        np.asarray(detections, np.float64).reshape(-1, 1, 4),
+        np.asarray(faces, np.float64).reshape(1, -1, 4),
+    )
 
 
 def toolbox_overlaps_pairwise(d: np.ndarray, g: np.ndarray) -> np.ndarray:
     """The toolbox's overlap of ``x1 y1 x2 y2`` boxes (..., 4) and (..., 4), broadcast."""
     area_d = (np.abs(d[..., 2] - d[..., 0]) + 1) * (np.abs(d[..., 3] - d[..., 1]) + 1)
     area_g = (np.abs(g[..., 2] - g[..., 0]) + 1) * (np.abs(g[..., 3] - g[..., 1]) + 1)
-    touching = (d[..., 3] > g[..., 1]) & (g[..., 3] > d[..., 1]) & (d[..., 2] > g[..., 0]) & (g[..., 2] > d[..., 0])
+    touching = (
+        (d[..., 3] > g[..., 1])
+        & (g[..., 3] > d[..., 1])
+        & (d[..., 2] > g[..., 0])
+        & (g[..., 2] > d[..., 0])
+    )
     inter_w = np.minimum(d[..., 2], g[..., 2]) - np.maximum(d[..., 0], g[..., 0]) + 1
     inter_h = np.minimum(d[..., 3], g[..., 3]) - np.maximum(d[..., 1], g[..., 1]) + 1
     inter = np.where(touching, inter_w * inter_h, 0.0)
@@ -247,13 +183,17 @@ class BenchmarkMatches:
         return voc_ap(*self.pr_curve())
 
 
-def match_detections(detections: BenchmarkDetections, gt: FaceBenchmarkGroundTruth) -> BenchmarkMatches:
+def match_detections(
+    detections: BenchmarkDetections, gt: FaceBenchmarkGroundTruth
+) -> BenchmarkMatches:
     """The toolbox's matching (module docstring): each detection against the faces of its image."""
     ignored = gt.ignored
     num = len(detections.scores)
     if gt.num_faces == 0 or num == 0:
         face = np.full(num, -1, dtype=np.int64)
-        return BenchmarkMatches(np.zeros(num, bool), np.ones(num, bool), face, int((~ignored).sum()))
+        return BenchmarkMatches(
+            np.zeros(num, bool), np.ones(num, bool), face, int((~ignored).sum())
+        )
     best_overlap, face = _best_faces(detections, gt)
     hit = best_overlap > IOU_THRESHOLD
     counts = hit & ~ignored[face]
@@ -263,14 +203,18 @@ def match_detections(detections: BenchmarkDetections, gt: FaceBenchmarkGroundTru
     _, first_hit = np.unique(face[hits], return_index=True)
     true_positive[hits[first_hit]] = True
     false_positive = ~hit | (counts & ~true_positive)
-    return BenchmarkMatches(true_positive, false_positive, np.where(hit, face, -1), int((~ignored).sum()))
+    return BenchmarkMatches(
+        true_positive, false_positive, np.where(hit, face, -1), int((~ignored).sum())
+    )
 
 
 # At most this many (detection, face) overlaps are held at once.
 MAX_PAIRS = 1 << 16
 
 
-def _best_faces(detections: BenchmarkDetections, gt: FaceBenchmarkGroundTruth) -> Tuple[np.ndarray, np.ndarray]:
+def _best_faces(
+    detections: BenchmarkDetections, gt: FaceBenchmarkGroundTruth
+) -> Tuple[np.ndarray, np.ndarray]:
     """(D,) each detection's best overlap with the faces of its image (-1 with none) and that face
     (0 with none); of equal overlaps the last face, as the toolbox's ``>=`` keeps it.
 
@@ -292,15 +236,20 @@ def _best_faces(detections: BenchmarkDetections, gt: FaceBenchmarkGroundTruth) -
         overlaps = toolbox_overlaps_pairwise(detections.boxes[detection], gt.boxes[candidate])
         # Grouped by detection, ascending overlap then face: each group's last pair is its answer.
         order = np.lexsort((slot, overlaps, detection))
-        last = order[np.r_[np.flatnonzero(np.diff(detection[order])), len(order) - 1]] if len(order) else order
+        last = (
+            order[np.r_[np.flatnonzero(np.diff(detection[order])), len(order) - 1]]
+            if len(order)
+            else order
+        )
         best_overlap[detection[last]] = overlaps[last]
         face[detection[last]] = candidate[last]
         start = stop
     return best_overlap, face
 
 
-def _calibration(detections: BenchmarkDetections, matches: BenchmarkMatches,
-                 gt: FaceBenchmarkGroundTruth) -> Optional[np.ndarray]:
+def _calibration(
+    detections: BenchmarkDetections, matches: BenchmarkMatches, gt: FaceBenchmarkGroundTruth
+) -> Optional[np.ndarray]:
     """Mean (tx, ty, sx, sy) of the true positives: centre offsets in units of the detection's
     size and size ratios face / detection; None without true positives."""
     if not matches.true_positive.any():
@@ -309,7 +258,9 @@ def _calibration(detections: BenchmarkDetections, matches: BenchmarkMatches,
     face = gt.boxes[matches.face[matches.true_positive]]
     det_size, face_size = det[:, 2:] - det[:, :2], face[:, 2:] - face[:, :2]
     det_centre, face_centre = (det[:, 2:] + det[:, :2]) / 2, (face[:, 2:] + face[:, :2]) / 2
-    return np.concatenate([((face_centre - det_centre) / det_size).mean(0), (face_size / det_size).mean(0)])
+    return np.concatenate(
+        [((face_centre - det_centre) / det_size).mean(0), (face_size / det_size).mean(0)]
+    )
 
 
 def _corrected(detections: BenchmarkDetections, correction: np.ndarray) -> BenchmarkDetections:
@@ -317,19 +268,29 @@ def _corrected(detections: BenchmarkDetections, correction: np.ndarray) -> Bench
     shift, scale = correction[:2], correction[2:]
     half = (detections.boxes[:, 2:] - detections.boxes[:, :2]) / 2
     centre = (detections.boxes[:, 2:] + detections.boxes[:, :2]) / 2 + shift * half * 2
-    return BenchmarkDetections(detections.image, detections.scores,
-                               np.concatenate([centre - half * scale, centre + half * scale], axis=1))
+    return BenchmarkDetections(
+        detections.image,
+        detections.scores,
+        np.concatenate([centre - half * scale, centre + half * scale], axis=1),
+    )
 
 
-def calibrated_matches(detections: BenchmarkDetections, gt: FaceBenchmarkGroundTruth,
-                       iterations: int = CALIBRATION_ITERATIONS) -> Tuple[BenchmarkMatches, np.ndarray]:
+def calibrated_matches(
+    detections: BenchmarkDetections,
+    gt: FaceBenchmarkGroundTruth,
+    iterations: int = CALIBRATION_ITERATIONS,
+) -> Tuple[BenchmarkMatches, np.ndarray]:
     """The matching after the toolbox's calibration, and the total correction applied
     before it (tx, ty summed, sx, sy multiplied)."""
     return _calibrate(detections, gt, iterations, match_detections(detections, gt))
 
 
-def _calibrate(detections: BenchmarkDetections, gt: FaceBenchmarkGroundTruth, iterations: int,
-               matches: BenchmarkMatches) -> Tuple[BenchmarkMatches, np.ndarray]:
+def _calibrate(
+    detections: BenchmarkDetections,
+    gt: FaceBenchmarkGroundTruth,
+    iterations: int,
+    matches: BenchmarkMatches,
+) -> Tuple[BenchmarkMatches, np.ndarray]:
     """:func:`calibrated_matches`, from ``matches``, the uncorrected detections' matching.
 
     The toolbox matches ``iterations`` times and corrects between matchings, so the
@@ -346,8 +307,11 @@ def _calibrate(detections: BenchmarkDetections, gt: FaceBenchmarkGroundTruth, it
     return matches, total
 
 
-def evaluate_benchmark(detections: BenchmarkDetections, gt: FaceBenchmarkGroundTruth,
-                       iterations: int = CALIBRATION_ITERATIONS) -> Dict[str, object]:
+def evaluate_benchmark(
+    detections: BenchmarkDetections,
+    gt: FaceBenchmarkGroundTruth,
+    iterations: int = CALIBRATION_ITERATIONS,
+) -> Dict[str, object]:
     """AP without and with calibration, the PR curves and counts; small detections dropped first."""
     kept, dropped = detections.without_small()
     plain = match_detections(kept, gt)

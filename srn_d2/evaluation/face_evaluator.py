@@ -1,5 +1,6 @@
 """What the face evaluators share: each image's detections as ``x, y, w, h, score``
 rows, collected from every process as Detectron2's evaluators do."""
+
 import logging
 from typing import Dict, Optional, Tuple
 
@@ -12,7 +13,9 @@ __all__ = ["FaceDetectionEvaluator", "boxes_to_xywhs", "instances_to_xywhs"]
 
 def instances_to_xywhs(instances) -> np.ndarray:
     """(n, 5) float64 ``x, y, w, h, score`` of Detectron2 Instances (XYXY pred_boxes)."""
-    return boxes_to_xywhs(instances.pred_boxes.tensor.detach().cpu().numpy(), instances.scores.detach().cpu().numpy())
+    return boxes_to_xywhs(
+        instances.pred_boxes.tensor.detach().cpu().numpy(), instances.scores.detach().cpu().numpy()
+    )
 
 
 def boxes_to_xywhs(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -26,7 +29,9 @@ class FaceDetectionEvaluator(DatasetEvaluator):
     """Keeps ``{image_id: (n, 5) x, y, w, h, score}`` and, for models that output
     ``pred_keypoints``, ``{image_id: (n, K, 2) points}``; subclasses score them in :meth:`evaluate`."""
 
-    def __init__(self, dataset_name: str, output_dir: Optional[str] = None, distributed: bool = True):
+    def __init__(
+        self, dataset_name: str, output_dir: Optional[str] = None, distributed: bool = True
+    ):
         """
         Args:
             dataset_name: a registered dataset whose dicts have an ``image_id``.
@@ -48,7 +53,9 @@ class FaceDetectionEvaluator(DatasetEvaluator):
             instances = out["instances"].to("cpu")
             self._predictions[str(inp["image_id"])] = instances_to_xywhs(instances)
             if instances.has("pred_keypoints"):
-                self._keypoints[str(inp["image_id"])] = instances.pred_keypoints[..., :2].numpy().astype(np.float64)
+                self._keypoints[str(inp["image_id"])] = (
+                    instances.pred_keypoints[..., :2].numpy().astype(np.float64)
+                )
 
     def _gathered_predictions(self) -> Optional[Dict[str, np.ndarray]]:
         """All processes' predictions merged on the main process; None on the others."""
@@ -64,5 +71,7 @@ class FaceDetectionEvaluator(DatasetEvaluator):
         gathered = comm.gather((self._predictions, self._keypoints), dst=0)
         if not comm.is_main_process():
             return None
-        return ({k: v for predictions, _ in gathered for k, v in predictions.items()},
-                {k: v for _, keypoints in gathered for k, v in keypoints.items()})
+        return (
+            {k: v for predictions, _ in gathered for k, v in predictions.items()},
+            {k: v for _, keypoints in gathered for k, v in keypoints.items()},
+        )

@@ -1,4 +1,5 @@
 """Detectron2 DatasetEvaluator for FDDB (true positive rate at 1000 false positives)."""
+
 from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import os
 from collections import OrderedDict

@@ -25,6 +25,7 @@ score, this gives the ROC: true positive rate (true positives / annotated faces)
 against the number of false positives. "TPR at 1000 FP" is the highest true
 positive rate among the ROC points with at most 1000 false positives.
 """
+
 import math
 from dataclasses import dataclass
 from typing import Mapping, Optional, Tuple

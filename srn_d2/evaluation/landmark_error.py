@@ -8,6 +8,7 @@ distance, because profile faces (many in WIDER FACE) have their eyes nearly
 on top of each other. Faces with landmarks that no detection pairs with are
 counted as missed, not scored. numpy only, as the rest of the WIDER FACE evaluation.
 """
+
 from typing import Dict, Tuple
 
 import numpy as np
@@ -21,7 +22,10 @@ NME_THRESHOLDS = (0.05, 0.1)
 
 
 def face_landmark_errors(
-    pred_xywhs: np.ndarray, pred_points: np.ndarray, gt_xywh: np.ndarray, gt_keypoints: np.ndarray,
+    pred_xywhs: np.ndarray,
+    pred_points: np.ndarray,
+    gt_xywh: np.ndarray,
+    gt_keypoints: np.ndarray,
     iou_threshold: float = 0.5,
 ) -> Tuple[np.ndarray, int]:
     """The errors of one image's faces with landmarks, and how many of them no detection pairs with.
@@ -58,7 +62,9 @@ def landmark_metrics(errors: np.ndarray, missed: int) -> Dict[str, float]:
     errors = np.asarray(errors, dtype=np.float64)
     metrics = {"NME": 100.0 * float(errors.mean()) if len(errors) else float("nan")}
     for threshold in NME_THRESHOLDS:
-        metrics[f"NME<{threshold:g}"] = 100.0 * float((errors < threshold).mean()) if len(errors) else float("nan")
+        metrics[f"NME<{threshold:g}"] = (
+            100.0 * float((errors < threshold).mean()) if len(errors) else float("nan")
+        )
     metrics["landmark_faces"] = float(len(errors))
     metrics["landmark_faces_missed"] = float(missed)
     return metrics

@@ -13,6 +13,7 @@ values equal Python's ``float``. Anything else (exponents, ``nan``, longer
 numbers, malformed text) goes through a line-by-line parser that raises
 ``ValueError`` naming the file and the line.
 """
+
 import math
 import os
 import re
@@ -124,12 +125,16 @@ def require_valid_rows(rows: np.ndarray, source: str) -> np.ndarray:
     finite = np.isfinite(rows).all(axis=-1)
     if not finite.all():
         first = int(np.flatnonzero(~finite)[0])
-        raise InputError(f"{source}: box {first + 1} is not finite: {np.asarray(rows)[first].tolist()}")
+        raise InputError(
+            f"{source}: box {first + 1} is not finite: {np.asarray(rows)[first].tolist()}"
+        )
     negative = (rows[:, 2] < 0) | (rows[:, 3] < 0)
     if negative.any():
         first = int(np.flatnonzero(negative)[0])
-        raise InputError(f"{source}: box {first + 1} has a negative width or height: "
-                         f"{np.asarray(rows)[first].tolist()}")
+        raise InputError(
+            f"{source}: box {first + 1} has a negative width or height: "
+            f"{np.asarray(rows)[first].tolist()}"
+        )
     return rows
 
 
@@ -170,8 +175,10 @@ def _require_short_lines(body: bytes, source: str, first_line: int) -> None:
     lengths = np.diff(np.concatenate([[-1], breaks, [len(body)]])) - 1
     if len(lengths) and lengths.max() > MAX_LINE_BYTES:
         line = int(np.argmax(lengths > MAX_LINE_BYTES))
-        raise InputError(f"{source}, line {first_line + line}: a line of {int(lengths[line]):,} bytes; a box line "
-                         f"is 'x y w h score', and lines of more than {MAX_LINE_BYTES:,} bytes are refused")
+        raise InputError(
+            f"{source}, line {first_line + line}: a line of {int(lengths[line]):,} bytes; a box line "
+            f"is 'x y w h score', and lines of more than {MAX_LINE_BYTES:,} bytes are refused"
+        )
 
 
 def parse_box_lines(body: bytes, expected: int, source: str, first_line: int) -> np.ndarray:
@@ -309,8 +316,12 @@ def _format_released(rows: np.ndarray) -> str:
 
 def require_submission_format(submission_format: str) -> str:
     """``submission_format`` if it is one of :data:`SUBMISSION_FORMATS`; else ConfigValueError."""
-    require(submission_format in SUBMISSION_FORMATS, "TEST.WIDERFACE_SUBMISSION_FORMAT", submission_format,
-            f"must be one of {SUBMISSION_FORMATS}")
+    require(
+        submission_format in SUBMISSION_FORMATS,
+        "TEST.WIDERFACE_SUBMISSION_FORMAT",
+        submission_format,
+        f"must be one of {SUBMISSION_FORMATS}",
+    )
     return submission_format
 
 
@@ -351,8 +362,10 @@ def read_fddb_detections(path: str) -> Dict[str, np.ndarray]:
             i += 1
             continue
         if _looks_like_box(name):
-            raise InputError(f"{path}, line {i + 1}: a box line {name!r} where an image path belongs: "
-                             "the count of the image before says fewer boxes than it has")
+            raise InputError(
+                f"{path}, line {i + 1}: a box line {name!r} where an image path belongs: "
+                "the count of the image before says fewer boxes than it has"
+            )
         if i + 1 >= len(lines):
             raise InputError(f"{path}, line {i + 2}: missing the number of boxes of {name}")
         count = _parse_count(lines[i + 1], path, i + 2)

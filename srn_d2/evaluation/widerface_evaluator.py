@@ -1,4 +1,5 @@
 """Detectron2 DatasetEvaluator for the WIDER FACE protocol (easy / medium / hard AP)."""
+
 from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import os
 import time
@@ -15,7 +16,11 @@ from ..data.retinaface_labels import NUM_LANDMARKS
 from ..errors import InputError
 from .face_evaluator import FaceDetectionEvaluator
 from .landmark_error import face_landmark_errors, landmark_metrics
-from .prediction_files import released_submission_rows, require_submission_format, write_widerface_predictions
+from .prediction_files import (
+    released_submission_rows,
+    require_submission_format,
+    write_widerface_predictions,
+)
 from .widerface_gt import WiderFaceGroundTruth, load_widerface_gt_mat, widerface_gt_from_dicts
 from .widerface_protocol import PRCurve, WiderFaceMatches, warn_unmatched_ids, widerface_metrics
 
@@ -93,7 +98,9 @@ class WiderFaceEvaluator(FaceDetectionEvaluator):
             if self._gt_dir:
                 self._gt = load_widerface_gt_mat(self._gt_dir)
             else:
-                self._gt = widerface_gt_from_dicts(self._dataset_dicts(), tuple(self._difficulty_by_size))
+                self._gt = widerface_gt_from_dicts(
+                    self._dataset_dicts(), tuple(self._difficulty_by_size)
+                )
         return self._gt
 
     def _dataset_dicts(self) -> List[Dict]:
@@ -135,17 +142,22 @@ class WiderFaceEvaluator(FaceDetectionEvaluator):
         )
         return OrderedDict({"widerface": results})
 
-    def _landmark_metrics(self, predictions: Dict[str, np.ndarray], keypoints: Dict[str, np.ndarray]):
+    def _landmark_metrics(
+        self, predictions: Dict[str, np.ndarray], keypoints: Dict[str, np.ndarray]
+    ):
         """NME over the dataset's faces with landmarks; nothing (and a log line) for a dataset without."""
         metrics = dataset_landmark_metrics(self._dataset_dicts(), predictions, keypoints)
         if metrics is None:
-            self._logger.info(f"{self._dataset_name} has no landmarks: the predicted ones are not scored")
+            self._logger.info(
+                f"{self._dataset_name} has no landmarks: the predicted ones are not scored"
+            )
             return {}
         return metrics
 
 
-def dataset_landmark_metrics(dataset_dicts: List[Dict], predictions: Dict[str, np.ndarray],
-                             keypoints: Dict[str, np.ndarray]) -> Optional[Dict[str, float]]:
+def dataset_landmark_metrics(
+    dataset_dicts: List[Dict], predictions: Dict[str, np.ndarray], keypoints: Dict[str, np.ndarray]
+) -> Optional[Dict[str, float]]:
     """:func:`landmark_metrics` over the faces with ``keypoints`` of ``dataset_dicts``, or None if
     no face has any.
 
@@ -162,10 +174,15 @@ def dataset_landmark_metrics(dataset_dicts: List[Dict], predictions: Dict[str, n
         faces = record["annotations"]
         gt_xyxy = annotation_boxes_xyxy(faces)
         gt_xywh = np.concatenate([gt_xyxy[:, :2], gt_xyxy[:, 2:] - gt_xyxy[:, :2]], axis=1)
-        gt_keypoints = np.array([a.get("keypoints", [0.0] * 3 * NUM_LANDMARKS) for a in faces], dtype=np.float64)
+        gt_keypoints = np.array(
+            [a.get("keypoints", [0.0] * 3 * NUM_LANDMARKS) for a in faces], dtype=np.float64
+        )
         image_errors, image_missed = face_landmark_errors(
-            predictions.get(image_id, np.zeros((0, 5))), keypoints.get(image_id, np.zeros((0, NUM_LANDMARKS, 2))),
-            gt_xywh, gt_keypoints.reshape(len(faces), -1, 3))
+            predictions.get(image_id, np.zeros((0, 5))),
+            keypoints.get(image_id, np.zeros((0, NUM_LANDMARKS, 2))),
+            gt_xywh,
+            gt_keypoints.reshape(len(faces), -1, 3),
+        )
         errors.append(image_errors)
         missed += image_missed
     return landmark_metrics(np.concatenate(errors), missed)

@@ -19,13 +19,14 @@ Two sources:
   Invalid faces stay in the face list without counting in any setting, as in the
   official files: a prediction that finds one is discarded, not a false positive.
 """
+
 import os
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
 
 import numpy as np
-from scipy.io import loadmat, whosmat
 
+from ..annotations.mat_files import load_mat
 from ..errors import InputError, require
 
 SETTINGS = ("easy", "medium", "hard")
@@ -87,9 +88,13 @@ def read_faces_mat(faces_file: str) -> Tuple[List[str], List[List[str]], List[Li
     try:
         events = [str(e[0][0]) for e in faces_mat["event_list"]]
         file_lists = [[str(f[0][0]) for f in files[0]] for files in faces_mat["file_list"]]
-        box_lists = [[b[0].reshape(-1, 4) for b in boxes[0]] for boxes in faces_mat["face_bbx_list"]]
+        box_lists = [
+            [b[0].reshape(-1, 4) for b in boxes[0]] for boxes in faces_mat["face_bbx_list"]
+        ]
     except (IndexError, ValueError, TypeError) as error:
-        raise InputError(f"{faces_file}: not laid out as wider_face_<split>.mat ({error})") from None
+        raise InputError(
+            f"{faces_file}: not laid out as wider_face_<split>.mat ({error})"
+        ) from None
     return events, file_lists, box_lists
 
 
@@ -137,22 +142,6 @@ def load_widerface_gt_mat(gt_dir: str, split: str = "val") -> WiderFaceGroundTru
     return _from_per_image(image_ids, boxes, listed)
 
 
-def load_mat(path: str, keys: Sequence[str]) -> Dict:
-    """scipy's loadmat of the variables ``keys`` alone (the others are skipped unread, however
-    large), with any failure or missing variable reported against ``path``."""
-    try:
-        content = loadmat(path, variable_names=list(keys))
-    except FileNotFoundError:
-        raise
-    except Exception as error:  # scipy raises many types for a damaged file; each names no file
-        raise InputError(f"{path}: not a readable MATLAB .mat file ({type(error).__name__}: {error})") from None
-    missing = [key for key in keys if key not in content]
-    if missing:
-        held = sorted(name for name, _, _ in whosmat(path))
-        raise InputError(f"{path}: no variable {missing} (holds {held})")
-    return content
-
-
 def face_sizes(boxes_xywh: np.ndarray) -> np.ndarray:
     """(F,) face sizes ``sqrt(w * h)`` in pixels of (F, 4) x, y, w, h boxes; a degenerate box is 0."""
     return np.sqrt(np.clip(boxes_xywh[:, 2] * boxes_xywh[:, 3], 0, None))
@@ -194,7 +183,9 @@ def size_bin_names(edges: Sequence[float]) -> List[str]:
     return [f"<{edges[0]:g}px", *inner, f">={edges[-1]:g}px"]
 
 
-def with_size_bins(gt: WiderFaceGroundTruth, edges: Sequence[float], key: str = "size bins") -> WiderFaceGroundTruth:
+def with_size_bins(
+    gt: WiderFaceGroundTruth, edges: Sequence[float], key: str = "size bins"
+) -> WiderFaceGroundTruth:
     """``gt`` with one more setting per face-size bin (:func:`size_bin_names`).
 
     A bin lists the hard set's faces whose size ``sqrt(w * h)`` lies in
@@ -208,9 +199,16 @@ def with_size_bins(gt: WiderFaceGroundTruth, edges: Sequence[float], key: str = 
     Raises ConfigValueError naming ``key`` unless ``edges`` are finite, positive and increasing.
     """
     values = np.asarray(list(edges), dtype=np.float64)
-    require(values.ndim == 1 and len(values) > 0 and bool(np.all(np.isfinite(values))) and bool(np.all(values > 0))
-            and bool(np.all(np.diff(values) > 0)), key, list(edges),
-            "needs one or more finite face sizes in pixels, positive and increasing")
+    require(
+        values.ndim == 1
+        and len(values) > 0
+        and bool(np.all(np.isfinite(values)))
+        and bool(np.all(values > 0))
+        and bool(np.all(np.diff(values) > 0)),
+        key,
+        list(edges),
+        "needs one or more finite face sizes in pixels, positive and increasing",
+    )
     size = face_sizes(gt.boxes)
     bounds = np.concatenate([[0.0], values, [np.inf]])
     listed = dict(gt.listed)

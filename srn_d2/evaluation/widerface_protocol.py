@@ -34,6 +34,7 @@ Because of (3), the work splits into one IoU pass per image (best face and its
 IoU per prediction, independent of setting and threshold) and, per
 (setting, IoU threshold), a few whole-dataset bincounts.
 """
+
 import math
 import warnings
 from dataclasses import dataclass

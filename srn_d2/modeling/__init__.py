@@ -1,4 +1,5 @@
 """SRN's Detectron2 components; importing this module registers them."""
+
 from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 from .anchor_generator import SRNLegacyAnchorGenerator
 from .backbone import SRNBackbone, build_srn_backbone

@@ -6,6 +6,7 @@ trained with anchors built the legacy (py-faster-rcnn) way, whose rounding
 and "-1" windows shift every anchor by a pixel or two; reproducing the
 released detections needs exactly those boxes.
 """
+
 import math
 from typing import List
 
@@ -47,14 +48,20 @@ class SRNLegacyAnchorGenerator(nn.Module):
     def __init__(self, *, scales: List[float], aspect_ratio: float, strides: List[int]):
         super().__init__()
         self.strides = list(strides)
-        self.cell_anchors = BufferList([legacy_cell_anchors(s, scales, aspect_ratio) for s in self.strides])
+        self.cell_anchors = BufferList(
+            [legacy_cell_anchors(s, scales, aspect_ratio) for s in self.strides]
+        )
         self.num_cell_anchors = [len(scales)] * len(self.strides)
 
     @classmethod
     def from_config(cls, cfg, input_shape: List[ShapeSpec]):
         ratios = cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS
-        require(len(ratios) == 1 and len(ratios[0]) == 1, "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", ratios,
-                "must hold one ratio for SRNLegacyAnchorGenerator")
+        require(
+            len(ratios) == 1 and len(ratios[0]) == 1,
+            "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS",
+            ratios,
+            "must hold one ratio for SRNLegacyAnchorGenerator",
+        )
         return {
             "scales": cfg.MODEL.LEGACY_ANCHOR_GENERATOR.STRIDE_MULTIPLES,
             "aspect_ratio": ratios[0][0],
@@ -72,8 +79,12 @@ class SRNLegacyAnchorGenerator(nn.Module):
         anchors = []
         for stride, cell, feature in zip(self.strides, self.cell_anchors, features):
             height, width = feature.shape[-2:]
-            shifts_x = torch.arange(0, width * stride, step=stride, dtype=torch.float32, device=cell.device)
-            shifts_y = torch.arange(0, height * stride, step=stride, dtype=torch.float32, device=cell.device)
+            shifts_x = torch.arange(
+                0, width * stride, step=stride, dtype=torch.float32, device=cell.device
+            )
+            shifts_y = torch.arange(
+                0, height * stride, step=stride, dtype=torch.float32, device=cell.device
+            )
             shift_y, shift_x = torch.meshgrid(shifts_y, shifts_x, indexing="ij")
             shift_x, shift_y = shift_x.reshape(-1), shift_y.reshape(-1)
             shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=1)

@@ -6,6 +6,7 @@ images at once (:meth:`SparseGridMatcher.match_batch`) and the labels, boxes
 and landmarks of each anchor's face are gathered from the padded tensors. No
 count leaves the device here: a GPU is never made to wait on the host.
 """
+
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -40,7 +41,9 @@ class FaceBatch:
     num_outside_image: torch.Tensor
 
     @classmethod
-    def from_instances(cls, gt_instances: List[Instances], with_keypoints: bool = False) -> "FaceBatch":
+    def from_instances(
+        cls, gt_instances: List[Instances], with_keypoints: bool = False
+    ) -> "FaceBatch":
         """
         Args:
             gt_instances: per image, ``gt_boxes`` and ``gt_classes``, and ``gt_keypoints``
@@ -49,14 +52,23 @@ class FaceBatch:
         size = max(1, max(len(x) for x in gt_instances))
 
         def padded(tensors, value=0.0):
-            return torch.stack([F.pad(t, (0, 0) * (t.dim() - 1) + (0, size - len(t)), value=value) for t in tensors])
+            return torch.stack(
+                [
+                    F.pad(t, (0, 0) * (t.dim() - 1) + (0, size - len(t)), value=value)
+                    for t in tensors
+                ]
+            )
 
         boxes = padded([x.gt_boxes.tensor.float() for x in gt_instances])
         # NaN padding fails every comparison below, so padding is never a valid face.
-        clipped = padded([_clipped(x.gt_boxes.tensor.float(), x.image_size) for x in gt_instances], float("nan"))
+        clipped = padded(
+            [_clipped(x.gt_boxes.tensor.float(), x.image_size) for x in gt_instances], float("nan")
+        )
         real = ~clipped[..., 0].isnan()
         valid = (clipped[..., 2] > clipped[..., 0]) & (clipped[..., 3] > clipped[..., 1])
-        keypoints = padded([x.gt_keypoints.tensor for x in gt_instances]) if with_keypoints else None
+        keypoints = (
+            padded([x.gt_keypoints.tensor for x in gt_instances]) if with_keypoints else None
+        )
         return cls(
             boxes=torch.where(valid[..., None], boxes, 0.0),
             classes=padded([x.gt_classes for x in gt_instances]),
@@ -70,7 +82,9 @@ def _clipped(boxes: torch.Tensor, image_size: Tuple[int, int]) -> torch.Tensor:
     """(M, 4) boxes clipped to the image, as ``Boxes.clip`` clips them, without its host check."""
     height, width = image_size
     x1, y1, x2, y2 = boxes.unbind(dim=1)
-    return torch.stack((x1.clamp(0, width), y1.clamp(0, height), x2.clamp(0, width), y2.clamp(0, height)), dim=1)
+    return torch.stack(
+        (x1.clamp(0, width), y1.clamp(0, height), x2.clamp(0, width), y2.clamp(0, height)), dim=1
+    )
 
 
 def _anchor_levels(anchors: Dict[str, torch.Tensor], layouts) -> List[AnchorLevel]:
@@ -123,7 +137,9 @@ def label_anchors(
         layouts: level -> ((H, W, A), stride) of its grid anchors.
         num_classes: the background label.
     """
-    matches, match_labels = matcher.match_batch(faces.boxes, faces.valid, _anchor_levels(anchors, layouts))
+    matches, match_labels = matcher.match_batch(
+        faces.boxes, faces.valid, _anchor_levels(anchors, layouts)
+    )
     has_faces = faces.valid.any(dim=1, keepdim=True)
     labels = faces.classes.gather(1, matches)
     labels = torch.where(match_labels == 0, num_classes, labels)

@@ -5,6 +5,7 @@ The neck exposes two feature pyramids at strides 4..128:
     outputs C2..C5 and of the extra layers C6, C7;
   * P-features ``p2``..``p7`` (second step): an FPN over C2..C5 plus P6, P7.
 """
+
 from typing import Dict, List
 
 import fvcore.nn.weight_init as weight_init
@@ -70,15 +71,29 @@ class SRNBackbone(Backbone):
         super().__init__()
         shapes = bottom_up.output_shape()
         missing = [f for f in in_features if f not in shapes]
-        require(not missing, "MODEL.SRN.IN_FEATURES", list(in_features),
-                f"names {missing}, which the bottom-up backbone {type(bottom_up).__name__} does not output "
-                f"(it has {sorted(shapes)})")
+        require(
+            not missing,
+            "MODEL.SRN.IN_FEATURES",
+            list(in_features),
+            f"names {missing}, which the bottom-up backbone {type(bottom_up).__name__} does not output "
+            f"(it has {sorted(shapes)})",
+        )
         strides = [shapes[f].stride for f in in_features]
-        require(strides == _EXPECTED_STRIDES, "MODEL.SRN.IN_FEATURES", list(in_features),
-                f"have strides {strides}; SRN needs {_EXPECTED_STRIDES}")
-        require(upsample_mode in ("bilinear", "nearest"), "MODEL.SRN.FUSE_UPSAMPLE", upsample_mode,
-                'must be "bilinear" or "nearest"')
-        require(size_divisibility >= 0, "MODEL.SRN.SIZE_DIVISIBILITY", size_divisibility, "must be >= 0")
+        require(
+            strides == _EXPECTED_STRIDES,
+            "MODEL.SRN.IN_FEATURES",
+            list(in_features),
+            f"have strides {strides}; SRN needs {_EXPECTED_STRIDES}",
+        )
+        require(
+            upsample_mode in ("bilinear", "nearest"),
+            "MODEL.SRN.FUSE_UPSAMPLE",
+            upsample_mode,
+            'must be "bilinear" or "nearest"',
+        )
+        require(
+            size_divisibility >= 0, "MODEL.SRN.SIZE_DIVISIBILITY", size_divisibility, "must be >= 0"
+        )
         self.bottom_up = bottom_up
         self._size_divisibility = size_divisibility
         self.in_features = list(in_features)
@@ -94,7 +109,9 @@ class SRNBackbone(Backbone):
             self.c6 = _conv(in_channels[-1], c6_channels, 3, 2, norm)
         if "c7" in self.step1_features:
             self.c7 = _conv(c6_channels, c7_channels, 3, 2, norm)
-        c_channels = dict(zip(["c2", "c3", "c4", "c5", "c6", "c7"], in_channels + [c6_channels, c7_channels]))
+        c_channels = dict(
+            zip(["c2", "c3", "c4", "c5", "c6", "c7"], in_channels + [c6_channels, c7_channels])
+        )
         for name in self.step1_features:
             self.add_module(f"{name}_conv", _conv(c_channels[name], out_channels, 1, 1, norm))
         for level, channels in zip(range(2, 6), in_channels):
@@ -104,14 +121,20 @@ class SRNBackbone(Backbone):
         self.p7_conv = _conv(out_channels, out_channels, 3, 2, norm)
 
         self._out_features = plan.head_in_features
-        self._out_feature_strides = {name: LevelPlan.stride("p" + name[1:]) for name in self._out_features}
+        self._out_feature_strides = {
+            name: LevelPlan.stride("p" + name[1:]) for name in self._out_features
+        }
         self._out_feature_channels = {name: out_channels for name in self._out_features}
 
     @classmethod
     def from_config(cls, cfg, input_shape: ShapeSpec):
         name = cfg.MODEL.SRN.BOTTOM_UP
-        require(name in BACKBONE_REGISTRY, "MODEL.SRN.BOTTOM_UP", name,
-                "is not in BACKBONE_REGISTRY; register the bottom-up builder before building the model")
+        require(
+            name in BACKBONE_REGISTRY,
+            "MODEL.SRN.BOTTOM_UP",
+            name,
+            "is not in BACKBONE_REGISTRY; register the bottom-up builder before building the model",
+        )
         return {
             "bottom_up": BACKBONE_REGISTRY.get(name)(cfg, input_shape),
             "in_features": cfg.MODEL.SRN.IN_FEATURES,
@@ -155,7 +178,11 @@ class SRNBackbone(Backbone):
                 top_down,
                 size=lateral.shape[-2:],
                 mode=self.upsample_mode,
-                **({"align_corners": self.align_corners} if self.upsample_mode == "bilinear" else {}),
+                **(
+                    {"align_corners": self.align_corners}
+                    if self.upsample_mode == "bilinear"
+                    else {}
+                ),
             )
             top_down = lateral + upsampled
             p[level] = getattr(self, f"p{level}_conv")(top_down)

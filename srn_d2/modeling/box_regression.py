@@ -9,6 +9,7 @@ image with no candidate above the score threshold. Decoding (..., 4) directly
 needs no reshape, takes the batched (B, R, 4) deltas of the batched export and
 gives Detectron2's numbers bit for bit: the same operations in the same order.
 """
+
 import torch
 from detectron2.modeling.box_regression import Box2BoxTransform
 
@@ -73,7 +74,11 @@ class SingleBoxTransform(Box2BoxTransform):
         pred_w = torch.exp(dw) * widths
         pred_h = torch.exp(dh) * heights
         return torch.stack(
-            (pred_ctr_x - 0.5 * pred_w, pred_ctr_y - 0.5 * pred_h, pred_ctr_x + 0.5 * pred_w,
-             pred_ctr_y + 0.5 * pred_h),
+            (
+                pred_ctr_x - 0.5 * pred_w,
+                pred_ctr_y - 0.5 * pred_h,
+                pred_ctr_x + 0.5 * pred_w,
+                pred_ctr_y + 0.5 * pred_h,
+            ),
             dim=-1,
         )

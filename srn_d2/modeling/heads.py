@@ -4,6 +4,7 @@ One head serves all six levels and both steps. It exposes the two towers
 separately (``classify`` and ``regress``) so that the first step computes
 only the tower each level needs.
 """
+
 import math
 from typing import List, Tuple
 
@@ -72,15 +73,27 @@ class SharedTowerHead(nn.Module):
             num_landmarks: points per face predicted from the box tower, 2 offsets each
                 per anchor (0: none; MODEL.SRN.LANDMARKS.ENABLED gives 5).
         """
-        require(init in HEAD_INITS, "MODEL.SRN.HEAD_INIT", init, f"(argument init) must be one of {HEAD_INITS}")
-        require(0.0 < prior_prob < 1.0, "MODEL.SRN.PRIOR_PROB", prior_prob, "(argument prior_prob) must lie in (0, 1)")
+        require(
+            init in HEAD_INITS,
+            "MODEL.SRN.HEAD_INIT",
+            init,
+            f"(argument init) must be one of {HEAD_INITS}",
+        )
+        require(
+            0.0 < prior_prob < 1.0,
+            "MODEL.SRN.PRIOR_PROB",
+            prior_prob,
+            "(argument prior_prob) must lie in (0, 1)",
+        )
         super().__init__()
         self.num_classes = num_classes
         self.recompute_towers = recompute_towers
         self.cls_subnet = cls_subnet
         self.bbox_subnet = bbox_subnet
         pad = predictor_kernel_size // 2
-        self.cls_score = nn.Conv2d(channels, num_anchors * num_classes, predictor_kernel_size, padding=pad)
+        self.cls_score = nn.Conv2d(
+            channels, num_anchors * num_classes, predictor_kernel_size, padding=pad
+        )
         self.bbox_pred = nn.Conv2d(channels, num_anchors * 4, predictor_kernel_size, padding=pad)
         self.num_landmarks = num_landmarks
         for module in self.modules():
@@ -91,8 +104,9 @@ class SharedTowerHead(nn.Module):
         nn.init.constant_(self.cls_score.bias, -math.log((1 - prior_prob) / prior_prob))
         if num_landmarks:
             # Made after the others are initialized, so that they start as in a model without landmarks.
-            self.landmark_pred = nn.Conv2d(channels, num_anchors * 2 * num_landmarks, predictor_kernel_size,
-                                           padding=pad)
+            self.landmark_pred = nn.Conv2d(
+                channels, num_anchors * 2 * num_landmarks, predictor_kernel_size, padding=pad
+            )
             self._init_conv(self.landmark_pred, init)
 
     @staticmethod
@@ -109,7 +123,9 @@ class SharedTowerHead(nn.Module):
     def regress(self, features: List[torch.Tensor]) -> List[torch.Tensor]:
         return [self.bbox_pred(self._tower(self.bbox_subnet, x)) for x in features]
 
-    def regress_with_landmarks(self, features: List[torch.Tensor]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+    def regress_with_landmarks(
+        self, features: List[torch.Tensor]
+    ) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
         """Box and landmark deltas from one run of the box tower per map: the landmarks cost one predictor conv.
         Each map's tower output is freed before the next map's is made, as in :meth:`regress`."""
         deltas, landmarks = [], []
@@ -130,10 +146,21 @@ class SharedTowerHead(nn.Module):
     @staticmethod
     def common_args(cfg, input_shape: ShapeSpec, num_anchors: int) -> dict:
         srn = cfg.MODEL.SRN
-        require(srn.NUM_CLASSES >= 1, "MODEL.SRN.NUM_CLASSES", srn.NUM_CLASSES, "needs at least one class")
-        require(0 < srn.PRIOR_PROB < 1, "MODEL.SRN.PRIOR_PROB", srn.PRIOR_PROB, "must lie in (0, 1)")
-        require(srn.HEAD_ACTIVATION_CHECKPOINT in ("", "rfe", "towers"), "MODEL.SRN.HEAD_ACTIVATION_CHECKPOINT",
-                srn.HEAD_ACTIVATION_CHECKPOINT, 'must be "", "rfe" or "towers"')
+        require(
+            srn.NUM_CLASSES >= 1,
+            "MODEL.SRN.NUM_CLASSES",
+            srn.NUM_CLASSES,
+            "needs at least one class",
+        )
+        require(
+            0 < srn.PRIOR_PROB < 1, "MODEL.SRN.PRIOR_PROB", srn.PRIOR_PROB, "must lie in (0, 1)"
+        )
+        require(
+            srn.HEAD_ACTIVATION_CHECKPOINT in ("", "rfe", "towers"),
+            "MODEL.SRN.HEAD_ACTIVATION_CHECKPOINT",
+            srn.HEAD_ACTIVATION_CHECKPOINT,
+            'must be "", "rfe" or "towers"',
+        )
         return {
             "recompute_towers": srn.HEAD_ACTIVATION_CHECKPOINT == "towers",
             "init": srn.HEAD_INIT,
@@ -152,8 +179,13 @@ class RFEHead(SharedTowerHead):
 
     @configurable
     def __init__(self, *, channels, branch_channels=64, norm="", recompute_rfe=False, **kwargs):
-        require(isinstance(branch_channels, int) and branch_channels >= 1, "MODEL.SRN.RFE_BRANCH_CHANNELS",
-                branch_channels, "(argument branch_channels) must be a positive number of channels")
+        require(
+            isinstance(branch_channels, int) and branch_channels >= 1,
+            "MODEL.SRN.RFE_BRANCH_CHANNELS",
+            branch_channels,
+            "(argument branch_channels) must be a positive number of channels",
+        )
+
         def tower():
             return nn.Sequential(
                 *_conv3x3_relu(channels, norm),
@@ -180,7 +212,9 @@ class RetinaNetStyleHead(SharedTowerHead):
     @configurable
     def __init__(self, *, channels, num_convs=4, norm="", **kwargs):
         def tower():
-            return nn.Sequential(*[m for _ in range(num_convs) for m in _conv3x3_relu(channels, norm)])
+            return nn.Sequential(
+                *[m for _ in range(num_convs) for m in _conv3x3_relu(channels, norm)]
+            )
 
         super().__init__(tower(), tower(), channels=channels, **kwargs)
 

@@ -6,6 +6,7 @@ multiplied by the box coding's centre weights (``MODEL.SRN.BBOX_REG_WEIGHTS``
 dx, dy), so that a landmark at a box's centre and that box's centre have the
 same targets. On STR levels the anchor is step 2's, refined by step 1.
 """
+
 from typing import Optional, Tuple
 
 import torch
@@ -40,7 +41,11 @@ class LandmarkCoder:
             (..., 2K) offsets, point by point: dx1, dy1, dx2, dy2, ...
         """
         centres, sizes = self._centres_and_sizes(anchors)
-        deltas = (points.float() - centres) / sizes * points.new_tensor(self.weights, dtype=torch.float32)
+        deltas = (
+            (points.float() - centres)
+            / sizes
+            * points.new_tensor(self.weights, dtype=torch.float32)
+        )
         return deltas.flatten(-2)
 
     def apply_deltas(self, deltas: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:

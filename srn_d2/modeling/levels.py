@@ -1,5 +1,6 @@
 """Which pyramid level takes which of SRN's two steps: one plan shared by the
 backbone, the head and the meta-architecture."""
+
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
@@ -26,9 +27,17 @@ class LevelPlan:
     str_levels: Tuple[str, ...] = ("p5", "p6", "p7")
 
     def __post_init__(self):
-        for key, names in (("MODEL.SRN.STC_LEVELS", self.stc_levels), ("MODEL.SRN.STR_LEVELS", self.str_levels)):
+        for key, names in (
+            ("MODEL.SRN.STC_LEVELS", self.stc_levels),
+            ("MODEL.SRN.STR_LEVELS", self.str_levels),
+        ):
             unknown = [n for n in names if n not in self.levels]
-            require(not unknown, key, list(names), f"names {unknown}, which are not SRN levels {list(self.levels)}")
+            require(
+                not unknown,
+                key,
+                list(names),
+                f"names {unknown}, which are not SRN levels {list(self.levels)}",
+            )
             repeated = sorted({n for n in names if list(names).count(n) > 1})
             require(not repeated, key, list(names), f"names {repeated} more than once")
         # Pyramid order, whatever order the config lists them in.
@@ -37,7 +46,9 @@ class LevelPlan:
 
     @classmethod
     def from_config(cls, cfg) -> "LevelPlan":
-        return cls(stc_levels=tuple(cfg.MODEL.SRN.STC_LEVELS), str_levels=tuple(cfg.MODEL.SRN.STR_LEVELS))
+        return cls(
+            stc_levels=tuple(cfg.MODEL.SRN.STC_LEVELS), str_levels=tuple(cfg.MODEL.SRN.STR_LEVELS)
+        )
 
     def _in_order(self, names: Sequence[str]) -> Tuple[str, ...]:
         return tuple(level for level in self.levels if level in names)
@@ -62,16 +73,22 @@ class LevelPlan:
         return [self.step1_feature(level) for level in self.step1_levels] + list(self.levels)
 
 
-def split_levels(tensor: torch.Tensor, sizes: Dict[str, int], dim: int = 1) -> Dict[str, torch.Tensor]:
+def split_levels(
+    tensor: torch.Tensor, sizes: Dict[str, int], dim: int = 1
+) -> Dict[str, torch.Tensor]:
     """A tensor laid out level after level along ``dim`` (``sizes[level]`` entries each), per level."""
     return dict(zip(sizes, tensor.split(list(sizes.values()), dim=dim)))
 
 
-def cat_levels(per_level: Dict[str, torch.Tensor], levels: Sequence[str], dim: int = 1) -> torch.Tensor:
+def cat_levels(
+    per_level: Dict[str, torch.Tensor], levels: Sequence[str], dim: int = 1
+) -> torch.Tensor:
     """The tensors of ``levels``, concatenated along ``dim`` in pyramid order."""
     return torch.cat([per_level[level] for level in levels], dim=dim)
 
 
-def cat_levels_per_image(per_level: Dict[str, torch.Tensor], levels: Sequence[str], num_images: int) -> torch.Tensor:
+def cat_levels_per_image(
+    per_level: Dict[str, torch.Tensor], levels: Sequence[str], num_images: int
+) -> torch.Tensor:
     """(N, R, 4): the (R_l, 4) or (N, R_l, 4) boxes of ``levels``, each image's row, concatenated."""
     return torch.cat([per_level[level].expand(num_images, -1, -1) for level in levels], dim=1)

@@ -8,6 +8,7 @@ thresholds, or be its best anchor, are the few near it at compatible sizes.
 :class:`SparseGridMatcher` enumerates only those (face, anchor) pairs and
 gives Detectron2's answer; refined anchors (a few thousand) are matched densely.
 """
+
 import bisect
 import functools
 from dataclasses import dataclass
@@ -57,12 +58,17 @@ class AnchorLevel:
 
 
 @functools.lru_cache(maxsize=64)
-def _grid_columns(layout: Tuple[Tuple[Tuple[int, int, int], float, int], ...], device: torch.device) -> torch.Tensor:
+def _grid_columns(
+    layout: Tuple[Tuple[Tuple[int, int, int], float, int], ...], device: torch.device
+) -> torch.Tensor:
     """(6, T) float64 on ``device``: offset, anchor index in its cell, height, width, anchors per
     cell and stride of each anchor shape of the grid levels ``layout`` lists as ((H, W, A),
     stride, offset). Built from Python numbers, it is copied to the device once per layout."""
-    rows = [(offset, a, height, width, num_cell, stride)
-            for (height, width, num_cell), stride, offset in layout for a in range(num_cell)]
+    rows = [
+        (offset, a, height, width, num_cell, stride)
+        for (height, width, num_cell), stride, offset in layout
+        for a in range(num_cell)
+    ]
     return torch.tensor(rows, dtype=torch.float64).T.contiguous().to(device)
 
 
@@ -103,10 +109,21 @@ class SparseGridMatcher:
             max_pairs: at most this many (face, anchor) pairs or IoUs are held at once.
         """
         require_iou_thresholds(thresholds, "MODEL.SRN.STEP1_IOU_THRESHOLDS / STEP2_IOU_THRESHOLDS")
-        require(len(labels) == 3 and set(labels) <= {-1, 0, 1}, "MODEL.SRN.IOU_LABELS", list(labels),
-                "(argument labels) needs three labels from -1 (ignore), 0 (background), 1 (face)")
-        require(int(max_pairs) > 0, "MODEL.SRN.MATCHER_MAX_PAIRS", max_pairs, "(argument max_pairs) must be positive")
-        self.matcher = Matcher(thresholds, labels, allow_low_quality_matches=allow_low_quality_matches)
+        require(
+            len(labels) == 3 and set(labels) <= {-1, 0, 1},
+            "MODEL.SRN.IOU_LABELS",
+            list(labels),
+            "(argument labels) needs three labels from -1 (ignore), 0 (background), 1 (face)",
+        )
+        require(
+            int(max_pairs) > 0,
+            "MODEL.SRN.MATCHER_MAX_PAIRS",
+            max_pairs,
+            "(argument max_pairs) must be positive",
+        )
+        self.matcher = Matcher(
+            thresholds, labels, allow_low_quality_matches=allow_low_quality_matches
+        )
         # The thresholds alone: the dense path adds the low-quality rule itself, chunk by chunk.
         self._threshold_matcher = Matcher(thresholds, labels, allow_low_quality_matches=False)
         self.max_pairs = int(max_pairs)
@@ -116,7 +133,9 @@ class SparseGridMatcher:
         return self.matcher.allow_low_quality_matches
 
     @torch.no_grad()
-    def __call__(self, gt_boxes: Boxes, levels: Sequence[AnchorLevel]) -> Tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, gt_boxes: Boxes, levels: Sequence[AnchorLevel]
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
             gt_boxes: M faces.
@@ -149,8 +168,12 @@ class SparseGridMatcher:
         anchors = torch.cat([level.boxes.expand(num_images, -1, -1) for level in levels], dim=1)
         num_anchors = anchors.shape[1]
         if num_faces == 0:
-            return (anchors.new_zeros((num_images, num_anchors), dtype=torch.int64),
-                    anchors.new_full((num_images, num_anchors), self.matcher.labels[0], dtype=torch.int8))
+            return (
+                anchors.new_zeros((num_images, num_anchors), dtype=torch.int64),
+                anchors.new_full(
+                    (num_images, num_anchors), self.matcher.labels[0], dtype=torch.int8
+                ),
+            )
         faces = faces.float()
         placed = list(zip(levels, self._offsets(levels)))
         grid = [(level, offset) for level, offset in placed if level.grid is not None]
@@ -162,8 +185,9 @@ class SparseGridMatcher:
             best_possible = torch.maximum(best_possible, free_best.double())
         # An image with a face that overlaps almost nothing is matched densely (see _dense).
         tiny = ((best_possible < _TINY_BEST_IOU) & valid).any(dim=1)
-        matches, labels, tiny = self._sparse(faces, valid & ~tiny[:, None], tiny, anchors, shapes, free,
-                                             best_possible, free_best)
+        matches, labels, tiny = self._sparse(
+            faces, valid & ~tiny[:, None], tiny, anchors, shapes, free, best_possible, free_best
+        )
         for image in [i for i, is_tiny in enumerate(tiny) if is_tiny]:
             matches[image], labels[image] = self._dense(faces[image][valid[image]], anchors[image])
         return matches, labels
@@ -216,8 +240,14 @@ class SparseGridMatcher:
         if s is None:
             return faces.new_zeros(len(faces), dtype=torch.float64)
         f = faces.double()[:, None, :]  # (M, 1, 4) against (T,) shapes; x and y side by side below
-        center = s["c0"] + self._nearest((f[..., :2] + f[..., 2:]) / 2, s["c0"], s["stride"], s["size"]) * s["stride"]
-        overlap = (torch.minimum(center + s["half"], f[..., 2:]) - torch.maximum(center - s["half"], f[..., :2]))
+        center = (
+            s["c0"]
+            + self._nearest((f[..., :2] + f[..., 2:]) / 2, s["c0"], s["stride"], s["size"])
+            * s["stride"]
+        )
+        overlap = torch.minimum(center + s["half"], f[..., 2:]) - torch.maximum(
+            center - s["half"], f[..., :2]
+        )
         overlap = overlap.clamp(min=0)
         inter = overlap[..., 0] * overlap[..., 1]
         sides = f[..., 2:] - f[..., :2]
@@ -226,7 +256,9 @@ class SparseGridMatcher:
         return iou.max(dim=1).values
 
     @staticmethod
-    def _candidate_rectangles(faces: torch.Tensor, s: dict, min_iou: torch.Tensor, active: torch.Tensor):
+    def _candidate_rectangles(
+        faces: torch.Tensor, s: dict, min_iou: torch.Tensor, active: torch.Tensor
+    ):
         """Per face and anchor shape, the rectangle of grid positions that may reach IoU
         ``min_iou``: (x_lo, y_lo, nx, ny), each (F, T); empty for faces not ``active``.
 
@@ -242,14 +274,21 @@ class SparseGridMatcher:
         min_iou = min_iou[:, None]
         face_sides = f[..., 2:] - f[..., :2]  # (F, 1, 2): w_f, h_f
         anchor_sides = 2 * s["half"]  # (T, 2): w_a, h_a
-        min_inter = min_iou * (anchor_sides[:, 0] * anchor_sides[:, 1] + face_sides[..., 0] * face_sides[..., 1]) / (
-            1 + min_iou)
+        min_inter = (
+            min_iou
+            * (anchor_sides[:, 0] * anchor_sides[:, 1] + face_sides[..., 0] * face_sides[..., 1])
+            / (1 + min_iou)
+        )
         # Along x the overlap needs min_inter over the lower of the heights; along y, of the widths.
-        min_overlap = min_inter[..., None] / torch.minimum(anchor_sides.flip(-1), face_sides.flip(-1)).clamp(min=1e-12)
+        min_overlap = min_inter[..., None] / torch.minimum(
+            anchor_sides.flip(-1), face_sides.flip(-1)
+        ).clamp(min=1e-12)
         reach = (anchor_sides + face_sides) / 2 - min_overlap + _CENTER_SLACK
         center = (f[..., :2] + f[..., 2:]) / 2
         lo = torch.ceil((center - reach - s["c0"]) / s["stride"]).clamp(min=0)
-        hi = torch.minimum(torch.floor((center + reach - s["c0"]) / s["stride"]), (s["size"] - 1).double())
+        hi = torch.minimum(
+            torch.floor((center + reach - s["c0"]) / s["stride"]), (s["size"] - 1).double()
+        )
         count = (hi - lo + 1).clamp(min=0).long()
         lo = lo.long()
         return lo[..., 0], lo[..., 1], count[..., 0] * active[:, None], count[..., 1]
@@ -268,18 +307,27 @@ class SparseGridMatcher:
         device = counts.device
         start, done = 0, 0
         while start < len(pairs_so_far):
-            stop = max(start + 1, bisect.bisect_right(pairs_so_far, done + self.max_pairs, lo=start))
+            stop = max(
+                start + 1, bisect.bisect_right(pairs_so_far, done + self.max_pairs, lo=start)
+            )
             total = pairs_so_far[stop - 1] - done
             if total:
-                row_counts = counts[start * num_shapes: stop * num_shapes]
+                row_counts = counts[start * num_shapes : stop * num_shapes]
                 rows = torch.arange(start * num_shapes, stop * num_shapes, device=device)
                 row = torch.repeat_interleave(rows, row_counts, output_size=total)
-                first = torch.repeat_interleave(row_counts.cumsum(0) - row_counts, row_counts, output_size=total)
+                first = torch.repeat_interleave(
+                    row_counts.cumsum(0) - row_counts, row_counts, output_size=total
+                )
                 local = torch.arange(total, device=device) - first
                 face, shape = row // num_shapes, row % num_shapes
                 iy = y_lo[row] + local // nx[row]
                 ix = x_lo[row] + local % nx[row]
-                yield face, s["offset"][shape] + (iy * s["size"][shape, 0] + ix) * s["num_cell"][shape] + s["a"][shape]
+                yield (
+                    face,
+                    s["offset"][shape]
+                    + (iy * s["size"][shape, 0] + ix) * s["num_cell"][shape]
+                    + s["a"][shape],
+                )
             start, done = stop, pairs_so_far[stop - 1]
 
     # ----------------------------------------------------------------- non-grid levels, densely
@@ -295,10 +343,14 @@ class SparseGridMatcher:
             step = max(1, self.max_pairs // max(num_images * level.num_anchors, 1))
             for start in range(0, num_faces, step):
                 rows = slice(start, start + step)
-                iou = aligned_iou(faces[:, rows, None], anchors, area_a=face_areas[:, rows], area_b=anchor_areas)
+                iou = aligned_iou(
+                    faces[:, rows, None], anchors, area_a=face_areas[:, rows], area_b=anchor_areas
+                )
                 yield rows, offset, iou.masked_fill(~valid[:, rows, None], -1.0)
 
-    def _free_best_per_face(self, faces: torch.Tensor, valid: torch.Tensor, free) -> Optional[torch.Tensor]:
+    def _free_best_per_face(
+        self, faces: torch.Tensor, valid: torch.Tensor, free
+    ) -> Optional[torch.Tensor]:
         """(N, M) each face's best IoU with the non-grid anchors (float32, as the dense matrix's)."""
         if not free:
             return None
@@ -329,7 +381,9 @@ class SparseGridMatcher:
         if shapes is None:
             tiny = tiny.tolist()
         else:
-            rectangles = self._candidate_rectangles(flat_faces, shapes, min_iou[image_of_face], valid.flatten())
+            rectangles = self._candidate_rectangles(
+                flat_faces, shapes, min_iou[image_of_face], valid.flatten()
+            )
             per_face = (rectangles[2] * rectangles[3]).sum(dim=1)
             # The one read of the device: the images to match densely, and how many pairs each face
             # has, which sizes the chunks.
@@ -339,10 +393,16 @@ class SparseGridMatcher:
             min_iou32 = min_iou.float()
             for face, anchor in self._candidate_chunks(rectangles, shapes, pairs_so_far):
                 anchor = image_of_face[face] * num_anchors + anchor
-                iou = aligned_iou(flat_faces[face], flat_anchors[anchor], area_a=face_areas[face],
-                                  area_b=anchor_areas[anchor])
+                iou = aligned_iou(
+                    flat_faces[face],
+                    flat_anchors[anchor],
+                    area_a=face_areas[face],
+                    area_b=anchor_areas[anchor],
+                )
                 pair_face.append(face)
-                pair_anchor.append(torch.where(iou >= min_iou32[image_of_face[face]], anchor, trash))
+                pair_anchor.append(
+                    torch.where(iou >= min_iou32[image_of_face[face]], anchor, trash)
+                )
                 pair_iou.append(iou)
         face = torch.cat(pair_face) if pair_face else faces.new_zeros(0, dtype=torch.int64)
         anchor = torch.cat(pair_anchor) if pair_anchor else face
@@ -350,10 +410,14 @@ class SparseGridMatcher:
 
         # Each face's best IoU, exactly: from its candidates and the non-grid anchors.
         face_slot = torch.where(anchor < trash, face, len(flat_faces))
-        best_per_face = faces.new_zeros(len(flat_faces) + 1).scatter_reduce(0, face_slot, iou, "amax")[:-1]
+        best_per_face = faces.new_zeros(len(flat_faces) + 1).scatter_reduce(
+            0, face_slot, iou, "amax"
+        )[:-1]
         if free_best is not None:
             best_per_face = torch.maximum(best_per_face, free_best.flatten())
-        keep_from = lowest_per_image(best_per_face.view(num_images, num_faces)).clamp(max=first_threshold)
+        keep_from = lowest_per_image(best_per_face.view(num_images, num_faces)).clamp(
+            max=first_threshold
+        )
         anchor = torch.where(iou >= keep_from[image_of_face[face]], anchor, trash)
 
         # Each anchor's best IoU and, on ties, the first face that has it (Detectron2's argmax).
@@ -363,7 +427,9 @@ class SparseGridMatcher:
         matches.scatter_reduce_(0, is_best, face % num_faces, "amin")
         promoted = torch.zeros(trash + 1, dtype=torch.bool, device=faces.device)
         promoted.index_fill_(0, torch.where(iou == best_per_face[face], anchor, trash), True)
-        best, matches, promoted = (x[:trash].view(num_images, num_anchors) for x in (best, matches, promoted))
+        best, matches, promoted = (
+            x[:trash].view(num_images, num_anchors) for x in (best, matches, promoted)
+        )
         best_per_face = best_per_face.view(num_images, num_faces)
         for rows, offset, block in self._free_blocks(faces, valid, free):
             if block.shape[2] == 0:
@@ -393,9 +459,13 @@ class SparseGridMatcher:
         """Detectron2's Matcher, computed over anchor chunks (used when a face overlaps
         almost nothing, where every anchor's match can matter)."""
         step = max(1, self.max_pairs // len(faces))
-        chunks = [(start, min(start + step, len(anchors))) for start in range(0, len(anchors), step)]
+        chunks = [
+            (start, min(start + step, len(anchors))) for start in range(0, len(anchors), step)
+        ]
         gt = Boxes(faces)
-        best_per_face = torch.stack([pairwise_iou(gt, Boxes(anchors[s:e])).max(dim=1).values for s, e in chunks])
+        best_per_face = torch.stack(
+            [pairwise_iou(gt, Boxes(anchors[s:e])).max(dim=1).values for s, e in chunks]
+        )
         best_per_face = best_per_face.max(dim=0).values
         matches, labels = [], []
         for start, end in chunks:

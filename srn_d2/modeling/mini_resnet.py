@@ -4,6 +4,7 @@ Built from Detectron2's own ResNet blocks; registered both as a bottom-up
 network for SRN and, under an FPN, as a backbone for Detectron2's RetinaNet,
 so that the two detectors compare on the same features.
 """
+
 from typing import Sequence
 
 from detectron2.layers import ShapeSpec
@@ -20,15 +21,31 @@ from .retinanet_fpn import retinanet_fpn
 def build_mini_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     """ResNet of BasicBlocks with MODEL.MINI_RESNET widths; outputs res2..res5 (strides 4..32)."""
     mini = cfg.MODEL.MINI_RESNET
-    require(len(mini.WIDTHS) == 4, "MODEL.MINI_RESNET.WIDTHS", mini.WIDTHS, "needs four entries (res2..res5)")
-    require(len(mini.BLOCKS_PER_STAGE) == 4, "MODEL.MINI_RESNET.BLOCKS_PER_STAGE", mini.BLOCKS_PER_STAGE,
-            "needs four entries (res2..res5)")
+    require(
+        len(mini.WIDTHS) == 4,
+        "MODEL.MINI_RESNET.WIDTHS",
+        mini.WIDTHS,
+        "needs four entries (res2..res5)",
+    )
+    require(
+        len(mini.BLOCKS_PER_STAGE) == 4,
+        "MODEL.MINI_RESNET.BLOCKS_PER_STAGE",
+        mini.BLOCKS_PER_STAGE,
+        "needs four entries (res2..res5)",
+    )
     require_norm(mini.NORM, "MODEL.MINI_RESNET.NORM")
-    return mini_resnet(input_shape.channels, mini.STEM_CHANNELS, mini.WIDTHS, mini.BLOCKS_PER_STAGE, mini.NORM)
+    return mini_resnet(
+        input_shape.channels, mini.STEM_CHANNELS, mini.WIDTHS, mini.BLOCKS_PER_STAGE, mini.NORM
+    )
 
 
-def mini_resnet(in_channels: int, stem_channels: int, widths: Sequence[int], blocks_per_stage: Sequence[int],
-                norm: str) -> ResNet:
+def mini_resnet(
+    in_channels: int,
+    stem_channels: int,
+    widths: Sequence[int],
+    blocks_per_stage: Sequence[int],
+    norm: str,
+) -> ResNet:
     """The narrow ResNet itself (the LazyConfig configs call it): a BasicStem, then one stage
     of ``blocks_per_stage[i]`` BasicBlocks of ``widths[i]`` channels for each of res2..res5."""
 

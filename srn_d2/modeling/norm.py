@@ -1,4 +1,7 @@
 """Normalization layers by config name: Detectron2's :func:`get_norm`, with one change to "GN"."""
+
+import math
+
 import torch
 from detectron2.layers import get_norm as detectron2_get_norm
 from torch import nn
@@ -20,7 +23,12 @@ class GroupNorm(nn.GroupNorm):
 
 
 def get_norm(norm, out_channels: int):
-    """As :func:`detectron2.layers.get_norm` ("GN": 32 groups), "GN" built as :class:`GroupNorm`."""
+    """As :func:`detectron2.layers.get_norm`, "GN" built as :class:`GroupNorm`.
+
+    "GN" has Detectron2's 32 groups where the channels divide by 32 and otherwise
+    their greatest common divisor (16 channels: 16 groups), as the timm backbones'
+    GroupNorm does, so that necks and heads narrower than 32 channels can be normalized.
+    """
     if norm == "GN":
-        return GroupNorm(32, out_channels)
+        return GroupNorm(math.gcd(32, out_channels), out_channels)
     return detectron2_get_norm(norm, out_channels)

@@ -1,4 +1,5 @@
 """Detectron2's RetinaNet FPN over any bottom-up network with res2..res5 outputs."""
+
 from detectron2.modeling import Backbone
 from detectron2.modeling.backbone.fpn import FPN, LastLevelP6P7
 

@@ -1,4 +1,5 @@
 """Receptive Field Enhancement (RFE): rectangular receptive fields for faces."""
+
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -33,7 +34,8 @@ class RFE(nn.Module):
         """
         super().__init__()
         self.branches = nn.ModuleList(
-            _branch(channels, branch_channels, kernel, padding) for kernel, padding in _BRANCH_KERNELS
+            _branch(channels, branch_channels, kernel, padding)
+            for kernel, padding in _BRANCH_KERNELS
         )
         self.fuse = nn.Sequential(
             nn.Conv2d(branch_channels * len(_BRANCH_KERNELS), channels, 1), nn.ReLU(inplace=True)

@@ -6,6 +6,7 @@ is confident are background leave step 2. In training they are ignored by
 step 2's classification loss, which then spends its effort on the hard
 negatives; in inference their score is 0, so they never become detections.
 """
+
 from typing import Dict, Sequence, Tuple
 
 import torch
@@ -26,8 +27,12 @@ class SelectiveTwoStepClassification:
             min_face_prob: step 2 keeps an anchor whose step-1 face probability is
                 at least this (MODEL.SRN.STC_MIN_FACE_PROB).
         """
-        require(0.0 <= min_face_prob <= 1.0, "MODEL.SRN.STC_MIN_FACE_PROB", min_face_prob,
-                "(argument stc_min_face_prob) is a probability and must lie in [0, 1] (0 keeps every anchor)")
+        require(
+            0.0 <= min_face_prob <= 1.0,
+            "MODEL.SRN.STC_MIN_FACE_PROB",
+            min_face_prob,
+            "(argument stc_min_face_prob) is a probability and must lie in [0, 1] (0 keeps every anchor)",
+        )
         self.levels = tuple(levels)
         self.min_face_prob = min_face_prob
 
@@ -54,9 +59,15 @@ class SelectiveTwoStepClassification:
             level -> (N, R_l) labels, and the kept fraction of the STC levels' anchors (0-dim).
         """
         keep = {level: self.keep(step1_logits[level].detach()) for level in self.levels}
-        kept_fraction = (cat_levels(keep, self.levels).float().mean() if keep
-                         else next(iter(step2_labels.values())).new_ones((), dtype=torch.float32))
-        labels = {level: x.masked_fill(~keep[level], -1) if level in keep else x for level, x in step2_labels.items()}
+        kept_fraction = (
+            cat_levels(keep, self.levels).float().mean()
+            if keep
+            else next(iter(step2_labels.values())).new_ones((), dtype=torch.float32)
+        )
+        labels = {
+            level: x.masked_fill(~keep[level], -1) if level in keep else x
+            for level, x in step2_labels.items()
+        }
         return labels, kept_fraction
 
     def scores(

@@ -7,6 +7,7 @@ grid anchors. Refined anchors fit large faces better, which raises the IoU of
 step 2's boxes; on small faces the paper finds the refinement hurts, hence
 "selective".
 """
+
 from typing import Dict, Sequence
 
 import torch
@@ -54,6 +55,8 @@ class SelectiveTwoStepRegression:
         # Every STR level refined in one call: a few large kernels rather than a few per level.
         sizes = [anchors[level].shape[-2] for level in self.levels]
         deltas = torch.cat([step1_deltas[level] for level in self.levels], dim=-2)
-        refined = self.refine(deltas, torch.cat([anchors[level] for level in self.levels])).split(sizes, -2)
+        refined = self.refine(deltas, torch.cat([anchors[level] for level in self.levels])).split(
+            sizes, -2
+        )
         refined = dict(zip(self.levels, refined))
         return {level: refined.get(level, boxes) for level, boxes in anchors.items()}

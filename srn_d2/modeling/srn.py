@@ -13,6 +13,7 @@ level takes which step is the :class:`LevelPlan` shared with the backbone and
 the head. Shapes below: N images, R_l anchors on level l (H_l * W_l * A),
 K classes.
 """
+
 import logging
 from typing import Dict, List, Optional, Tuple
 
@@ -42,6 +43,7 @@ from .two_step_head import SelectiveTwoStepHead, TwoStepPredictions
 logger = logging.getLogger(__name__)
 
 __all__ = ["SRN"]
+
 
 @META_ARCH_REGISTRY.register()
 class SRN(DenseDetector):
@@ -108,9 +110,13 @@ class SRN(DenseDetector):
             pixel_mean, pixel_std: see :class:`DenseDetector`.
         """
         absent = [f for f in plan.head_in_features if f not in backbone.output_shape()]
-        require(not absent, "MODEL.SRN.STC_LEVELS / STR_LEVELS", [plan.stc_levels, plan.str_levels],
-                f"need features {absent}, which the backbone {type(backbone).__name__} does not output "
-                f"(it has {sorted(backbone.output_shape())})")
+        require(
+            not absent,
+            "MODEL.SRN.STC_LEVELS / STR_LEVELS",
+            [plan.stc_levels, plan.str_levels],
+            f"need features {absent}, which the backbone {type(backbone).__name__} does not output "
+            f"(it has {sorted(backbone.output_shape())})",
+        )
         super().__init__(
             backbone,
             SelectiveTwoStepHead(head, plan),
@@ -123,7 +129,9 @@ class SRN(DenseDetector):
         # Anchors and their labels.
         self.anchor_generator = anchor_generator
         if not isinstance(box2box_transform, SingleBoxTransform):
-            box2box_transform = SingleBoxTransform(box2box_transform.weights, box2box_transform.scale_clamp)
+            box2box_transform = SingleBoxTransform(
+                box2box_transform.weights, box2box_transform.scale_clamp
+            )
         self.box2box_transform = box2box_transform
         self.landmark_coder = LandmarkCoder(tuple(box2box_transform.weights[:2]))
         self.step1_matcher = step1_matcher
@@ -132,20 +140,42 @@ class SRN(DenseDetector):
         self.stc = SelectiveTwoStepClassification(plan.stc_levels, stc_min_face_prob)
         self.str = SelectiveTwoStepRegression(plan.str_levels, self.box2box_transform)
         self.loss = SRNLosses(
-            plan, num_classes, box2box_transform, self.landmark_coder,
-            focal_loss_alpha=focal_loss_alpha, focal_loss_gamma=focal_loss_gamma, smooth_l1_beta=smooth_l1_beta,
-            normalizer_momentum=loss_normalizer_momentum, normalization=loss_normalization,
+            plan,
+            num_classes,
+            box2box_transform,
+            self.landmark_coder,
+            focal_loss_alpha=focal_loss_alpha,
+            focal_loss_gamma=focal_loss_gamma,
+            smooth_l1_beta=smooth_l1_beta,
+            normalizer_momentum=loss_normalizer_momentum,
+            normalization=loss_normalization,
             landmark_loss_weight=landmark_loss_weight,
         )
         # Inference parameters:
-        require(0.0 <= test_score_thresh <= 1.0, "MODEL.SRN.SCORE_THRESH_TEST", test_score_thresh,
-                "(argument test_score_thresh) must lie in [0, 1]")
-        require(0.0 <= test_nms_thresh <= 1.0, "MODEL.SRN.NMS_THRESH_TEST", test_nms_thresh,
-                "(argument test_nms_thresh) must lie in [0, 1]")
-        require(test_topk_candidates >= 1, "MODEL.SRN.TOPK_CANDIDATES_TEST", test_topk_candidates,
-                "(argument test_topk_candidates) must be at least 1")
-        require(max_detections_per_image >= 1, "TEST.DETECTIONS_PER_IMAGE", max_detections_per_image,
-                "(argument max_detections_per_image) must be at least 1")
+        require(
+            0.0 <= test_score_thresh <= 1.0,
+            "MODEL.SRN.SCORE_THRESH_TEST",
+            test_score_thresh,
+            "(argument test_score_thresh) must lie in [0, 1]",
+        )
+        require(
+            0.0 <= test_nms_thresh <= 1.0,
+            "MODEL.SRN.NMS_THRESH_TEST",
+            test_nms_thresh,
+            "(argument test_nms_thresh) must lie in [0, 1]",
+        )
+        require(
+            test_topk_candidates >= 1,
+            "MODEL.SRN.TOPK_CANDIDATES_TEST",
+            test_topk_candidates,
+            "(argument test_topk_candidates) must be at least 1",
+        )
+        require(
+            max_detections_per_image >= 1,
+            "TEST.DETECTIONS_PER_IMAGE",
+            max_detections_per_image,
+            "(argument max_detections_per_image) must be at least 1",
+        )
         self.test_score_thresh = test_score_thresh
         self.test_score_thresh_min_cells = test_score_thresh_min_cells
         self.test_topk_candidates = test_topk_candidates
@@ -162,8 +192,12 @@ class SRN(DenseDetector):
         level_shapes = [shapes[level] for level in plan.levels if level in shapes]
         anchor_generator = build_anchor_generator(cfg, level_shapes)
         num_anchors = set(anchor_generator.num_cell_anchors)
-        require(len(num_anchors) == 1, "MODEL.ANCHOR_GENERATOR", anchor_generator.num_cell_anchors,
-                "SRN's shared head needs the same number of anchors on every level")
+        require(
+            len(num_anchors) == 1,
+            "MODEL.ANCHOR_GENERATOR",
+            anchor_generator.num_cell_anchors,
+            "SRN's shared head needs the same number of anchors on every level",
+        )
 
         def matcher(thresholds, key):
             return SparseGridMatcher(
@@ -221,8 +255,12 @@ class SRN(DenseDetector):
         """Maps (N, A * K, H, W) -> (N, H * W * A, K), per level; landmarks to (N, H * W * A, 10)."""
         k = self.num_classes
         return TwoStepPredictions(
-            *(None if maps is None else {level: permute_to_N_HWA_K(x, dim) for level, x in maps.items()}
-              for maps, dim in zip(predictions, (k, 4, k, 4, 2 * self.num_landmarks)))
+            *(
+                None
+                if maps is None
+                else {level: permute_to_N_HWA_K(x, dim) for level, x in maps.items()}
+                for maps, dim in zip(predictions, (k, 4, k, 4, 2 * self.num_landmarks))
+            )
         )
 
     def level_anchors(self, features: Dict[str, torch.Tensor]) -> Dict[str, Boxes]:
@@ -254,13 +292,22 @@ class SRN(DenseDetector):
         step1_deltas = {level: d.detach() for level, d in predictions.step1_deltas.items()}
         step2_anchors = self.str.step2_anchors(anchors, step1_deltas)
         step2 = label_anchors(step2_anchors, faces, self.step2_matcher, layouts, self.num_classes)
-        step2.labels, kept_fraction = self.stc.ignore_rejected(step2.labels, predictions.step1_logits)
+        step2.labels, kept_fraction = self.stc.ignore_rejected(
+            step2.labels, predictions.step1_logits
+        )
         losses, stats = self.loss(anchors, step2_anchors, predictions, step1, step2)
-        self._put_scalars({**stats, "stc_kept_fraction": kept_fraction,
-                           "num_faces_outside_image": faces.num_outside_image})
+        self._put_scalars(
+            {
+                **stats,
+                "stc_kept_fraction": kept_fraction,
+                "num_faces_outside_image": faces.num_outside_image,
+            }
+        )
         return losses
 
-    def _grid_layouts(self, features: Dict[str, torch.Tensor]) -> Dict[str, Tuple[Tuple[int, int, int], int]]:
+    def _grid_layouts(
+        self, features: Dict[str, torch.Tensor]
+    ) -> Dict[str, Tuple[Tuple[int, int, int], int]]:
         """Each level's grid anchor layout for the sparse matcher: ((H, W, A), stride)."""
         return {
             level: ((*features[level].shape[-2:], num_cell), self.plan.stride(level))
@@ -275,8 +322,12 @@ class SRN(DenseDetector):
         for name, value in zip(stats, values):
             storage.put_scalar(name, value)
         if values[list(stats).index("num_faces_outside_image")]:
-            log_every_n_seconds(logging.WARNING, "left out faces with no area inside their image "
-                                "(counted in num_faces_outside_image)", n=60)
+            log_every_n_seconds(
+                logging.WARNING,
+                "left out faces with no area inside their image "
+                "(counted in num_faces_outside_image)",
+                n=60,
+            )
 
     # ------------------------------------------------------------------ inference
 
@@ -299,25 +350,38 @@ class SRN(DenseDetector):
         if not do_postprocess:
             return results
         return [
-            {"instances": detector_postprocess(r, x.get("height", size[0]), x.get("width", size[1]))}
+            {
+                "instances": detector_postprocess(
+                    r, x.get("height", size[0]), x.get("width", size[1])
+                )
+            }
             for r, x, size in zip(results, batched_inputs, images.image_sizes)
         ]
 
-    def forward_inference(self, images: ImageList, features, predictions: TwoStepPredictions) -> List[Instances]:
+    def forward_inference(
+        self, images: ImageList, features, predictions: TwoStepPredictions
+    ) -> List[Instances]:
         predictions = self.flatten_predictions(predictions)
         anchors = self.level_anchors(features)
         return [
             self.inference_single_image(
                 anchors,
                 TwoStepPredictions(
-                    *(None if maps is None else {k: v[i] for k, v in maps.items()} for maps in predictions)),
+                    *(
+                        None if maps is None else {k: v[i] for k, v in maps.items()}
+                        for maps in predictions
+                    )
+                ),
                 size,
             )
             for i, size in enumerate(images.image_sizes)
         ]
 
     def inference_single_image(
-        self, anchors: Dict[str, Boxes], predictions: TwoStepPredictions, image_size: Tuple[int, int]
+        self,
+        anchors: Dict[str, Boxes],
+        predictions: TwoStepPredictions,
+        image_size: Tuple[int, int],
     ) -> Instances:
         """Detections of one image: STC filter, STR refinement, step-2 decoding, NMS.
 
@@ -332,13 +396,16 @@ class SRN(DenseDetector):
         """
         scores = self.stc.scores(predictions.step2_logits, predictions.step1_logits)
         step2_anchors = self.str.step2_anchors(
-            {level: boxes.tensor for level, boxes in anchors.items()}, predictions.step1_deltas)
+            {level: boxes.tensor for level, boxes in anchors.items()}, predictions.step1_deltas
+        )
         per_level = [
             self._decode_per_level_predictions(
                 Boxes(step2_anchors[level]),
                 scores[level],
                 predictions.step2_deltas[level],
-                self.level_score_thresh(scores[level].shape[0] // self.anchor_generator.num_cell_anchors[index]),
+                self.level_score_thresh(
+                    scores[level].shape[0] // self.anchor_generator.num_cell_anchors[index]
+                ),
                 self.test_topk_candidates,
                 image_size,
                 None if predictions.step2_landmarks is None else predictions.step2_landmarks[level],
@@ -384,7 +451,9 @@ class SRN(DenseDetector):
         kept_anchors = anchors.tensor[anchor_idxs]
         decoded = Instances(
             image_size,
-            pred_boxes=Boxes(self.box2box_transform.apply_deltas(pred_deltas[anchor_idxs], kept_anchors)),
+            pred_boxes=Boxes(
+                self.box2box_transform.apply_deltas(pred_deltas[anchor_idxs], kept_anchors)
+            ),
             scores=pred_scores,
             pred_classes=class_idxs,
         )

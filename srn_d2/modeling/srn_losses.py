@@ -6,6 +6,7 @@ does not count is replaced by 0), never over a boolean selection: a selection's
 size is a count the host would have to read, and on a GPU each such read stalls
 the queue of kernels. Counts stay tensors; the running normalizers too.
 """
+
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -27,8 +28,9 @@ def is_positive(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return (labels >= 0) & (labels != num_classes)
 
 
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor, num_classes: int, alpha: float,
-                        gamma: float) -> Tuple[torch.Tensor, torch.Tensor]:
+def classification_loss(
+    logits: torch.Tensor, labels: torch.Tensor, num_classes: int, alpha: float, gamma: float
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """Sigmoid focal loss summed over the non-ignored anchors, and the number of positives.
 
     Args:
@@ -40,19 +42,29 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, num_classes:
     valid = labels >= 0
     # One-hot by comparison: F.one_hot reads the labels' range on the host to check it.
     target = labels[..., None] == torch.arange(num_classes, device=labels.device)
-    loss = sigmoid_focal_loss(logits.float(), target.float(), alpha=alpha, gamma=gamma, reduction="none")
+    loss = sigmoid_focal_loss(
+        logits.float(), target.float(), alpha=alpha, gamma=gamma, reduction="none"
+    )
     return torch.where(valid[..., None], loss, 0.0).sum(), is_positive(labels, num_classes).sum()
 
 
-def box_loss(deltas: torch.Tensor, anchors: torch.Tensor, gt_boxes: torch.Tensor, positive: torch.Tensor,
-             box2box_transform: SingleBoxTransform, beta: float) -> Tuple[torch.Tensor, torch.Tensor]:
+def box_loss(
+    deltas: torch.Tensor,
+    anchors: torch.Tensor,
+    gt_boxes: torch.Tensor,
+    positive: torch.Tensor,
+    box2box_transform: SingleBoxTransform,
+    beta: float,
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """Smooth L1 summed over the positive anchors' deltas, and their number.
 
     Args:
         deltas, anchors, gt_boxes: (N, R, 4); positive: (N, R) bool.
     """
     # Other anchors are coded against themselves: finite targets that the mask then drops.
-    target = box2box_transform.get_deltas(anchors, torch.where(positive[..., None], gt_boxes, anchors))
+    target = box2box_transform.get_deltas(
+        anchors, torch.where(positive[..., None], gt_boxes, anchors)
+    )
     loss = smooth_l1_loss(deltas.float(), target, beta=beta, reduction="none")
     return torch.where(positive[..., None], loss, 0.0).sum(), positive.sum()
 
@@ -87,8 +99,12 @@ class SRNLosses:
                 loss by its own positives; "step2": all four by N_s2.
             landmark_loss_weight: weight of the landmark loss.
         """
-        require(normalization in LOSS_NORMALIZATIONS, "MODEL.SRN.LOSS_NORMALIZATION", normalization,
-                f"(argument loss_normalization) must be one of {LOSS_NORMALIZATIONS}")
+        require(
+            normalization in LOSS_NORMALIZATIONS,
+            "MODEL.SRN.LOSS_NORMALIZATION",
+            normalization,
+            f"(argument loss_normalization) must be one of {LOSS_NORMALIZATIONS}",
+        )
         self.plan = plan
         self.num_classes = num_classes
         self.box2box_transform = box2box_transform
@@ -135,22 +151,32 @@ class SRNLosses:
         sums, positives = {}, {}
         if plan.stc_levels:
             sums["cls_step1"], positives["cls_step1"] = self._classification(
-                predictions.step1_logits, step1.labels, plan.stc_levels)
+                predictions.step1_logits, step1.labels, plan.stc_levels
+            )
         if plan.str_levels:
             labels = cat_levels(step1.labels, plan.str_levels)
             sums["box_step1"], positives["box_step1"] = box_loss(
                 cat_levels(predictions.step1_deltas, plan.str_levels),
                 cat_levels_per_image(anchors, plan.str_levels, num_images),
                 cat_levels(step1.gt_boxes, plan.str_levels),
-                is_positive(labels, num_classes), self.box2box_transform, self.smooth_l1_beta)
+                is_positive(labels, num_classes),
+                self.box2box_transform,
+                self.smooth_l1_beta,
+            )
         step2_labels = cat_levels(step2.labels, plan.levels)
         step2_positive = is_positive(step2_labels, num_classes)
         step2_anchors_all = cat_levels_per_image(step2_anchors, plan.levels, num_images)
         sums["cls_step2"], positives["cls_step2"] = self._classification(
-            predictions.step2_logits, step2.labels, plan.levels)
+            predictions.step2_logits, step2.labels, plan.levels
+        )
         sums["box_step2"], positives["box_step2"] = box_loss(
-            cat_levels(predictions.step2_deltas, plan.levels), step2_anchors_all,
-            cat_levels(step2.gt_boxes, plan.levels), step2_positive, self.box2box_transform, self.smooth_l1_beta)
+            cat_levels(predictions.step2_deltas, plan.levels),
+            step2_anchors_all,
+            cat_levels(step2.gt_boxes, plan.levels),
+            step2_positive,
+            self.box2box_transform,
+            self.smooth_l1_beta,
+        )
         normalizers = self._loss_normalizers(positives, step1.labels)
         zero = predictions.step2_logits[plan.levels[0]].new_zeros((), dtype=torch.float32)
         losses = {
@@ -160,17 +186,34 @@ class SRNLosses:
         if predictions.step2_landmarks is not None:
             keypoints = cat_levels(step2.gt_keypoints, plan.levels)
             trained = step2_positive & (keypoints[..., 2] > 0).any(dim=-1)
-            landmark_sum = landmark_loss(cat_levels(predictions.step2_landmarks, plan.levels), step2_anchors_all,
-                                         keypoints, self.landmark_coder, self.smooth_l1_beta, trained)
+            landmark_sum = landmark_loss(
+                cat_levels(predictions.step2_landmarks, plan.levels),
+                step2_anchors_all,
+                keypoints,
+                self.landmark_coder,
+                self.smooth_l1_beta,
+                trained,
+            )
             losses["loss_landmarks"] = (
-                self.landmark_loss_weight * landmark_sum / self._normalizer("landmarks", trained.sum()))
-        stats = {f"num_pos_{name}": positives[name] / num_images for name in ("cls_step1", "cls_step2")
-                 if name in positives}
+                self.landmark_loss_weight
+                * landmark_sum
+                / self._normalizer("landmarks", trained.sum())
+            )
+        stats = {
+            f"num_pos_{name}": positives[name] / num_images
+            for name in ("cls_step1", "cls_step2")
+            if name in positives
+        }
         return losses, stats
 
     def _classification(self, logits, labels, levels) -> Tuple[torch.Tensor, torch.Tensor]:
-        return classification_loss(cat_levels(logits, levels), cat_levels(labels, levels), self.num_classes,
-                                   self.focal_loss_alpha, self.focal_loss_gamma)
+        return classification_loss(
+            cat_levels(logits, levels),
+            cat_levels(labels, levels),
+            self.num_classes,
+            self.focal_loss_alpha,
+            self.focal_loss_gamma,
+        )
 
     def _loss_normalizers(
         self, positives: Dict[str, torch.Tensor], step1_labels: Dict[str, torch.Tensor]
@@ -189,7 +232,9 @@ class SRNLosses:
             return {name: normalizers["step2"] for name in positives}
         if self.plan.step1_levels:
             # N_s1: step 1's positive anchors on every level a step-1 loss reads, each counted once.
-            num_step1 = is_positive(cat_levels(step1_labels, self.plan.step1_levels), self.num_classes).sum()
+            num_step1 = is_positive(
+                cat_levels(step1_labels, self.plan.step1_levels), self.num_classes
+            ).sum()
             normalizers["step1"] = self._normalizer("step1", num_step1)
         return {name: normalizers[name.rsplit("_", 1)[1]] for name in positives}
 

@@ -18,6 +18,7 @@ boxes are clipped to the image. "Larger"
 compares a box's longer side and "smaller" its shorter side with the
 threshold, in original-image pixels (the released code's definition).
 """
+
 import copy
 import logging
 import math
@@ -70,7 +71,13 @@ class TTAPass:
 
 
 def srn_tta_passes(
-    height: int, width: int, max_size: int, *, shrink: float = 0.5, enlarge_base: float = 1.5, flip: bool = True
+    height: int,
+    width: int,
+    max_size: int,
+    *,
+    shrink: float = 0.5,
+    enlarge_base: float = 1.5,
+    flip: bool = True,
 ) -> List[TTAPass]:
     """The released code's passes for an image of ``height x width`` (module docstring).
 
@@ -93,12 +100,16 @@ def srn_tta_passes(
         passes.append(TTAPass(flip=True))
     passes.append(TTAPass((shrink,), keep=KEEP_LARGER))
     num_enlargements = int(math.floor(math.log(budget / width / height, enlarge_base**2)))
-    passes += [TTAPass((enlarge_base ** (t + 1),), keep=KEEP_SMALLER) for t in range(num_enlargements)]
+    passes += [
+        TTAPass((enlarge_base ** (t + 1),), keep=KEEP_SMALLER) for t in range(num_enlargements)
+    ]
     passes.append(TTAPass((math.sqrt(budget / height / width),), keep=KEEP_SMALLER))
     return passes
 
 
-def box_size_mask(boxes: torch.Tensor, keep: str, min_box: float, max_box: float, offset: float = 0.0) -> torch.Tensor:
+def box_size_mask(
+    boxes: torch.Tensor, keep: str, min_box: float, max_box: float, offset: float = 0.0
+) -> torch.Tensor:
     """(N,) bool: boxes a pass of kind ``keep`` contributes.
 
     Args:
@@ -114,7 +125,9 @@ def box_size_mask(boxes: torch.Tensor, keep: str, min_box: float, max_box: float
         return sides.max(dim=1).values > min_box
     if keep == KEEP_SMALLER:
         return sides.min(dim=1).values < max_box
-    raise ValueError(f"unknown pass kind {keep!r}; expected {KEEP_ALL}, {KEEP_LARGER} or {KEEP_SMALLER}")
+    raise ValueError(
+        f"unknown pass kind {keep!r}; expected {KEEP_ALL}, {KEEP_LARGER} or {KEEP_SMALLER}"
+    )
 
 
 def bbox_vote(
@@ -160,7 +173,9 @@ def _vote(values: torch.Tensor, scores: torch.Tensor, iou_thresh: float, max_det
     areas = box_areas(values[:, :4], plus_one=True)
     merged_values, merged_scores = [], []
     while len(values) > 0 and len(merged_values) < max_dets:
-        iou = aligned_iou(values[:1, :4], values[:, :4], area_a=areas[:1], area_b=areas, plus_one=True)
+        iou = aligned_iou(
+            values[:1, :4], values[:, :4], area_a=areas[:1], area_b=areas, plus_one=True
+        )
         group = iou >= iou_thresh
         # A degenerate top box can miss its own group; it must leave anyway.
         group[0] = True
@@ -182,7 +197,9 @@ def _as_uint8(image: torch.Tensor) -> torch.Tensor:
         return image
     as_uint8 = image.round().clamp(0, 255).to(torch.uint8)
     if not torch.equal(as_uint8.to(image.dtype), image):
-        raise InputError("SRN's multi-scale test takes 8-bit images; this one has non-integer or out-of-range pixels")
+        raise InputError(
+            "SRN's multi-scale test takes 8-bit images; this one has non-integer or out-of-range pixels"
+        )
     return as_uint8
 
 
@@ -299,7 +316,12 @@ class SRNWithTTA(nn.Module):
 
     def passes(self, height: int, width: int) -> List[TTAPass]:
         return srn_tta_passes(
-            height, width, self.max_size, shrink=self.shrink, enlarge_base=self.enlarge_base, flip=self.flip
+            height,
+            width,
+            self.max_size,
+            shrink=self.shrink,
+            enlarge_base=self.enlarge_base,
+            flip=self.flip,
         )
 
     def _run_pass(self, image: torch.Tensor, tta_pass: TTAPass) -> Instances:
@@ -311,7 +333,9 @@ class SRNWithTTA(nn.Module):
         for scale in tta_pass.resizes:
             # OpenCV's output size: each side times the scale, rounded half to even.
             if min(round(resized.shape[-2] * scale), round(resized.shape[-1] * scale)) == 0:
-                logger.debug(f"{tuple(image.shape[-2:])} px image: pass {tta_pass} resizes it to nothing")
+                logger.debug(
+                    f"{tuple(image.shape[-2:])} px image: pass {tta_pass} resizes it to nothing"
+                )
                 return _no_detections(tuple(image.shape[-2:]), self.num_landmarks)
             resized = _resize(resized, scale)
         if tta_pass.flip:
@@ -321,12 +345,19 @@ class SRNWithTTA(nn.Module):
         if tta_pass.flip:
             width = resized.shape[-1]
             boxes = torch.stack(
-                [width - boxes[:, 2] - self.offset, boxes[:, 1], width - boxes[:, 0] - self.offset, boxes[:, 3]],
+                [
+                    width - boxes[:, 2] - self.offset,
+                    boxes[:, 1],
+                    width - boxes[:, 0] - self.offset,
+                    boxes[:, 3],
+                ],
                 dim=1,
             )
         scale = tta_pass.scale
         boxes = (boxes - self.offset * (scale - 1) / 2.0) / scale
-        keep = box_size_mask(boxes, tta_pass.keep, self.shrink_min_box, self.enlarge_max_box, self.offset)
+        keep = box_size_mask(
+            boxes, tta_pass.keep, self.shrink_min_box, self.enlarge_max_box, self.offset
+        )
         result = Instances(tuple(image.shape[-2:]))
         result.pred_boxes = Boxes(boxes[keep])
         result.scores = instances.scores[keep]
@@ -351,20 +382,29 @@ class SRNWithTTA(nn.Module):
         # Each row: the box, then (with landmarks) its points, voted with the box's weights.
         all_values = detections.pred_boxes.tensor.double()
         if self.num_landmarks:
-            all_values = torch.cat([all_values, detections.pred_keypoints[..., :2].flatten(1).double()], dim=1)
+            all_values = torch.cat(
+                [all_values, detections.pred_keypoints[..., :2].flatten(1).double()], dim=1
+            )
         all_scores = detections.scores.double()
         for cls in detections.pred_classes.unique().tolist():
             in_class = detections.pred_classes == cls
-            class_values, class_scores = bbox_vote(all_values[in_class], all_scores[in_class], self.vote_iou,
-                                                   self.max_dets)
+            class_values, class_scores = bbox_vote(
+                all_values[in_class], all_scores[in_class], self.vote_iou, self.max_dets
+            )
             values.append(class_values)
             scores.append(class_scores)
             classes.append(torch.full((len(class_scores),), cls, dtype=torch.int64))
-        merged = torch.cat(values) if values else torch.zeros((0, all_values.shape[1]), dtype=torch.float64)
+        merged = (
+            torch.cat(values)
+            if values
+            else torch.zeros((0, all_values.shape[1]), dtype=torch.float64)
+        )
         result = Instances(detections.image_size)
         result.pred_boxes = Boxes(merged[:, :4])
         result.scores = torch.cat(scores) if scores else torch.zeros((0,), dtype=torch.float64)
-        result.pred_classes = torch.cat(classes) if classes else torch.zeros((0,), dtype=torch.int64)
+        result.pred_classes = (
+            torch.cat(classes) if classes else torch.zeros((0,), dtype=torch.int64)
+        )
         if self.num_landmarks:
             points = merged[:, 4:].reshape(len(merged), self.num_landmarks, 2)
             point_scores = result.scores[:, None, None].expand(-1, self.num_landmarks, 1)

@@ -13,6 +13,7 @@ outputs at strides 4, 8, 16 and 32, found from its own ``feature_info``, become
 ``MODEL.SRN.IN_FEATURES`` and ``MODEL.FPN.IN_FEATURES`` written for ResNets work
 unchanged.
 """
+
 import math
 from typing import Dict
 
@@ -59,20 +60,32 @@ class TimmBackbone(Backbone):
         import timm
 
         require(norm in NORMS, "MODEL.TIMM.NORM", norm, f"must be one of {NORMS}")
-        require(not (freeze_at and norm == "BN"), "MODEL.TIMM.NORM", norm,
-                "with MODEL.TIMM.FREEZE_AT > 0 the frozen stages' BatchNorm statistics would still "
-                "change in training; use FrozenBN (or GN)")
-        self.body = timm.create_model(model_name, pretrained=pretrained, features_only=True, in_chans=in_channels)
+        require(
+            not (freeze_at and norm == "BN"),
+            "MODEL.TIMM.NORM",
+            norm,
+            "with MODEL.TIMM.FREEZE_AT > 0 the frozen stages' BatchNorm statistics would still "
+            "change in training; use FrozenBN (or GN)",
+        )
+        self.body = timm.create_model(
+            model_name, pretrained=pretrained, features_only=True, in_chans=in_channels
+        )
         reductions = list(self.body.feature_info.reduction())
         missing = [s for s in STRIDES if s not in reductions]
-        require(not missing, "MODEL.TIMM.NAME", model_name,
-                f"has features at strides {reductions}; SRN and the FPN need strides {list(STRIDES)} "
-                f"(missing {missing})")
+        require(
+            not missing,
+            "MODEL.TIMM.NAME",
+            model_name,
+            f"has features at strides {reductions}; SRN and the FPN need strides {list(STRIDES)} "
+            f"(missing {missing})",
+        )
         self.indices = [reductions.index(s) for s in STRIDES]
         channels = self.body.feature_info.channels()
         self._out_features = [f"res{i}" for i in range(2, 6)]
         self._out_feature_strides = dict(zip(self._out_features, STRIDES))
-        self._out_feature_channels = {name: channels[i] for name, i in zip(self._out_features, self.indices)}
+        self._out_feature_channels = {
+            name: channels[i] for name, i in zip(self._out_features, self.indices)
+        }
         if norm == "GN":
             _batch_norm_to_group_norm(self.body)
         self._freeze(freeze_at)
@@ -84,10 +97,17 @@ class TimmBackbone(Backbone):
     @classmethod
     def from_config(cls, cfg, input_shape: ShapeSpec):
         timm_cfg = cfg.MODEL.TIMM
-        require(0 <= timm_cfg.FREEZE_AT <= 5, "MODEL.TIMM.FREEZE_AT", timm_cfg.FREEZE_AT, "must lie in 0..5")
+        require(
+            0 <= timm_cfg.FREEZE_AT <= 5,
+            "MODEL.TIMM.FREEZE_AT",
+            timm_cfg.FREEZE_AT,
+            "must lie in 0..5",
+        )
         return {
             "model_name": timm_cfg.NAME,
-            "pretrained": timm_cfg.PRETRAINED,
+            # timm's ImageNet weights only start training; a checkpoint in MODEL.WEIGHTS replaces them,
+            # so exporting or evaluating a trained model downloads nothing.
+            "pretrained": timm_cfg.PRETRAINED and not cfg.MODEL.WEIGHTS,
             "freeze_at": timm_cfg.FREEZE_AT,
             "norm": timm_cfg.NORM,
             "in_channels": input_shape.channels,
@@ -125,11 +145,17 @@ def _batch_norm_to_group_norm(module: nn.Module) -> None:
     for name, child in module.named_children():
         if isinstance(child, BatchNormAct2d):
             groups = math.gcd(32, child.num_features)
-            replacement = GroupNormAct(child.num_features, num_groups=groups, eps=child.eps, apply_act=False)
+            replacement = GroupNormAct(
+                child.num_features, num_groups=groups, eps=child.eps, apply_act=False
+            )
             replacement.act, replacement.drop = child.act, child.drop
             setattr(module, name, replacement)
         elif isinstance(child, nn.BatchNorm2d):
-            setattr(module, name, GroupNorm(math.gcd(32, child.num_features), child.num_features, eps=child.eps))
+            setattr(
+                module,
+                name,
+                GroupNorm(math.gcd(32, child.num_features), child.num_features, eps=child.eps),
+            )
         else:
             _batch_norm_to_group_norm(child)
 

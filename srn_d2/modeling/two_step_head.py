@@ -1,4 +1,5 @@
 """Runs SRN's shared head over both feature pyramids, each step only where it is needed."""
+
 from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 import torch
@@ -20,7 +21,9 @@ class TwoStepPredictions(NamedTuple):
     step1_deltas: Dict[str, torch.Tensor]  # STR levels: step-1 regression from C-features
     step2_logits: Dict[str, torch.Tensor]  # every level, from P-features
     step2_deltas: Dict[str, torch.Tensor]  # every level, from P-features
-    step2_landmarks: Optional[Dict[str, torch.Tensor]] = None  # every level, with landmarks; else None
+    step2_landmarks: Optional[Dict[str, torch.Tensor]] = (
+        None  # every level, with landmarks; else None
+    )
 
 
 class SelectiveTwoStepHead(nn.Module):
@@ -62,17 +65,29 @@ class SelectiveTwoStepHead(nn.Module):
         """
         plan = self.plan
         shared = self.shared
-        step1_logits, (step2_logits,) = self._run(shared.classify, shared.classify, features, plan.stc_levels)
+        step1_logits, (step2_logits,) = self._run(
+            shared.classify, shared.classify, features, plan.stc_levels
+        )
         if self.num_landmarks:
             step1_deltas, (step2_deltas, step2_landmarks) = self._run(
-                shared.regress_with_landmarks, shared.regress, features, plan.str_levels)
+                shared.regress_with_landmarks, shared.regress, features, plan.str_levels
+            )
         else:
-            step1_deltas, (step2_deltas,) = self._run(shared.regress, shared.regress, features, plan.str_levels)
+            step1_deltas, (step2_deltas,) = self._run(
+                shared.regress, shared.regress, features, plan.str_levels
+            )
             step2_landmarks = None
-        return TwoStepPredictions(step1_logits, step1_deltas, step2_logits, step2_deltas, step2_landmarks)
+        return TwoStepPredictions(
+            step1_logits, step1_deltas, step2_logits, step2_deltas, step2_landmarks
+        )
 
-    def _run(self, tower: Callable, step1_tower: Callable, features: Dict[str, torch.Tensor],
-             step1_levels: Tuple[str, ...]):
+    def _run(
+        self,
+        tower: Callable,
+        step1_tower: Callable,
+        features: Dict[str, torch.Tensor],
+        step1_levels: Tuple[str, ...],
+    ):
         """One tower of the shared head on step 1's ``step1_levels`` (C-features) and on every level
         (P-features); ``step1_tower`` gives step 1's output alone, for maps not stacked with step 2's.
 
@@ -82,16 +97,29 @@ class SelectiveTwoStepHead(nn.Module):
         """
         plan = self.plan
         joint = step1_levels if self.training and not self._batch_statistics else ()
-        maps = [torch.cat([features[plan.step1_feature(level)], features[level]]) if level in joint
-                else features[level] for level in plan.levels]
+        maps = [
+            torch.cat([features[plan.step1_feature(level)], features[level]])
+            if level in joint
+            else features[level]
+            for level in plan.levels
+        ]
         outputs = self._as_tuple(tower(maps))
         num_images = features[plan.levels[0]].shape[0]
-        step2 = tuple({level: out[num_images:] if level in joint else out for level, out in zip(plan.levels, maps_out)}
-                      for maps_out in outputs)
-        step1 = {level: out[:num_images] for level, out in zip(plan.levels, outputs[0]) if level in joint}
+        step2 = tuple(
+            {
+                level: out[num_images:] if level in joint else out
+                for level, out in zip(plan.levels, maps_out)
+            }
+            for maps_out in outputs
+        )
+        step1 = {
+            level: out[:num_images] for level, out in zip(plan.levels, outputs[0]) if level in joint
+        }
         alone = [level for level in step1_levels if level not in joint]
         if alone:
-            step1.update(zip(alone, step1_tower([features[plan.step1_feature(level)] for level in alone])))
+            step1.update(
+                zip(alone, step1_tower([features[plan.step1_feature(level)] for level in alone]))
+            )
         return {level: step1[level] for level in step1_levels}, step2
 
     @staticmethod

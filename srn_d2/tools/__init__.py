@@ -6,6 +6,7 @@ also assemble what they call: the trainer's steps, the ground truth, the files).
 Nothing heavy is imported here, so that the numpy-only tools (evaluate_widerface)
 start without torch or Detectron2.
 """
+
 import sys
 
 from ..errors import REPORTED_ERRORS

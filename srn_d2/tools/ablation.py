@@ -15,6 +15,7 @@ paper's WIDER FACE ablation is printed beside. PR curves, a picture of
 the detections, the table and every run's numbers (results.json) go to ``--output``
 (library: ``srn_d2.apps.study``).
 """
+
 import argparse
 
 from . import run_command
@@ -32,20 +33,40 @@ def _study(argv) -> int:
 
     from ..apps.study import STUDIES, report_from_results, run_study
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--study", choices=list(STUDIES), default="demo",
-                        help="the models to train: " + "; ".join(f"{k}: {' '.join(v)}" for k, v in STUDIES.items()))
-    parser.add_argument("--models", nargs="+", metavar="NAME[:KEY=VALUE,...]",
-                        help="these models instead of --study's, each with its own config overrides, "
-                             "e.g. SRN SRN:MODEL.SRN.LOSS_NORMALIZATION=per_loss")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--study",
+        choices=list(STUDIES),
+        default="demo",
+        help="the models to train: " + "; ".join(f"{k}: {' '.join(v)}" for k, v in STUDIES.items()),
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        metavar="NAME[:KEY=VALUE,...]",
+        help="these models instead of --study's, each with its own config overrides, "
+        "e.g. SRN SRN:MODEL.SRN.LOSS_NORMALIZATION=per_loss",
+    )
     parser.add_argument("--seeds", type=int, default=1, help="train each model with N seeds")
     parser.add_argument("--first-seed", type=int, default=1, help="the first of the seeds")
-    parser.add_argument("--report", nargs="+", metavar="RESULTS_JSON",
-                        help="print the tables of finished studies' results.json files, training nothing")
-    parser.add_argument("--score-threshold", type=float, default=0.5,
-                        help="detections drawn in detections.jpg score at least this")
+    parser.add_argument(
+        "--report",
+        nargs="+",
+        metavar="RESULTS_JSON",
+        help="print the tables of finished studies' results.json files, training nothing",
+    )
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.5,
+        help="detections drawn in detections.jpg score at least this",
+    )
     parser.add_argument("--output", default="output/demo")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides applied to every model")
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, help="config overrides applied to every model"
+    )
     args = parser.parse_args(argv)
     setup_logger(name="srn_d2").setLevel(logging.INFO)
     logging.getLogger("detectron2").setLevel(logging.WARNING)

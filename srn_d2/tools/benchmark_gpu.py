@@ -12,6 +12,7 @@ for the whole step, and inference milliseconds at
 minutes on one H100. Without CUDA, or with ``--smoke``, it runs the same code on the mini
 configs at small sizes for a few steps (library: ``srn_d2.apps.gpu_check``).
 """
+
 import argparse
 
 from . import run_command
@@ -27,15 +28,21 @@ def _check(argv) -> int:
     from ..apps.gpu_check import COLUMNS, FULL, SMOKE, infer_columns, run_gpu_check
     from ..utils.measure import format_table
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--smoke", action="store_true", help="the mini configs, small sizes, a few steps")
+    parser.add_argument(
+        "--smoke", action="store_true", help="the mini configs, small sizes, a few steps"
+    )
     args = parser.parse_args(argv)
     settings = SMOKE if args.smoke or not args.device.startswith("cuda") else FULL
     torch.set_flush_denormal(True)
     name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "CPU"
-    print(f"device: {args.device} ({name}), torch {torch.__version__}, {settings.images_per_step} images of "
-          f"{settings.crop} px a step, {settings.steps} timed steps")
+    print(
+        f"device: {args.device} ({name}), torch {torch.__version__}, {settings.images_per_step} images of "
+        f"{settings.crop} px a step, {settings.steps} timed steps"
+    )
     rows, lines = run_gpu_check(args.device, settings)
     print(format_table(rows, COLUMNS + infer_columns(settings)))
     for line in lines:

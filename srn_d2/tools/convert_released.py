@@ -8,6 +8,7 @@ Every key and shape is checked against the model of ``--config-file`` before
 anything is written; the output is a ``.pth`` of tensors, which loads without
 running code. The released layout and the name mapping: ``srn_d2.released_checkpoint``.
 """
+
 import argparse
 import logging
 import os
@@ -41,7 +42,9 @@ def _convert(argv) -> int:
     logging.basicConfig(level=logging.INFO)
     if not os.path.isfile(args.config_file):
         parser.error(f"config file {args.config_file} not found; pass --config-file")
-    converted = convert(args.input, args.output, build_target_model(args.config_file), args.trust_pickle)
+    converted = convert(
+        args.input, args.output, build_target_model(args.config_file), args.trust_pickle
+    )
     logger.info(f"wrote {len(converted)} tensors to {args.output}")
     return 0
 

@@ -7,6 +7,7 @@ is evaluated (images absent from ``--pred`` have no detections). With
 ``--image-dir`` (``originalPics``) regions are clipped to the image as the
 official tool does; without it image sizes are unknown and nothing is clipped.
 """
+
 from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import argparse
 import glob
@@ -63,7 +64,9 @@ def _evaluate(argv) -> int:
         print(f"TPR at {MAX_FALSE_POSITIVES} false positives (discrete score): {tpr:.4f}")
     if args.json:
         # null, not NaN: JSON has no NaN.
-        write_text(args.json, json.dumps({"TPR_at_1000FP": None if math.isnan(tpr) else tpr}, indent=2))
+        write_text(
+            args.json, json.dumps({"TPR_at_1000FP": None if math.isnan(tpr) else tpr}, indent=2)
+        )
     return 0
 
 

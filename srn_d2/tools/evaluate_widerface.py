@@ -9,6 +9,7 @@ Prints the easy / medium / hard AP (at ``--iou``) and the hard-set extras;
 as its evaluator does; ``--size-bins`` adds the AP of the hard set's faces of each
 size bin (``widerface_gt.with_size_bins``), also into ``--json``.
 """
+
 import argparse
 import json
 import os
@@ -38,7 +39,10 @@ def _evaluate(argv) -> int:
         "--dataset", help="a registered dataset's ground truth instead, e.g. mini_faces_val"
     )
     parser.add_argument(
-        "--size-bins", nargs="+", type=float, metavar="PX",
+        "--size-bins",
+        nargs="+",
+        type=float,
+        metavar="PX",
         help="also the AP of the hard set's faces between these sizes, sqrt(w * h) in pixels",
     )
     parser.add_argument("--json", help="write {easy, medium, hard} AP in [0, 1] here")
@@ -75,7 +79,10 @@ def _evaluate(argv) -> int:
     print(f"read {len(predictions)} files in {read_s:.2f} s, evaluated in {eval_s:.2f} s")
 
     if args.json:
-        write_text(args.json, json.dumps({setting: curve.ap for setting, curve in curves.items()}, indent=2))
+        write_text(
+            args.json,
+            json.dumps({setting: curve.ap for setting, curve in curves.items()}, indent=2),
+        )
     if args.plot:
         plot_pr_curves(curves, args.plot, title=f"WIDER FACE val (IoU {args.iou:g})")
     return 0
@@ -86,7 +93,9 @@ def _dataset_ground_truth(name: str):
     from ..data.builtin import require_registered_dataset
     from ..evaluation.widerface_evaluator import WiderFaceEvaluator
 
-    return WiderFaceEvaluator(require_registered_dataset(name, "--dataset"), distributed=False).ground_truth()
+    return WiderFaceEvaluator(
+        require_registered_dataset(name, "--dataset"), distributed=False
+    ).ground_truth()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ detections compare with fp32's on the calibration images (``srn_d2.deploy.quanti
     python -m srn_d2.tools.export --config-file configs/SRN_mini.yaml --batch \
         --quantize int8 --calibration-dataset mini_faces_train MODEL.WEIGHTS model_final.pth
 """
+
 import argparse
 import logging
 import os
@@ -30,32 +31,65 @@ def _export(argv) -> int:
     from ..engine import setup_cfg
     from ..errors import require
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--format", choices=FORMATS, default="onnx")
     parser.add_argument("--output", default="export", help="folder for model.onnx / model.ts")
-    parser.add_argument("--batch", action="store_true",
-                        help="export the batched graph (model_batched.*): dynamic batch, height and width")
-    parser.add_argument("--quantize", choices=("none", "int8"), default="none",
-                        help="int8: also write model_int8.onnx (onnxruntime static quantization of the convolutions)")
-    parser.add_argument("--calibration-dataset", metavar="NAME",
-                        help="registered dataset whose images calibrate int8 (e.g. widerface_train, mini_faces_train)")
-    parser.add_argument("--calibration-images", type=int, default=100, metavar="N",
-                        help="how many of its images (default 100)")
-    parser.add_argument("--int8-weight-bits", type=int, choices=WEIGHT_BITS, default=WEIGHT_BITS[0],
-                        help="7 for CPUs without AVX-512 VNNI, whose int8 kernels can overflow on 8-bit weights")
+    parser.add_argument(
+        "--batch",
+        action="store_true",
+        help="export the batched graph (model_batched.*): dynamic batch, height and width",
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=("none", "int8"),
+        default="none",
+        help="int8: also write model_int8.onnx (onnxruntime static quantization of the convolutions)",
+    )
+    parser.add_argument(
+        "--calibration-dataset",
+        metavar="NAME",
+        help="registered dataset whose images calibrate int8 (e.g. widerface_train, mini_faces_train)",
+    )
+    parser.add_argument(
+        "--calibration-images",
+        type=int,
+        default=100,
+        metavar="N",
+        help="how many of its images (default 100)",
+    )
+    parser.add_argument(
+        "--int8-weight-bits",
+        type=int,
+        choices=WEIGHT_BITS,
+        default=WEIGHT_BITS[0],
+        help="7 for CPUs without AVX-512 VNNI, whose int8 kernels can overflow on 8-bit weights",
+    )
     parser.add_argument(
         "--allow-random-weights",
         action="store_true",
         help="export even if MODEL.WEIGHTS is empty or leaves parameters random",
     )
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs, e.g. MODEL.WEIGHTS FILE")
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs, e.g. MODEL.WEIGHTS FILE"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     if args.quantize == "int8":
-        require(args.format == "onnx", "--format", args.format, "--quantize int8 quantizes the ONNX export")
-        require(bool(args.calibration_dataset), "--calibration-dataset", args.calibration_dataset,
-                "--quantize int8 needs calibration images: name a registered dataset (e.g. mini_faces_train)")
+        require(
+            args.format == "onnx",
+            "--format",
+            args.format,
+            "--quantize int8 quantizes the ONNX export",
+        )
+        require(
+            bool(args.calibration_dataset),
+            "--calibration-dataset",
+            args.calibration_dataset,
+            "--quantize int8 needs calibration images: name a registered dataset (e.g. mini_faces_train)",
+        )
     cfg = setup_cfg(args.config_file, args.opts)
     if args.quantize == "none":
         export(cfg, args.format, args.output, args.allow_random_weights, args.batch)
@@ -72,7 +106,9 @@ def _export(argv) -> int:
     # a failure leaves both previous files; only a kill between the two renames leaves a new twin
     # beside an old model, which their export ids (ONNXFaceDetector) then tell apart.
     with atomic_write_path(path) as staged, atomic_write_path(twin) as staged_twin:
-        export(cfg, args.format, args.output, args.allow_random_weights, args.batch, output_path=staged)
+        export(
+            cfg, args.format, args.output, args.allow_random_weights, args.batch, output_path=staged
+        )
         quantize_int8(staged, images, output_path=staged_twin, weight_bits=args.int8_weight_bits)
     return 0
 

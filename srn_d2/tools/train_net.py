@@ -9,6 +9,7 @@ it is a Python program and runs when loaded, so use only configs you trust. A
 ``.yaml`` config is read without running anything (overrides ``KEY VALUE``).
 (``train_net.py`` is ``python -m srn_d2.tools.train_net``.)
 """
+
 from ..utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 from detectron2.engine import default_argument_parser, hooks, launch
 from detectron2.evaluation import verify_results

@@ -7,6 +7,7 @@ pairs, and the vote needs the released code's "+1" areas. The arithmetic is
 dense matrix's bit for bit. (The numpy-only WIDER FACE evaluation keeps its
 own ``official_iou``: it must run without torch.)
 """
+
 from typing import Optional
 
 import torch

@@ -7,6 +7,7 @@ the dispatcher, on any device, so the count comes out the same on a CPU as on a
 GPU: what ``torch.cuda.set_sync_debug_mode`` would report there is counted here
 by the operator's kind.
 """
+
 from collections import Counter
 from typing import Dict
 
@@ -18,7 +19,15 @@ __all__ = ["DispatchCount", "SYNC_KINDS"]
 
 _HOST_READS = {"_local_scalar_dense", "item"}
 # Their output's shape is a count of the input's values.
-_DATA_SHAPED = {"nonzero", "masked_select", "unique", "_unique", "_unique2", "unique_consecutive", "unique_dim"}
+_DATA_SHAPED = {
+    "nonzero",
+    "masked_select",
+    "unique",
+    "_unique",
+    "_unique2",
+    "unique_consecutive",
+    "unique_dim",
+}
 
 # The kinds of syncs, as :class:`DispatchCount` reports them.
 SYNC_KINDS = ("host_read", "data_shaped", "boolean_index", "repeat_interleave", "host_copy")
@@ -102,4 +111,8 @@ class DispatchCount(TorchDispatchMode):
         return sum(self.syncs.values())
 
     def summary(self) -> Dict[str, int]:
-        return {"ops": self.total_ops, "syncs": self.total_syncs, **{k: self.syncs[k] for k in SYNC_KINDS}}
+        return {
+            "ops": self.total_ops,
+            "syncs": self.total_syncs,
+            **{k: self.syncs[k] for k in SYNC_KINDS},
+        }

@@ -6,6 +6,7 @@ face's five landmarks closest, in least squares, to five fixed positions in a
 112 x 112 image. This module estimates that transform for every face of an
 image at once (Umeyama's closed form, batched) and warps the crops with OpenCV.
 """
+
 from typing import Optional
 
 import cv2
@@ -17,12 +18,20 @@ __all__ = ["ARCFACE_TEMPLATE", "similarity_transforms", "align_faces"]
 # Left eye, right eye, nose, left and right mouth corner (the image's left and right) in
 # a 112 x 112 crop: the template of insightface's ArcFace models.
 ARCFACE_TEMPLATE = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ]
 )
 ARCFACE_SIZE = 112
 
 
-def similarity_transforms(landmarks: np.ndarray, template: np.ndarray = ARCFACE_TEMPLATE) -> np.ndarray:
+def similarity_transforms(
+    landmarks: np.ndarray, template: np.ndarray = ARCFACE_TEMPLATE
+) -> np.ndarray:
     """The least-squares similarity transform of each face's points onto ``template``.
 
     Args:
@@ -52,7 +61,10 @@ def similarity_transforms(landmarks: np.ndarray, template: np.ndarray = ARCFACE_
 
 
 def align_faces(
-    image: np.ndarray, landmarks: np.ndarray, size: int = ARCFACE_SIZE, template: Optional[np.ndarray] = None
+    image: np.ndarray,
+    landmarks: np.ndarray,
+    size: int = ARCFACE_SIZE,
+    template: Optional[np.ndarray] = None,
 ) -> np.ndarray:
     """Every face of ``image`` cropped and warped upright onto the template.
 
@@ -73,6 +85,7 @@ def align_faces(
     transforms = similarity_transforms(points[..., :2], np.asarray(template, dtype=np.float64))
     crops = np.zeros((len(points), size, size, *image.shape[2:]), dtype=image.dtype)
     for crop, matrix in zip(crops, transforms):
-        crop[...] = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_CONSTANT).reshape(crop.shape)
+        crop[...] = cv2.warpAffine(
+            image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+        ).reshape(crop.shape)
     return crops

@@ -8,6 +8,7 @@ goes to a hidden file beside the target, and only a complete file is renamed
 over it. A crash, a full disk or a failed check afterwards leaves the previous
 file byte-identical and no partial file behind.
 """
+
 import contextlib
 import errno
 import fnmatch
@@ -26,10 +27,23 @@ logger = logging.getLogger(__name__)
 # proportion to its length at every step that copies or parses it.
 MAX_LINE_BYTES = 1 << 20
 
-__all__ = ["MAX_LINE_BYTES", "check_relative_path", "join_inside", "check_output_path", "check_output_folder",
-           "check_run_folder",
-           "atomic_write", "atomic_write_path", "partial_prefix", "process_alive", "remove_abandoned_partials",
-           "write_bytes", "write_text", "write_image", "save_figure"]
+__all__ = [
+    "MAX_LINE_BYTES",
+    "check_relative_path",
+    "join_inside",
+    "check_output_path",
+    "check_output_folder",
+    "check_run_folder",
+    "atomic_write",
+    "atomic_write_path",
+    "partial_prefix",
+    "process_alive",
+    "remove_abandoned_partials",
+    "write_bytes",
+    "write_text",
+    "write_image",
+    "save_figure",
+]
 
 
 def check_relative_path(path: str, source: str) -> str:
@@ -67,7 +81,9 @@ def check_output_folder(folder: str) -> str:
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as error:
-        raise OutputPathError(f"{folder}: cannot create this output folder ({error.strerror})") from error
+        raise OutputPathError(
+            f"{folder}: cannot create this output folder ({error.strerror})"
+        ) from error
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputPathError(f"{folder}: this output folder is not writable")
     return folder
@@ -75,8 +91,15 @@ def check_output_folder(folder: str) -> str:
 
 # What a training or evaluation run writes into OUTPUT_DIR: Detectron2's config dump, logs, metrics
 # and event files, and the checkpoints. Detectron2 opens its files as they are, through any link.
-RUN_OUTPUTS = ("config.yaml", "log.txt", "log.txt.rank*", "metrics.json", "events.out.tfevents.*", "last_checkpoint",
-               "model_*.pth")
+RUN_OUTPUTS = (
+    "config.yaml",
+    "log.txt",
+    "log.txt.rank*",
+    "metrics.json",
+    "events.out.tfevents.*",
+    "last_checkpoint",
+    "model_*.pth",
+)
 
 
 def check_run_folder(folder: str) -> str:
@@ -98,7 +121,9 @@ def check_output_path(path: str) -> str:
     The containing folder is created if missing.
     """
     if os.path.islink(path):
-        raise OutputPathError(f"{path}: is a link; refusing to write through it (remove it or choose another path)")
+        raise OutputPathError(
+            f"{path}: is a link; refusing to write through it (remove it or choose another path)"
+        )
     if os.path.isdir(path):
         raise OutputPathError(f"{path}: is a folder; cannot write a file there")
     check_output_folder(os.path.dirname(path))
@@ -126,11 +151,18 @@ def remove_abandoned_partials(path: str) -> None:
     folder, name = os.path.split(os.path.abspath(path))
     start = f".{name}."
     for entry in os.listdir(folder):
-        owner = entry[len(start):].split(".", 1)[0]
-        if not entry.startswith(start) or ".partial" not in entry or not owner.isdigit() or process_alive(int(owner)):
+        owner = entry[len(start) :].split(".", 1)[0]
+        if (
+            not entry.startswith(start)
+            or ".partial" not in entry
+            or not owner.isdigit()
+            or process_alive(int(owner))
+        ):
             continue
         abandoned = os.path.join(folder, entry)
-        logger.warning(f"removing {abandoned}, left by an interrupted write of {name} (process {owner})")
+        logger.warning(
+            f"removing {abandoned}, left by an interrupted write of {name} (process {owner})"
+        )
         if os.path.isdir(abandoned) and not os.path.islink(abandoned):
             shutil.rmtree(abandoned, ignore_errors=True)
         else:
@@ -158,8 +190,9 @@ def atomic_write_path(path: str) -> Iterator[str]:
     check_output_path(path)
     folder, name = os.path.split(os.path.abspath(path))
     remove_abandoned_partials(path)
-    fd, temporary = tempfile.mkstemp(prefix=partial_prefix(path), suffix=".partial" + os.path.splitext(name)[1],
-                                     dir=folder)
+    fd, temporary = tempfile.mkstemp(
+        prefix=partial_prefix(path), suffix=".partial" + os.path.splitext(name)[1], dir=folder
+    )
     os.close(fd)
     try:
         yield temporary
@@ -174,8 +207,14 @@ def atomic_write_path(path: str) -> Iterator[str]:
     except BaseException as error:
         _remove(temporary)
         if isinstance(error, OSError):
-            reason = "the disk is full" if error.errno == errno.ENOSPC else (error.strerror or str(error))
-            raise OSError(error.errno, f"{path}: not written ({reason}); any previous file is unchanged") from error
+            reason = (
+                "the disk is full"
+                if error.errno == errno.ENOSPC
+                else (error.strerror or str(error))
+            )
+            raise OSError(
+                error.errno, f"{path}: not written ({reason}); any previous file is unchanged"
+            ) from error
         raise
 
 
@@ -210,7 +249,9 @@ def write_image(path: str, image, params=()) -> None:
 
     ok, encoded = cv2.imencode(os.path.splitext(path)[1] or ".png", image, list(params))
     if not ok:
-        raise OutputPathError(f"{path}: OpenCV cannot encode an image of shape {image.shape} for this extension")
+        raise OutputPathError(
+            f"{path}: OpenCV cannot encode an image of shape {image.shape} for this extension"
+        )
     write_bytes(path, encoded.tobytes())
 
 

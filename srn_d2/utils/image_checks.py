@@ -1,11 +1,18 @@
 """The checks of an image handed to a detector (PyTorch or ONNX): numpy only."""
+
 from typing import Tuple
 
 import numpy as np
 
 from ..errors import ImageTooLargeError, InputError
 
-__all__ = ["MAX_COORDINATE", "MAX_TEST_PIXELS", "check_bgr_image", "check_test_size", "network_input_size"]
+__all__ = [
+    "MAX_COORDINATE",
+    "MAX_TEST_PIXELS",
+    "check_bgr_image",
+    "check_test_size",
+    "network_input_size",
+]
 
 # No photo is a million pixels wide: an annotated coordinate beyond it is a damaged file, and one
 # beyond float32's range (1e39) would become infinite only once training reads it, or overflow the
@@ -24,10 +31,17 @@ def check_bgr_image(image) -> np.ndarray:
     A YUV frame (H * 3 / 2, W), a gray or a BGRA image would otherwise be read
     as if it were BGR, and give detections of a picture nobody took.
     """
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+    if (
+        not isinstance(image, np.ndarray)
+        or image.ndim != 3
+        or image.shape[2] != 3
+        or image.dtype != np.uint8
+    ):
         shape, dtype = getattr(image, "shape", None), getattr(image, "dtype", type(image).__name__)
-        raise InputError(f"expected an H x W x 3 uint8 BGR image, got {shape} {dtype}; "
-                         "convert YUV, gray or BGRA images with cv2.cvtColor first")
+        raise InputError(
+            f"expected an H x W x 3 uint8 BGR image, got {shape} {dtype}; "
+            "convert YUV, gray or BGRA images with cv2.cvtColor first"
+        )
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise InputError(f"the image is empty ({image.shape[0]} x {image.shape[1]} px)")
     return image
@@ -54,5 +68,6 @@ def check_test_size(height: int, width: int, min_size: int, max_size: int) -> Tu
         raise ImageTooLargeError(
             f"the network would run on {new_h} x {new_w} px{resized}, more than srn_d2's detectors take "
             f"({MAX_TEST_PIXELS:,} px, 4096 x 4096): resize the image, or have the config resize it at test "
-            "time (INPUT.MIN_SIZE_TEST / INPUT.MAX_SIZE_TEST)")
+            "time (INPUT.MIN_SIZE_TEST / INPUT.MAX_SIZE_TEST)"
+        )
     return new_h, new_w

@@ -1,9 +1,11 @@
 """Time and peak-memory measurement and the ratio table shared by the benchmark tools."""
+
 import ctypes
 import ctypes.util
 import gc
 import math
 import os
+import platform
 import statistics
 import threading
 import time
@@ -140,3 +142,16 @@ def format_table(rows, columns, baseline: Dict[str, float] = None) -> str:
 
     cells = [[cell(column, row.get(column, "")) for column in columns] for row in rows]
     return tabulate(cells, headers=columns, disable_numparse=True)
+
+
+def cpu_name() -> str:
+    """The CPU's model name as Linux reports it (``/proc/cpuinfo``), or the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or "an unnamed CPU"

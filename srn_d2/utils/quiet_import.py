@@ -7,9 +7,12 @@ program importing Detectron2 would print those warnings, about code that is
 neither srn_d2's nor run by it. srn_d2's modules that import Detectron2 import
 this module first; the warning filter applies to these imports only.
 """
+
 import warnings
 
 with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
+    warnings.filterwarnings(
+        "ignore", message="`torch.jit.script` is deprecated", category=FutureWarning
+    )
     import detectron2.modeling  # noqa: F401
     import fvcore.nn  # noqa: F401

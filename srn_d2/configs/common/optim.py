@@ -2,6 +2,7 @@
 
 ``params.model`` is set to the model by the training loop before the optimizer is built.
 """
+
 import torch
 from detectron2.config import LazyCall as L
 from detectron2.solver.build import get_default_optimizer_params

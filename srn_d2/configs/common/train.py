@@ -1,4 +1,5 @@
 """What the training loop (``train_net.py`` with a ``.py`` config) reads beside the model, data and optimizer."""
+
 train = dict(
     output_dir="./output",
     init_checkpoint="",  # MODEL.WEIGHTS: loaded safely (no code from the file runs)
@@ -16,6 +17,15 @@ train = dict(
     model_ema=dict(enabled=False, decay=0.99),
     clip_gradients=dict(enabled=False, clip_type="value", clip_value=1.0, norm_type=2.0),
     # The authors' multi-scale test (TEST.AUG.*): run after training / with --eval-only when enabled.
-    tta=dict(enabled=False, max_size=2100, shrink=0.5, enlarge_base=1.5, flip=True, shrink_min_box=30.0,
-             enlarge_max_box=100.0, vote_iou=0.5, inclusive_pixel_boxes=False),
+    tta=dict(
+        enabled=False,
+        max_size=2100,
+        shrink=0.5,
+        enlarge_base=1.5,
+        flip=True,
+        shrink_min_box=30.0,
+        enlarge_max_box=100.0,
+        vote_iou=0.5,
+        inclusive_pixel_boxes=False,
+    ),
 )

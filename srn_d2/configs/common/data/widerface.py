@@ -5,9 +5,14 @@ INPUT keys say; the evaluator is the official WIDER FACE protocol.
 For another dataset registered in the WIDER format, set ``dataloader.train.dataset.names``,
 ``dataloader.test.dataset.names`` and ``dataloader.evaluator.dataset_name``.
 """
+
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
-from detectron2.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.data import (
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 from omegaconf import OmegaConf
 
 from srn_d2.data.augmentation import RandomExpand, RandomPhotometricDistortion, RandomSquareCrop
@@ -23,9 +28,13 @@ dataloader.train = L(build_detection_train_loader)(
     mapper=L(SRNDatasetMapper)(
         is_train=True,
         augmentations=[
-            L(RandomPhotometricDistortion)(brightness_delta=32, contrast_range=(0.5, 1.5),
-                                           saturation_range=(0.5, 1.5), hue_delta=18,
-                                           image_format="${dataloader.image_format}"),
+            L(RandomPhotometricDistortion)(
+                brightness_delta=32,
+                contrast_range=(0.5, 1.5),
+                saturation_range=(0.5, 1.5),
+                hue_delta=18,
+                image_format="${dataloader.image_format}",
+            ),
             L(RandomExpand)(max_ratio=2.0, fill="${dataloader.pixel_mean}"),
             L(RandomSquareCrop)(min_scale=0.5, max_scale=1.0),
             L(T.RandomFlip)(horizontal=True, vertical=False),
@@ -40,8 +49,12 @@ dataloader.train = L(build_detection_train_loader)(
 
 dataloader.test = L(build_detection_test_loader)(
     dataset=L(get_detection_dataset_dicts)(names="widerface_val", filter_empty=False),
-    mapper=L(SRNDatasetMapper)(is_train=False, augmentations=[], image_format="${dataloader.image_format}"),
+    mapper=L(SRNDatasetMapper)(
+        is_train=False, augmentations=[], image_format="${dataloader.image_format}"
+    ),
     num_workers=4,
 )
 
-dataloader.evaluator = L(WiderFaceEvaluator)(dataset_name="${..test.dataset.names}", submission_format="precise")
+dataloader.evaluator = L(WiderFaceEvaluator)(
+    dataset_name="${..test.dataset.names}", submission_format="precise"
+)

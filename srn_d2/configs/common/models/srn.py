@@ -4,6 +4,7 @@ Swap a part by assignment, e.g. ``model.head = L(RetinaNetStyleHead)(...)`` or
 ``model.backbone.bottom_up = L(TimmBackbone)(...)``; ``${...}`` values follow the
 keys they name, so ``model.plan`` changes the levels everywhere it is used.
 """
+
 from detectron2.config import LazyCall as L
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.backbone import BasicStem, ResNet
@@ -41,16 +42,27 @@ model = L(SRN)(
         init="normal",
     ),
     anchor_generator=L(DefaultAnchorGenerator)(
-        sizes=[[8, 11.3137], [16, 22.6274], [32, 45.2548], [64, 90.5097], [128, 181.0193], [256, 362.0387]],
+        sizes=[
+            [8, 11.3137],
+            [16, 22.6274],
+            [32, 45.2548],
+            [64, 90.5097],
+            [128, 181.0193],
+            [256, 362.0387],
+        ],
         aspect_ratios=[[1.25]],
         strides=[4, 8, 16, 32, 64, 128],
         offset=0.5,
     ),
-    box2box_transform=L(SingleBoxTransform)(weights=[1.0, 1.0, 1.0, 1.0], scale_clamp=4.135166556742356),
-    step1_matcher=L(SparseGridMatcher)(thresholds=[0.3, 0.7], labels=[0, -1, 1], allow_low_quality_matches=True,
-                                       max_pairs=524288),
-    step2_matcher=L(SparseGridMatcher)(thresholds=[0.4, 0.5], labels=[0, -1, 1], allow_low_quality_matches=True,
-                                       max_pairs=524288),
+    box2box_transform=L(SingleBoxTransform)(
+        weights=[1.0, 1.0, 1.0, 1.0], scale_clamp=4.135166556742356
+    ),
+    step1_matcher=L(SparseGridMatcher)(
+        thresholds=[0.3, 0.7], labels=[0, -1, 1], allow_low_quality_matches=True, max_pairs=524288
+    ),
+    step2_matcher=L(SparseGridMatcher)(
+        thresholds=[0.4, 0.5], labels=[0, -1, 1], allow_low_quality_matches=True, max_pairs=524288
+    ),
     num_classes=1,
     plan=L(LevelPlan)(stc_levels=["p2", "p3", "p4"], str_levels=["p5", "p6", "p7"]),
     stc_min_face_prob=0.01,
