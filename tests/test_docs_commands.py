@@ -82,6 +82,11 @@ def _check_pytest(argv):
         if token == "-m":
             words = set(re.findall(r"\w+", rest.pop(0))) - {"and", "or", "not"}
             assert words <= markers, f"pytest -m names unregistered markers {words - markers}"
+        elif token == "-n":
+            processes = rest.pop(0)
+            assert processes == "auto" or processes.isdigit(), (
+                f"pytest -n {processes}: not a process count"
+            )
         elif not token.startswith("-"):
             assert os.path.exists(os.path.join(ROOT, token.split("::")[0])), (
                 f"pytest: {token} does not exist"
