@@ -6,7 +6,13 @@ import torch
 from detectron2.layers import get_norm as detectron2_get_norm
 from torch import nn
 
-__all__ = ["GroupNorm", "get_norm"]
+__all__ = ["GroupNorm", "get_norm", "group_norm_groups"]
+
+
+def group_norm_groups(channels: int) -> int:
+    """Detectron2's 32 groups where the channels divide by 32, otherwise their greatest common
+    divisor (16 channels: 16 groups), so that layers narrower than 32 channels can be normalized."""
+    return math.gcd(32, channels)
 
 
 class GroupNorm(nn.GroupNorm):
@@ -23,12 +29,8 @@ class GroupNorm(nn.GroupNorm):
 
 
 def get_norm(norm, out_channels: int):
-    """As :func:`detectron2.layers.get_norm`, "GN" built as :class:`GroupNorm`.
-
-    "GN" has Detectron2's 32 groups where the channels divide by 32 and otherwise
-    their greatest common divisor (16 channels: 16 groups), as the timm backbones'
-    GroupNorm does, so that necks and heads narrower than 32 channels can be normalized.
-    """
+    """As :func:`detectron2.layers.get_norm`, "GN" built as :class:`GroupNorm` of
+    :func:`group_norm_groups` groups."""
     if norm == "GN":
-        return GroupNorm(math.gcd(32, out_channels), out_channels)
+        return GroupNorm(group_norm_groups(out_channels), out_channels)
     return detectron2_get_norm(norm, out_channels)

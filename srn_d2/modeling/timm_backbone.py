@@ -14,7 +14,6 @@ outputs at strides 4, 8, 16 and 32, found from its own ``feature_info``, become
 unchanged.
 """
 
-import math
 from typing import Dict
 
 import torch
@@ -24,7 +23,7 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import nn
 
 from ..errors import require
-from .norm import GroupNorm
+from .norm import GroupNorm, group_norm_groups
 from .retinanet_fpn import retinanet_fpn
 
 STRIDES = (4, 8, 16, 32)
@@ -139,14 +138,16 @@ class TimmBackbone(Backbone):
 
 def _batch_norm_to_group_norm(module: nn.Module) -> None:
     """Replace, in place, every BatchNorm (timm's BatchNorm-plus-activation too) by a
-    GroupNorm of gcd(32, channels) groups, keeping the activation that followed it."""
+    GroupNorm of :func:`group_norm_groups` groups, keeping the activation that followed it."""
     from timm.layers import BatchNormAct2d, GroupNormAct
 
     for name, child in module.named_children():
         if isinstance(child, BatchNormAct2d):
-            groups = math.gcd(32, child.num_features)
             replacement = GroupNormAct(
-                child.num_features, num_groups=groups, eps=child.eps, apply_act=False
+                child.num_features,
+                num_groups=group_norm_groups(child.num_features),
+                eps=child.eps,
+                apply_act=False,
             )
             replacement.act, replacement.drop = child.act, child.drop
             setattr(module, name, replacement)
@@ -154,7 +155,7 @@ def _batch_norm_to_group_norm(module: nn.Module) -> None:
             setattr(
                 module,
                 name,
-                GroupNorm(math.gcd(32, child.num_features), child.num_features, eps=child.eps),
+                GroupNorm(group_norm_groups(child.num_features), child.num_features, eps=child.eps),
             )
         else:
             _batch_norm_to_group_norm(child)
