@@ -227,10 +227,7 @@ class FaceDemo:
                 for index, frame in enumerate(
                     tqdm.tqdm(_frames(capture), total=num_frames, desc=stem)
                 ):
-                    instances = self._timed_detect(frame, rate)
-                    drawn = draw_frame_rate(
-                        np.ascontiguousarray(self.draw(frame, instances)), rate.recent
-                    )
+                    instances, drawn = self._detect_and_draw(frame, rate)
                     if writer is None:
                         writer = cv2.VideoWriter(
                             temporary,
@@ -251,11 +248,14 @@ class FaceDemo:
         write_text(json_path, json.dumps(frames))
         _log_frame_rate(path, rate, fps)
 
-    def _timed_detect(self, frame: np.ndarray, rate: FrameRate) -> Instances:
+    def _detect_and_draw(self, frame: np.ndarray, rate: FrameRate) -> Tuple[Instances, np.ndarray]:
+        """A video frame's detections, timed into ``rate``, and the frame drawn with them and the rate."""
         start = time.perf_counter()
         instances = self.detect(frame)
         rate.add(time.perf_counter() - start)
-        return instances
+        return instances, draw_frame_rate(
+            np.ascontiguousarray(self.draw(frame, instances)), rate.recent
+        )
 
     def run_camera(self, index: int, window: str = "srn_d2 faces") -> FrameRate:
         """Detect on camera ``index``'s frames and show them, with the detection frame rate,
@@ -268,10 +268,7 @@ class FaceDemo:
             _open_window(window)
             try:
                 for frame in _frames(capture):
-                    instances = self._timed_detect(frame, rate)
-                    drawn = draw_frame_rate(
-                        np.ascontiguousarray(self.draw(frame, instances)), rate.recent
-                    )
+                    _, drawn = self._detect_and_draw(frame, rate)
                     cv2.imshow(window, drawn)
                     if cv2.waitKey(1) & 0xFF in (27, ord("q")):
                         break
