@@ -70,6 +70,12 @@ def mini_faces_root(tmp_path_factory):
     return str(folder)
 
 
+@pytest.fixture
+def mini_faces_in_environment(mini_faces_root, monkeypatch):
+    """$SRN_DATASETS names the run's one mini_faces root, for the tools a test starts."""
+    monkeypatch.setenv("SRN_DATASETS", mini_faces_root)
+
+
 @pytest.fixture(scope="session")
 def converted_released(tmp_path_factory):
     """(the authors' network with varied random weights, its checkpoint converted to srn_d2): one per run."""

@@ -92,6 +92,26 @@ def random_image(height, width, seed=0):
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# Config overrides that make a study's run (srn_d2.tools.ablation, ladder) tiny: two steps of two
+# 128 px crops; a high score threshold keeps the untrained models' inference short.
+TINY_STUDY = [
+    "SOLVER.MAX_ITER",
+    "2",
+    "SOLVER.WARMUP_ITERS",
+    "1",
+    "SOLVER.STEPS",
+    "()",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "INPUT.SQUARE_SIZE_TRAIN",
+    "128",
+    "MODEL.SRN.SCORE_THRESH_TEST",
+    "0.3",
+    "MODEL.RETINANET.SCORE_THRESH_TEST",
+    "0.3",
+]
+
+
 def widerface_val_gt_dir():
     """Folder of the official WIDER FACE val .mat files, or None.
 

@@ -28,6 +28,7 @@ from srn_d2.apps.study import (
     record_with_most_faces,
     study_table,
 )
+from srn_testing import TINY_STUDY
 
 
 def _baseline(config_file):
@@ -202,7 +203,6 @@ def test_study_trains_every_model_on_one_budget_and_reports_mean_and_spread(
 ):
     out = tmp_path / "study"
     env = dict(os.environ, SRN_DATASETS=mini_faces_root, OMP_NUM_THREADS="1")
-    # Two iterations per run; a high score threshold keeps the untrained models' inference short.
     cmd = [
         sys.executable,
         "-m",
@@ -211,20 +211,7 @@ def test_study_trains_every_model_on_one_budget_and_reports_mean_and_spread(
         str(out),
         "--seeds",
         "2",
-        "SOLVER.MAX_ITER",
-        "2",
-        "SOLVER.WARMUP_ITERS",
-        "1",
-        "SOLVER.STEPS",
-        "()",
-        "SOLVER.IMS_PER_BATCH",
-        "2",
-        "INPUT.SQUARE_SIZE_TRAIN",
-        "128",
-        "MODEL.SRN.SCORE_THRESH_TEST",
-        "0.3",
-        "MODEL.RETINANET.SCORE_THRESH_TEST",
-        "0.3",
+        *TINY_STUDY,
     ]
     # Run away from the checkout: the configs ship inside the package.
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)

@@ -30,7 +30,7 @@ from srn_d2.deploy.export import deployment_metadata, export_onnx, exported_runn
 from srn_d2.deploy.onnx_runtime import ONNXFaceDetector
 from srn_d2.errors import InputError
 from srn_d2.utils.measure import cpu_name
-from srn_testing import face_instances, random_image, srn_cfg
+from srn_testing import TINY_STUDY, face_instances, random_image, srn_cfg
 
 
 def test_every_row_names_a_shipped_config_and_a_study_model_with_the_same_network():
@@ -292,18 +292,7 @@ def test_ladder_command_on_tiny_settings(tmp_path, mini_faces_root):
         earlier,
         "--output",
         str(out),
-        "SOLVER.MAX_ITER",
-        "2",
-        "SOLVER.WARMUP_ITERS",
-        "1",
-        "SOLVER.STEPS",
-        "()",
-        "SOLVER.IMS_PER_BATCH",
-        "2",
-        "INPUT.SQUARE_SIZE_TRAIN",
-        "128",
-        "MODEL.SRN.SCORE_THRESH_TEST",
-        "0.3",
+        *TINY_STUDY,
     ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -18,6 +18,9 @@ from srn_d2.engine.lazy_config import build_lazy_model, load_lazy_config
 from srn_d2.errors import ConfigValueError
 from srn_testing import REPO_ROOT as ROOT
 
+# Every run of this file reads the session's one generated mini_faces.
+pytestmark = pytest.mark.usefixtures("mini_faces_in_environment")
+
 
 TWINS = [
     ("SRN_R_50_FPN_widerface", []),
@@ -180,12 +183,6 @@ def test_the_constructors_refuse_what_the_yaml_path_refuses(override, message):
     cfg.train.device = "cpu"
     with pytest.raises(ConfigValueError, match=message):
         build_lazy_model(cfg)
-
-
-@pytest.fixture(autouse=True)
-def _shared_mini_faces(mini_faces_root, monkeypatch):
-    """Every run of this file reads the session's one generated mini_faces."""
-    monkeypatch.setenv("SRN_DATASETS", mini_faces_root)
 
 
 def _train(tmp_path, *args, num_gpus=1):

@@ -8,6 +8,9 @@ import pytest
 import torch
 from srn_testing import REPO_ROOT as ROOT
 
+# Every run of this file reads the session's one generated mini_faces.
+pytestmark = pytest.mark.usefixtures("mini_faces_in_environment")
+
 
 # A few iterations of the mini config at a small size.
 TINY = [
@@ -26,12 +29,6 @@ TINY = [
     "DATASETS.TEST",
     "()",
 ]
-
-
-@pytest.fixture(autouse=True)
-def _shared_mini_faces(mini_faces_root, monkeypatch):
-    """Every run of this file reads the session's one generated mini_faces."""
-    monkeypatch.setenv("SRN_DATASETS", mini_faces_root)
 
 
 def _train(tmp_path, out, *extra, num_gpus=1):
