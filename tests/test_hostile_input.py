@@ -55,6 +55,13 @@ def _export(config_file, weights, output):
     )
 
 
+def _demo(tiny_model, source, out):
+    """demo.py's exit status on ``source`` with the tiny model, writing to ``out``."""
+    config_file, weights = tiny_model
+    argv = ["--config-file", config_file, "--input", source, "--output", str(out)]
+    return demo_cli(argv + ["--opts", "MODEL.WEIGHTS", weights])
+
+
 def _image(path, height=32, width=40):
     cv2.imwrite(
         str(path), np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
@@ -151,29 +158,13 @@ def test_export_refuses_a_linked_output_and_leaves_its_target(tiny_model, tmp_pa
 
 
 def test_demo_checks_every_output_before_writing_any(tiny_model, tmp_path, capsys):
-    config_file, weights = tiny_model
     out = tmp_path / "out"
     out.mkdir()
     elsewhere = tmp_path / "precious.txt"
     elsewhere.write_text("kept")
     os.symlink(elsewhere, out / "face.txt")
     image = _image(tmp_path / "face.png")
-    assert (
-        demo_cli(
-            [
-                "--config-file",
-                config_file,
-                "--input",
-                image,
-                "--output",
-                str(out),
-                "--opts",
-                "MODEL.WEIGHTS",
-                weights,
-            ]
-        )
-        == 2
-    )
+    assert _demo(tiny_model, image, out) == 2
     assert "face.txt: is a link" in capsys.readouterr().err
     assert sorted(os.listdir(out)) == ["face.txt"]  # no face.png drawn before the refusal
     assert elsewhere.read_text() == "kept"
@@ -326,7 +317,6 @@ def test_an_empty_annotation_file_is_named(tmp_path, content):
 
 
 def test_a_decompression_bomb_is_named_and_skipped_in_a_folder(tiny_model, tmp_path, caplog):
-    config_file, weights = tiny_model
     folder = tmp_path / "photos"
     folder.mkdir()
     _image(folder / "a.png")
@@ -335,22 +325,7 @@ def test_a_decompression_bomb_is_named_and_skipped_in_a_folder(tiny_model, tmp_p
     with pytest.raises(OSError, match=rf"cannot read image {bomb}: .*decompression bomb"):
         read_image(bomb, "BGR")
     out = tmp_path / "out"
-    assert (
-        demo_cli(
-            [
-                "--config-file",
-                config_file,
-                "--input",
-                str(folder),
-                "--output",
-                str(out),
-                "--opts",
-                "MODEL.WEIGHTS",
-                weights,
-            ]
-        )
-        == 0
-    )
+    assert _demo(tiny_model, str(folder), out) == 0
     assert sorted(os.listdir(out)) == ["a.json", "a.png", "a.txt", "c.json", "c.png", "c.txt"]
     assert f"skipped 1 files, unreadable or too large: ['{bomb}']" in caplog.text
 
@@ -360,7 +335,6 @@ def test_a_too_large_image_and_a_fifo_are_skipped_and_the_folder_goes_on(
 ):
     """A 4,200 x 4,200 photo would run the network on 17.6 MP (the bound is 4096 x 4096), and a FIFO
     named like a photo would block the read forever: both are named and skipped."""
-    config_file, weights = tiny_model
     folder = tmp_path / "photos"
     folder.mkdir()
     _image(folder / "a.png")
@@ -369,22 +343,7 @@ def test_a_too_large_image_and_a_fifo_are_skipped_and_the_folder_goes_on(
     os.mkfifo(folder / "c.jpg")
     _image(folder / "d.png")
     out = tmp_path / "out"
-    assert (
-        demo_cli(
-            [
-                "--config-file",
-                config_file,
-                "--input",
-                str(folder),
-                "--output",
-                str(out),
-                "--opts",
-                "MODEL.WEIGHTS",
-                weights,
-            ]
-        )
-        == 0
-    )
+    assert _demo(tiny_model, str(folder), out) == 0
     assert sorted(os.listdir(out)) == ["a.json", "a.png", "a.txt", "d.json", "d.png", "d.txt"]
     assert f"skipped 1 files, unreadable or too large: ['{large}']" in caplog.text
     assert "the network would run on 4200 x 4200 px" in caplog.text
