@@ -28,6 +28,7 @@ import torchvision
 from torch import nn
 
 from ..modeling import SRN
+from ..modeling.decoding import capped, decode_anchors
 from ..modeling.two_step_head import TwoStepPredictions
 
 __all__ = ["BatchedSRN", "BatchedNMS"]
@@ -190,8 +191,8 @@ class BatchedSRN(nn.Module):
         anchors: torch.Tensor,
         image_sizes: torch.Tensor,
     ) -> Tuple[torch.Tensor, ...]:
-        """One level's best candidates of every image, as Detectron2's ``_decode_per_level_predictions``
-        selects them, in a dense layout: the same number of slots for every image.
+        """One level's best candidates of every image, as :func:`~srn_d2.modeling.decoding.decode_level`
+        selects them for one image, in a dense layout: the same number of slots for every image.
 
         Args:
             feature: (B, C, H_l, W_l) the level's feature map (for its grid).
@@ -216,27 +217,22 @@ class BatchedSRN(nn.Module):
             flat > threshold[:, None]
         )
         masked = torch.where(eligible, flat, torch.full_like(flat, -1.0))
-        count = flat.shape[1]
-        if isinstance(count, torch.Tensor):  # traced: the level's size is only known when run
-            k = torch.clamp(count, max=model.test_topk_candidates)
-        else:
-            k = min(count, model.test_topk_candidates)
-        top_scores, top_indices = masked.topk(k, dim=1)
+        top_scores, top_indices = masked.topk(
+            capped(flat.shape[1], model.test_topk_candidates), dim=1
+        )
         anchor, classes = top_indices // num_classes, top_indices % num_classes
         images = torch.arange(batch, device=scores.device)[:, None]
         anchor_boxes = anchors[images, anchor] if anchors.dim() == 3 else anchors[anchor]
-        deltas = predictions.step2_deltas[level][images, anchor]
-        candidates = (
-            model.box2box_transform.apply_deltas(deltas, anchor_boxes),
-            top_scores,
-            classes,
+        landmarks = predictions.step2_landmarks
+        boxes, points = decode_anchors(
+            model.box2box_transform,
+            model.landmark_coder,
+            anchor_boxes,
+            predictions.step2_deltas[level][images, anchor],
+            None if landmarks is None else landmarks[level][images, anchor],
         )
-        if predictions.step2_landmarks is None:
-            return candidates
-        points = model.landmark_coder.apply_deltas(
-            predictions.step2_landmarks[level][images, anchor], anchor_boxes
-        )
-        return (*candidates, points)
+        candidates = (boxes, top_scores, classes)
+        return candidates if points is None else (*candidates, points)
 
     @staticmethod
     def _rank_in_image(batch_index: torch.Tensor, batch: int) -> torch.Tensor:

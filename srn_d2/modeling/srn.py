@@ -15,7 +15,7 @@ K classes.
 """
 
 import logging
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 from detectron2.config import configurable
@@ -30,6 +30,7 @@ from detectron2.utils.logger import log_every_n_seconds
 
 from ..errors import require, require_iou_thresholds
 from .box_regression import SingleBoxTransform
+from .decoding import decode_level
 from .heads import build_srn_head
 from .landmarks import LandmarkCoder
 from .levels import LevelPlan
@@ -399,8 +400,10 @@ class SRN(DenseDetector):
             {level: boxes.tensor for level, boxes in anchors.items()}, predictions.step1_deltas
         )
         per_level = [
-            self._decode_per_level_predictions(
-                Boxes(step2_anchors[level]),
+            decode_level(
+                self.box2box_transform,
+                self.landmark_coder,
+                step2_anchors[level],
                 scores[level],
                 predictions.step2_deltas[level],
                 self.level_score_thresh(
@@ -419,49 +422,6 @@ class SRN(DenseDetector):
             boxes = boxes + boxes.new_tensor([0.0, 0.0, 1.0, 1.0])
         keep = batched_nms(boxes, pred.scores, pred.pred_classes, self.test_nms_thresh)
         return pred[keep[: self.max_detections_per_image]]
-
-    def _decode_per_level_predictions(
-        self,
-        anchors: Boxes,
-        pred_scores: torch.Tensor,
-        pred_deltas: torch.Tensor,
-        score_thresh: float,
-        topk_candidates: int,
-        image_size: Tuple[int, int],
-        pred_landmarks: Optional[torch.Tensor] = None,
-    ) -> Instances:
-        """Detectron2's decoding of one level (scores above ``score_thresh``, the best
-        ``topk_candidates`` of them, their boxes), step for step, and the same anchors' landmarks.
-
-        Args:
-            anchors: Boxes (R, 4); pred_scores: (R, K); pred_deltas: (R, 4);
-            pred_landmarks: (R, 2 * num_landmarks) or None.
-        """
-        keep = pred_scores > score_thresh
-        pred_scores = pred_scores[keep]
-        candidates = torch.nonzero(keep)
-        num_candidates = candidates.shape[0]
-        if isinstance(num_candidates, torch.Tensor):
-            # A tensor when traced for export: the cap stays in the graph.
-            num_topk = torch.clamp(num_candidates, max=topk_candidates)
-        else:
-            num_topk = min(num_candidates, topk_candidates)
-        pred_scores, order = pred_scores.topk(num_topk)
-        anchor_idxs, class_idxs = candidates[order].unbind(dim=1)
-        kept_anchors = anchors.tensor[anchor_idxs]
-        decoded = Instances(
-            image_size,
-            pred_boxes=Boxes(
-                self.box2box_transform.apply_deltas(pred_deltas[anchor_idxs], kept_anchors)
-            ),
-            scores=pred_scores,
-            pred_classes=class_idxs,
-        )
-        if pred_landmarks is not None:
-            points = self.landmark_coder.apply_deltas(pred_landmarks[anchor_idxs], kept_anchors)
-            point_scores = pred_scores[:, None, None].expand(-1, points.shape[1], 1)
-            decoded.pred_keypoints = torch.cat([points, point_scores.to(points.dtype)], dim=-1)
-        return decoded
 
     def level_score_thresh(self, num_cells):
         """The level's score threshold: 0 on maps with fewer cells than test_score_thresh_min_cells.
