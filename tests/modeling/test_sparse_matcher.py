@@ -35,47 +35,57 @@ def grid_levels(height, width, config="Base-SRN.yaml"):
     ]
 
 
-def detectron2_matching(thresholds, low_quality, faces, anchors, block=8192):
-    """Detectron2's Matcher on the dense IoU matrix, a block of anchors at a time.
+def detectron2_matching(steps, low_quality, faces, anchors, block=8192):
+    """Detectron2's Matcher on the dense IoU matrix, a block of anchors at a time, for each
+    thresholds pair of ``steps`` (one IoU matrix serves them all).
 
-    Returns matches, labels, each anchor's best IoU and each face's best IoU.
+    Returns per step: matches, labels, each anchor's best IoU and each face's best IoU.
     """
-    matcher = Matcher(thresholds, LABELS, allow_low_quality_matches=low_quality)
+    matchers = [Matcher(t, LABELS, allow_low_quality_matches=low_quality) for t in steps]
     if len(faces) == 0:
-        matches, labels = matcher(anchors.new_zeros((0, len(anchors))))
-        return matches, labels, None, None
+        return [(*m(anchors.new_zeros((0, len(anchors)))), None, None) for m in matchers]
     gt = Boxes(faces)
     blocks = range(0, len(anchors), block)
     best_per_face = torch.stack(
         [pairwise_iou(gt, Boxes(anchors[s : s + block])).max(dim=1).values for s in blocks]
     )
     best_per_face = best_per_face.max(dim=0).values
-    matches, labels, best = [], [], []
+    matches, labels, best = [[] for _ in steps], [[] for _ in steps], []
     for start in blocks:
         iou = pairwise_iou(gt, Boxes(anchors[start : start + block]))
-        block_matches, block_labels = matcher(torch.cat([iou, best_per_face[:, None]], dim=1))
-        matches.append(block_matches[:-1])
-        labels.append(block_labels[:-1])
         best.append(iou.max(dim=0).values)
-    return torch.cat(matches), torch.cat(labels), torch.cat(best), best_per_face
+        for step, matcher in enumerate(matchers):
+            block_matches, block_labels = matcher(torch.cat([iou, best_per_face[:, None]], dim=1))
+            matches[step].append(block_matches[:-1])
+            labels[step].append(block_labels[:-1])
+    best = torch.cat(best)
+    return [(torch.cat(m), torch.cat(lab), best, best_per_face) for m, lab in zip(matches, labels)]
 
 
 def assert_as_detectron2(faces, levels, thresholds, low_quality=True):
-    matches, labels = SparseGridMatcher(thresholds, LABELS, low_quality)(Boxes(faces), levels)
+    return assert_steps_as_detectron2(faces, levels, [thresholds], low_quality)[0]
+
+
+def assert_steps_as_detectron2(faces, levels, steps, low_quality=True):
+    """SparseGridMatcher's labels and matches equal Detectron2's for each thresholds pair of
+    ``steps``; returns the labels of each."""
     anchors = torch.cat([level.boxes for level in levels])
-    expected = detectron2_matching(thresholds, low_quality, faces, anchors)
-    expected_matches, expected_labels, best, best_per_face = expected
-    assert torch.equal(labels, expected_labels)
-    if best_per_face is None:
-        assert torch.equal(matches, expected_matches)
-        return labels
-    # The promised matches: anchors whose best IoU reaches min(first threshold, lowest best
-    # IoU of a face); every positive or ignored anchor is among them. The others get 0.
-    promised = best >= min(thresholds[0], float(best_per_face.min()))
-    assert bool((labels[~promised] == LABELS[0]).all())
-    assert torch.equal(matches[promised], expected_matches[promised])
-    assert bool((matches[~promised] == 0).all())
-    return labels
+    all_labels = []
+    for thresholds, expected in zip(steps, detectron2_matching(steps, low_quality, faces, anchors)):
+        matches, labels = SparseGridMatcher(thresholds, LABELS, low_quality)(Boxes(faces), levels)
+        expected_matches, expected_labels, best, best_per_face = expected
+        assert torch.equal(labels, expected_labels)
+        all_labels.append(labels)
+        if best_per_face is None:
+            assert torch.equal(matches, expected_matches)
+            continue
+        # The promised matches: anchors whose best IoU reaches min(first threshold, lowest best
+        # IoU of a face); every positive or ignored anchor is among them. The others get 0.
+        promised = best >= min(thresholds[0], float(best_per_face.min()))
+        assert bool((labels[~promised] == LABELS[0]).all())
+        assert torch.equal(matches[promised], expected_matches[promised])
+        assert bool((matches[~promised] == 0).all())
+    return all_labels
 
 
 def random_faces(n, extent, min_side, max_side, seed):
@@ -156,5 +166,4 @@ def test_real_wider_face_crowds_scaled_to_1024():
         boxes = torch.from_numpy(np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1))
         # Longer side of the faces' extent to 1024, as training resizes a crop to 1024.
         scale = 1024 / max(float(boxes[:, 2:].max()), 1.0)
-        for thresholds in STEPS.values():
-            assert_as_detectron2(boxes * scale, levels, thresholds)
+        assert_steps_as_detectron2(boxes * scale, levels, list(STEPS.values()))

@@ -50,7 +50,11 @@ dataloader.train = L(build_detection_train_loader)(
 dataloader.test = L(build_detection_test_loader)(
     dataset=L(get_detection_dataset_dicts)(names="widerface_val", filter_empty=False),
     mapper=L(SRNDatasetMapper)(
-        is_train=False, augmentations=[], image_format="${dataloader.image_format}"
+        is_train=False,
+        # The YAML path's INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST: a short edge of 0 keeps the original
+        # size; set augmentations.0.short_edge_length and .max_size to test smaller.
+        augmentations=[L(T.ResizeShortestEdge)(short_edge_length=0, max_size=100000)],
+        image_format="${dataloader.image_format}",
     ),
     num_workers=4,
 )
