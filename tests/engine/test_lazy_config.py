@@ -6,8 +6,10 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
+from detectron2.config import instantiate
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
@@ -254,3 +256,25 @@ def test_lazy_training_resumes_and_reports_a_typo_as_an_error(tmp_path):
     assert status == 2 and "train.model_ema.decay = 1.5: needs 0 <= decay < 1" in log, log[-3000:]
     status, log = _train(tmp_path, "train.max_itr=4")
     assert status == 2 and "has no key 'train.max_itr'" in log
+
+
+@pytest.mark.parametrize(
+    "overrides, expected_shape",
+    [
+        ([], (301, 257)),  # the YAML configs' MIN_SIZE_TEST 0: the original size
+        (
+            [
+                "dataloader.test.mapper.augmentations.0.short_edge_length=128",
+                "dataloader.test.mapper.augmentations.0.max_size=140",
+            ],
+            (140, 120),  # short edge to 128 would make the long one 150 > 140: scaled to 140
+        ),
+    ],
+)
+def test_the_test_size_is_set_as_the_yaml_path_sets_it(overrides, expected_shape):
+    """dataloader.test.mapper's first augmentation is the YAML path's ResizeShortestEdge."""
+    cfg = model_zoo.get_config("SRN_mini.py", overrides)
+    mapper = instantiate(cfg.dataloader.test.mapper)
+    image = np.zeros((301, 257, 3), np.uint8)
+    transform = mapper.augmentations.augs[0].get_transform(image)
+    assert transform.apply_image(image).shape[:2] == expected_shape
