@@ -143,17 +143,24 @@ class Candidate:
             )
             return flops.total() / 1e9
 
-    def export_onnx(self, path: str) -> None:
-        """Export the model to ``path``; :meth:`onnx_runner` then runs it end to end on onnxruntime.
+    def export_onnx(self, path: str, any_size: bool = True) -> None:
+        """Export the model to ``path``, for any image size or (``any_size`` False) for the
+        candidate's only, as ``export --input-size``; :meth:`onnx_runner` then runs it end to end
+        on onnxruntime.
 
         Not verified against PyTorch here (random weights put scores at the thresholds,
         where float32 rounding decides); srn_d2.tools.export verifies real exports.
         """
         from ..deploy.export import check_exportable, deployment_metadata, export_onnx
+        from ..deploy.onnx_runtime import INPUT_SIZE
 
         check_exportable(self.cfg)
         self.model.eval()
-        export_onnx(self.model, (self.inputs[0]["image"],), path, deployment_metadata(self.cfg))
+        image = self.inputs[0]["image"]
+        metadata = deployment_metadata(self.cfg)
+        if not any_size:
+            metadata[INPUT_SIZE] = f"{image.shape[2]}x{image.shape[1]}"
+        export_onnx(self.model, (image,), path, metadata, any_size=any_size)
         self.onnx_path = path
 
     def onnx_runner(self, num_threads: int, spin_wait: bool = False) -> Callable[[], object]:

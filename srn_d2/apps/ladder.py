@@ -97,10 +97,15 @@ def select(labels: Sequence[str]) -> Tuple[Rung, ...]:
 
 
 def measure_costs(
-    rows: Sequence[Rung], size: Tuple[int, int], iters: int, warmup: int = 2
+    rows: Sequence[Rung],
+    size: Tuple[int, int],
+    iters: int,
+    warmup: int = 2,
+    any_size: bool = True,
 ) -> Dict[str, dict]:
     """Each row's parameters, GFLOPs and ONNX milliseconds per image with 1 and 2 threads at
-    ``size`` (height, width), random weights (timing does not depend on them)."""
+    ``size`` (height, width), random weights (timing does not depend on them); exported for any
+    size, or (``any_size`` False) for ``size`` only, as ``export --input-size``."""
     candidates = [Candidate(row.config_file, [], size, "cpu", 0, 0) for row in rows]
     costs = {
         row.label: {"params_M": c.row["params_M"], "GFLOPs": c.gflops()}
@@ -108,7 +113,7 @@ def measure_costs(
     }
     with tempfile.TemporaryDirectory() as folder:
         for index, candidate in enumerate(candidates):
-            candidate.export_onnx(os.path.join(folder, f"{index}.onnx"))
+            candidate.export_onnx(os.path.join(folder, f"{index}.onnx"), any_size)
         for threads in THREADS:
             for row, candidate in zip(rows, candidates):
                 # One session at a time, spinning as deployed (ONNXFaceDetector's default): with two
@@ -156,6 +161,7 @@ def ladder_report(
     smallest_seeds: int,
     size: Tuple[int, int],
     iters: int,
+    any_size: bool = True,
 ) -> str:
     """The ladder table, then each rung against its RetinaNet on hard AP at IoU 0.7; a row's
     accuracy is over its seeds (:func:`seeds_of`), whatever other seeds ``runs`` holds."""
@@ -196,7 +202,8 @@ def ladder_report(
     height, width = size
     parts = [
         f"{cpu_name()}, onnxruntime {onnxruntime.__version__}; cost at {width}x{height}: GFLOPs by fvcore, ms per "
-        f"image end to end (the ONNX export, an OpenCV image in, boxes out; median of {iters} runs, one session "
+        f"image end to end (the ONNX export{'' if any_size else f' for {width}x{height} only (--input-size)'}, "
+        f"an OpenCV image in, boxes out; median of {iters} runs, one session "
         "at a time). "
         "AP in % on mini_faces_val of each config's _mini twin trained from scratch, mean ± standard deviation "
         "over its seeds:",
@@ -248,10 +255,12 @@ def run_ladder(
     iters: int,
     opts: Sequence[str] = (),
     train: bool = True,
+    any_size: bool = True,
 ) -> str:
     """Measure the cost of the rows ``labels`` names, train their missing runs (unless not
     ``train``: then a row's accuracy is over the runs there are, its seeds column says how
-    many), and write ladder.md and results.json (every run, read and trained) to ``output``;
+    many; timed as exported for any size or, ``any_size`` False, for ``size`` only), and write
+    ladder.md and results.json (every run, read and trained) to ``output``;
     return the report."""
     require(seeds >= 1, "--seeds", seeds, "must be at least 1")
     require(smallest_seeds >= 1, "--smallest-seeds", smallest_seeds, "must be at least 1")
@@ -267,10 +276,10 @@ def run_ladder(
     own_results = os.path.join(output, "results.json")
     runs = read_results([own_results, *results] if os.path.isfile(own_results) else results)
     # Cost first: training afterwards cannot disturb the timings.
-    costs = measure_costs(rows, size, iters)
+    costs = measure_costs(rows, size, iters, any_size=any_size)
     if train:
         runs = train_missing(rows, runs, seeds, smallest_seeds, output, opts)
     write_text(own_results, json.dumps(runs, indent=2))
-    report = ladder_report(rows, costs, runs, seeds, smallest_seeds, size, iters)
+    report = ladder_report(rows, costs, runs, seeds, smallest_seeds, size, iters, any_size)
     write_text(os.path.join(output, "ladder.md"), report + "\n")
     return report

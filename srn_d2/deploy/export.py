@@ -58,6 +58,7 @@ from .onnx_runtime import (
     BATCHED_INTERFACE,
     EXPORT_ID,
     INPUT_FORMAT,
+    INPUT_SIZE,
     MAX_SIZE_TEST,
     MIN_SIZE_TEST,
     PRECISION,
@@ -187,18 +188,23 @@ def export_onnx(
     path: str,
     metadata: Dict[str, str],
     batched: bool = False,
+    any_size: bool = True,
 ) -> None:
     """Write ``path``: the traced model, dynamic in every image dimension, and ``metadata``.
 
     Args:
         sample: the inputs to trace with: ``(image,)``, or ``(images, image_sizes)`` if ``batched``.
+        any_size: False for a one-image graph that takes only ``sample``'s size, whose shape
+            computations onnxruntime then folds away, which makes it faster.
     """
     import onnx
 
     module, inputs, outputs = _graph(model, batched)
     image_axes = {0: "batch", 2: "height", 3: "width"} if batched else {1: "height", 2: "width"}
+    if not any_size:
+        image_axes = {}
     dynamic = {
-        inputs[0][0]: image_axes,
+        **({inputs[0][0]: image_axes} if image_axes else {}),
         **{name: {0: "batch"} for name, _ in inputs[1:]},
         **{name: {0: "detections"} for name in outputs},
     }
@@ -457,12 +463,15 @@ def _is_candidate(box: np.ndarray, score: float, borders: _Borders) -> bool:
     )
 
 
-def _sample_images(device) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Two images of different, odd sizes: the export must not depend on the traced size."""
+def _sample_images(
+    device, input_size: Optional[Tuple[int, int]] = None
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Two images of different, odd sizes: the export must not depend on the traced size; or
+    two of ``input_size``, the only size a fixed-size export takes."""
     generator = torch.Generator().manual_seed(0)
     return tuple(
         torch.randint(0, 256, (3, h, w), generator=generator).float().to(device)
-        for h, w in ((241, 321), (193, 157))
+        for h, w in ((input_size, input_size) if input_size else ((241, 321), (193, 157)))
     )
 
 
@@ -473,11 +482,20 @@ def export(
     allow_random_weights: bool = False,
     batched: bool = False,
     output_path: Optional[str] = None,
+    input_size: Optional[Tuple[int, int]] = None,
 ) -> str:
     """Export ``cfg``'s model with its MODEL.WEIGHTS; returns the written file
     (``model.onnx`` / ``model.ts``, or ``model_batched.*`` if ``batched``, in ``output_dir``;
-    or ``output_path`` when given)."""
+    or ``output_path`` when given). With ``input_size`` (height, width), a one-image ONNX graph
+    that takes images of that size only (after the test-time resize), and is faster for it."""
     require(export_format in FORMATS, "--format", export_format, f"must be one of {FORMATS}")
+    if input_size is not None:
+        require(
+            export_format == "onnx" and not batched,
+            "--input-size",
+            "x".join(map(str, input_size[::-1])),
+            "fixes the size of a one-image ONNX export; leave out --batch and --format torchscript",
+        )
     check_exportable(cfg, batched)
     model = build_model(on_cpu(cfg)).eval()
     load_inference_weights(model, cfg.MODEL.WEIGHTS, allow_random=allow_random_weights)
@@ -485,7 +503,9 @@ def export(
     path = check_output_path(
         output_path or os.path.join(output_dir, exported_file(export_format, batched))
     )
-    samples = _sample_images(model.device)
+    samples = _sample_images(model.device, input_size)
+    if input_size is not None:
+        metadata[INPUT_SIZE] = f"{input_size[1]}x{input_size[0]}"
     sample = (
         tuple(
             torch.from_numpy(x).to(model.device)
@@ -499,9 +519,10 @@ def export(
             # Detectron2's Boxes and NMS check shapes in Python while traced; the checks
             # below compare the export with PyTorch on two sizes instead.
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            (export_onnx if export_format == "onnx" else export_torchscript)(
-                model, sample, temporary, metadata, batched
-            )
+            if export_format == "onnx":
+                export_onnx(model, sample, temporary, metadata, batched, input_size is None)
+            else:
+                export_torchscript(model, sample, temporary, metadata, batched)
         if batched:
             logger.info(
                 f"{[tuple(s.shape[-2:]) for s in samples]} px in one batch: "

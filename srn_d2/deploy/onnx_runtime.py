@@ -21,6 +21,7 @@ the detections are those of the PyTorch model given the same image.
 
 import logging
 import os
+import re
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -28,7 +29,7 @@ import onnxruntime
 from PIL import Image
 
 from ..errors import InputError
-from ..utils.image_checks import check_bgr_image, check_test_size
+from ..utils.image_checks import MAX_TEST_PIXELS, check_bgr_image, check_test_size
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ INPUT_FORMAT, MIN_SIZE_TEST, MAX_SIZE_TEST = (
 PRECISION = "srn_d2.precision"
 # One id per run of the export, shared by model.onnx and its int8 twin model_int8.onnx (absent in older exports).
 EXPORT_ID = "srn_d2.export_id"
+# "HxW": the one input size of a graph exported with --input-size (absent: any size).
+INPUT_SIZE = "srn_d2.input_size"
 # The graph's interfaces, as srn_d2.deploy.export writes them: (input name, rank) pairs and output names.
 SINGLE_INTERFACE = ((("image", 3),), ("boxes", "scores", "classes"))
 BATCHED_INTERFACE = (
@@ -120,6 +123,11 @@ class ONNXFaceDetector:
             raise InputError(
                 f"{path}: metadata {INPUT_FORMAT} = {self.input_format!r}: must be BGR or RGB"
             )
+        self.input_size = (
+            parse_input_size(metadata[INPUT_SIZE], f"{path}: metadata {INPUT_SIZE}")
+            if INPUT_SIZE in metadata
+            else None
+        )
         self.min_size = _size_metadata(path, metadata, MIN_SIZE_TEST)
         self.max_size = _size_metadata(path, metadata, MAX_SIZE_TEST)
         if self.min_size and self.max_size < self.min_size:
@@ -187,6 +195,13 @@ class ONNXFaceDetector:
         """-> the (3, h, w) float32 input of the graph and the image's own (H, W)."""
         image = bgr[:, :, ::-1] if self.input_format == "RGB" else bgr
         resized = self._resize(image)
+        if self.input_size is not None and resized.shape[:2] != self.input_size:
+            (height, width), (graph_height, graph_width) = resized.shape[:2], self.input_size
+            raise InputError(
+                f"{self.path}: exported for {graph_width}x{graph_height} images only (export "
+                f"--input-size); this one is {width}x{height} after the test-time resize. Resize "
+                "the images to it, or export without --input-size for any size"
+            )
         return np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32), image.shape[:2]
 
     def _calls(self, prepared, pad: bool) -> List[List[int]]:
@@ -337,6 +352,21 @@ def check_int8_twin(int8_path: str, export_id: Optional[str]) -> None:
             f"{int8_path} and {fp32_path} come from different exports ({EXPORT_ID} {export_id} and "
             f"{fp32_id}): they are not each other's twins; export both again"
         )
+
+
+def parse_input_size(text: str, where: str) -> Tuple[int, int]:
+    """ "WxH" (the export's --input-size, or a model's metadata) -> (height, width); InputError
+    naming ``where`` unless both are whole numbers of pixels, at least 1 and at most the test
+    image's bound in all."""
+    match = re.fullmatch(r"([0-9]{1,9})x([0-9]{1,9})", text)
+    if match:
+        size = int(match[2]), int(match[1])
+        if min(size) >= 1 and size[0] * size[1] <= MAX_TEST_PIXELS:
+            return size
+    raise InputError(
+        f"{where} = {text!r}: must be WIDTHxHEIGHT in whole pixels, such as 640x480, each at "
+        f"least 1 and at most {MAX_TEST_PIXELS:,} pixels in all"
+    )
 
 
 def _size_metadata(path: str, metadata, key: str) -> int:

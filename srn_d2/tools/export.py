@@ -12,6 +12,13 @@ detections compare with fp32's on the calibration images (``srn_d2.deploy.quanti
 
     python -m srn_d2.tools.export --config-file configs/SRN_mini.yaml --batch \
         --quantize int8 --calibration-dataset mini_faces_train MODEL.WEIGHTS model_final.pth
+
+``--input-size WxH`` fixes the one-image ONNX graph to images of that size (after
+the test-time resize), such as a camera's frames: onnxruntime then folds the
+graph's shape computations away, and ``ONNXFaceDetector`` refuses other sizes.
+
+    python -m srn_d2.tools.export --config-file configs/SRN_MobileNetV3Small_widerface.yaml \
+        --input-size 640x480 MODEL.WEIGHTS model_final.pth
 """
 
 import argparse
@@ -27,6 +34,7 @@ def main(argv=None) -> int:
 
 def _export(argv) -> int:
     from ..deploy.export import FORMATS, export
+    from ..deploy.onnx_runtime import parse_input_size
     from ..deploy.quantize import WEIGHT_BITS
     from ..engine import setup_cfg
     from ..errors import require
@@ -68,6 +76,12 @@ def _export(argv) -> int:
         help="7 for CPUs without AVX-512 VNNI, whose int8 kernels can overflow on 8-bit weights",
     )
     parser.add_argument(
+        "--input-size",
+        metavar="WxH",
+        help="a one-image ONNX graph for images of this size only (after the test-time resize), "
+        "e.g. 640x480: faster, as its shapes are known",
+    )
+    parser.add_argument(
         "--allow-random-weights",
         action="store_true",
         help="export even if MODEL.WEIGHTS is empty or leaves parameters random",
@@ -90,9 +104,25 @@ def _export(argv) -> int:
             args.calibration_dataset,
             "--quantize int8 needs calibration images: name a registered dataset (e.g. mini_faces_train)",
         )
+    input_size = None
+    if args.input_size is not None:
+        input_size = parse_input_size(args.input_size, "--input-size")
+        require(
+            args.quantize == "none",
+            "--quantize",
+            args.quantize,
+            "calibrates on images of many sizes, which a --input-size graph does not take",
+        )
     cfg = setup_cfg(args.config_file, args.opts)
     if args.quantize == "none":
-        export(cfg, args.format, args.output, args.allow_random_weights, args.batch)
+        export(
+            cfg,
+            args.format,
+            args.output,
+            args.allow_random_weights,
+            args.batch,
+            input_size=input_size,
+        )
         return 0
     from ..deploy.export import exported_file
     from ..deploy.quantize import calibration_images, int8_path, quantize_int8

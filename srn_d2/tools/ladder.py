@@ -5,6 +5,7 @@ RetinaNet on the same backbones beside it.
     python -m srn_d2.tools.ladder --results output/a/results.json output/b/results.json
     python -m srn_d2.tools.ladder --rungs "SRN MobileNetV3-Small" --smallest-seeds 5
     python -m srn_d2.tools.ladder --no-training --results output/ladder/results.json   # the table so far
+    python -m srn_d2.tools.ladder --no-training --fixed-size   # cost of exports for 640x480 only
 
 For each config: parameters, GFLOPs at --size (fvcore), milliseconds per image end
 to end of its ONNX export on onnxruntime with 1 and 2 threads (an OpenCV image
@@ -69,6 +70,11 @@ def _ladder(argv) -> int:
         action="store_true",
         help="train nothing: each row's AP is over the runs the --results files hold",
     )
+    parser.add_argument(
+        "--fixed-size",
+        action="store_true",
+        help="time exports for the --size image only (export --input-size) instead of any size",
+    )
     parser.add_argument("--output", default="output/ladder")
     parser.add_argument(
         "opts", nargs=argparse.REMAINDER, help="config overrides for every training run"
@@ -87,6 +93,7 @@ def _ladder(argv) -> int:
             args.iters,
             args.opts,
             train=not args.no_training,
+            any_size=not args.fixed_size,
         )
     )
     return 0

@@ -27,7 +27,7 @@ from srn_d2.apps.ladder import (
 )
 from srn_d2.apps.study import DETECTORS, read_results
 from srn_d2.deploy.export import deployment_metadata, export_onnx, exported_runner, verify
-from srn_d2.deploy.onnx_runtime import ONNXFaceDetector
+from srn_d2.deploy.onnx_runtime import INPUT_SIZE, ONNXFaceDetector
 from srn_d2.errors import InputError
 from srn_d2.utils.measure import cpu_name
 from srn_testing import TINY_STUDY, face_instances, random_image, srn_cfg
@@ -125,6 +125,27 @@ def test_the_smallest_rung_export_equals_pytorch_on_odd_sizes(tmp_path, height, 
     assert report["box_diff_px"] <= 0.01 and report["score_diff"] <= 1e-4
 
 
+def test_a_fixed_size_export_of_the_smallest_rung_equals_pytorch_and_takes_only_its_size(tmp_path):
+    """As export --input-size writes it: no dynamic image axes, its size in the metadata."""
+    import onnx
+
+    cfg, model = _random_weight_model(RUNGS[0].config_file, 0.009)
+    path = str(tmp_path / "model.onnx")
+    metadata = {**deployment_metadata(cfg), INPUT_SIZE: "131x97"}
+    export_onnx(model, (random_image(97, 131),), path, metadata, any_size=False)
+    (graph_input,) = onnx.load(path).graph.input
+    assert [d.dim_value for d in graph_input.type.tensor_type.shape.dim] == [3, 97, 131]
+    report = verify(model, exported_runner(path, "onnx"), random_image(97, 131, seed=5))
+    assert report["detections"] > 20
+    assert report["box_diff_px"] <= 0.01 and report["score_diff"] <= 1e-4
+    detector = ONNXFaceDetector(path, num_threads=1)
+    assert detector.input_size == (97, 131)
+    boxes, scores = detector(np.zeros((97, 131, 3), np.uint8))
+    assert boxes.shape == (len(scores), 4)
+    with pytest.raises(InputError, match=r"model.onnx: exported for 131x97 images only .* 131x98"):
+        detector(np.zeros((98, 131, 3), np.uint8))
+
+
 def _run(model, seed, ap_hard_iou70, ap=50.0):
     return {
         "model": model,
@@ -161,7 +182,10 @@ def test_ladder_table_gives_each_row_its_seeds_and_compares_rungs_with_their_ret
         report.startswith(cpu_name())
         and "cost at 640x480" in report
         and "median of 7 runs" in report
+        and "(--input-size)" not in report
     )
+    fixed = ladder_report(rows, _costs(rows), runs, 3, 5, size=(480, 640), iters=7, any_size=False)
+    assert "the ONNX export for 640x480 only (--input-size)" in fixed
     table = {
         line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
         for line in report.splitlines()
