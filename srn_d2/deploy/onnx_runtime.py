@@ -43,7 +43,7 @@ INPUT_FORMAT, MIN_SIZE_TEST, MAX_SIZE_TEST = (
 PRECISION = "srn_d2.precision"
 # One id per run of the export, shared by model.onnx and its int8 twin model_int8.onnx (absent in older exports).
 EXPORT_ID = "srn_d2.export_id"
-# "HxW": the one input size of a graph exported with --input-size (absent: any size).
+# "WxH": the one image size a graph exported with --input-size takes (absent: any size).
 INPUT_SIZE = "srn_d2.input_size"
 # The graph's interfaces, as srn_d2.deploy.export writes them: (input name, rank) pairs and output names.
 SINGLE_INTERFACE = ((("image", 3),), ("boxes", "scores", "classes"))
@@ -364,8 +364,8 @@ def parse_input_size(text: str, where: str) -> Tuple[int, int]:
         if min(size) >= 1 and size[0] * size[1] <= MAX_TEST_PIXELS:
             return size
     raise InputError(
-        f"{where} = {text!r}: must be WIDTHxHEIGHT in whole pixels, such as 640x480, each at "
-        f"least 1 and at most {MAX_TEST_PIXELS:,} pixels in all"
+        f"{where} = {text!r}: must be WIDTHxHEIGHT in whole pixels, such as 640x480: width and "
+        f"height at least 1, at most {MAX_TEST_PIXELS:,} pixels in all"
     )
 
 
