@@ -152,15 +152,16 @@ class Candidate:
         where float32 rounding decides); srn_d2.tools.export verifies real exports.
         """
         from ..deploy.export import check_exportable, deployment_metadata, export_onnx
-        from ..deploy.onnx_runtime import INPUT_SIZE
 
         check_exportable(self.cfg)
         self.model.eval()
-        image = self.inputs[0]["image"]
-        metadata = deployment_metadata(self.cfg)
-        if not any_size:
-            metadata[INPUT_SIZE] = f"{image.shape[2]}x{image.shape[1]}"
-        export_onnx(self.model, (image,), path, metadata, any_size=any_size)
+        export_onnx(
+            self.model,
+            (self.inputs[0]["image"],),
+            path,
+            deployment_metadata(self.cfg),
+            any_size=any_size,
+        )
         self.onnx_path = path
 
     def onnx_runner(self, num_threads: int, spin_wait: bool = False) -> Callable[[], object]:

@@ -63,6 +63,7 @@ from .onnx_runtime import (
     MIN_SIZE_TEST,
     PRECISION,
     SINGLE_INTERFACE,
+    format_input_size,
     pad_images,
     split_by_image,
     with_landmarks,
@@ -194,20 +195,22 @@ def export_onnx(
 
     Args:
         sample: the inputs to trace with: ``(image,)``, or ``(images, image_sizes)`` if ``batched``.
-        any_size: False for a one-image graph that takes only ``sample``'s size, whose shape
-            computations onnxruntime then folds away, which makes it faster.
+        any_size: False for a one-image graph that takes only ``sample``'s size (recorded in
+            the metadata), whose shape computations onnxruntime then folds away, which makes
+            it faster.
     """
     import onnx
 
     module, inputs, outputs = _graph(model, batched)
-    image_axes = {0: "batch", 2: "height", 3: "width"} if batched else {1: "height", 2: "width"}
-    if not any_size:
-        image_axes = {}
     dynamic = {
-        **({inputs[0][0]: image_axes} if image_axes else {}),
         **{name: {0: "batch"} for name, _ in inputs[1:]},
         **{name: {0: "detections"} for name in outputs},
     }
+    if any_size:
+        image_axes = {0: "batch", 2: "height", 3: "width"} if batched else {1: "height", 2: "width"}
+        dynamic[inputs[0][0]] = image_axes
+    else:
+        metadata = {**metadata, INPUT_SIZE: format_input_size(tuple(sample[0].shape[-2:]))}
     traced = io.BytesIO()
     with torch.no_grad():
         torch.onnx.export(
@@ -493,7 +496,7 @@ def export(
         require(
             export_format == "onnx" and not batched,
             "--input-size",
-            "x".join(map(str, input_size[::-1])),
+            format_input_size(input_size),
             "fixes the size of a one-image ONNX export; leave out --batch and --format torchscript",
         )
     check_exportable(cfg, batched)
@@ -504,8 +507,6 @@ def export(
         output_path or os.path.join(output_dir, exported_file(export_format, batched))
     )
     samples = _sample_images(model.device, input_size)
-    if input_size is not None:
-        metadata[INPUT_SIZE] = f"{input_size[1]}x{input_size[0]}"
     sample = (
         tuple(
             torch.from_numpy(x).to(model.device)

@@ -196,11 +196,11 @@ class ONNXFaceDetector:
         image = bgr[:, :, ::-1] if self.input_format == "RGB" else bgr
         resized = self._resize(image)
         if self.input_size is not None and resized.shape[:2] != self.input_size:
-            (height, width), (graph_height, graph_width) = resized.shape[:2], self.input_size
             raise InputError(
-                f"{self.path}: exported for {graph_width}x{graph_height} images only (export "
-                f"--input-size); this one is {width}x{height} after the test-time resize. Resize "
-                "the images to it, or export without --input-size for any size"
+                f"{self.path}: exported for {format_input_size(self.input_size)} images only "
+                f"(export --input-size); this one is {format_input_size(resized.shape[:2])} after "
+                "the test-time resize. Resize the images to it, or export without --input-size for "
+                "any size"
             )
         return np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32), image.shape[:2]
 
@@ -352,6 +352,11 @@ def check_int8_twin(int8_path: str, export_id: Optional[str]) -> None:
             f"{int8_path} and {fp32_path} come from different exports ({EXPORT_ID} {export_id} and "
             f"{fp32_id}): they are not each other's twins; export both again"
         )
+
+
+def format_input_size(size: Tuple[int, int]) -> str:
+    """(height, width) -> "WxH", as --input-size and the metadata write it."""
+    return f"{size[1]}x{size[0]}"
 
 
 def parse_input_size(text: str, where: str) -> Tuple[int, int]:

@@ -131,8 +131,8 @@ def test_a_fixed_size_export_of_the_smallest_rung_equals_pytorch_and_takes_only_
 
     cfg, model = _random_weight_model(RUNGS[0].config_file, 0.009)
     path = str(tmp_path / "model.onnx")
-    metadata = {**deployment_metadata(cfg), INPUT_SIZE: "131x97"}
-    export_onnx(model, (random_image(97, 131),), path, metadata, any_size=False)
+    export_onnx(model, (random_image(97, 131),), path, deployment_metadata(cfg), any_size=False)
+    assert {p.key: p.value for p in onnx.load(path).metadata_props}[INPUT_SIZE] == "131x97"
     (graph_input,) = onnx.load(path).graph.input
     assert [d.dim_value for d in graph_input.type.tensor_type.shape.dim] == [3, 97, 131]
     report = verify(model, exported_runner(path, "onnx"), random_image(97, 131, seed=5))
