@@ -61,7 +61,7 @@ RUNGS = (
         "SRN_MobileNetV3",
         "RetinaNet MobileNetV3-Large",
     ),
-    Rung("SRN R-50", "SRN_R_50_FPN_widerface.yaml", "SRN_R_50"),
+    Rung("SRN R-50", "SRN_R_50_FPN_widerface.yaml", "SRN_R_50", "RetinaNet R-50"),
 )
 BASELINES = (
     Rung(
@@ -74,6 +74,7 @@ BASELINES = (
         "RetinaNet_MobileNetV3_widerface.yaml",
         "RetinaNet_MobileNetV3",
     ),
+    Rung("RetinaNet R-50", "RetinaNet_R_50_FPN_widerface.yaml", "RetinaNet_R_50"),
 )
 REFERENCE = Rung("SRN_mini (make demo)", "SRN_mini.yaml", "SRN")
 

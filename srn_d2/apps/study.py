@@ -67,6 +67,7 @@ DETECTORS = {
     "SRN_R_50": Detector("SRN_R_50_mini.yaml", "STC STR RFE"),
     "RetinaNet_MobileNetV3Small": Detector("RetinaNet_MobileNetV3Small_mini.yaml", "Detectron2"),
     "RetinaNet_MobileNetV3": Detector("RetinaNet_MobileNetV3_mini.yaml", "Detectron2"),
+    "RetinaNet_R_50": Detector("RetinaNet_R_50_mini.yaml", "Detectron2"),
     # The paper's per-level experiments: two-step classification, or regression, on one level of its RetinaNet.
     **{
         f"STC_{level}": Detector(

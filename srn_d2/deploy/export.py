@@ -25,6 +25,10 @@ before any threshold) are also exported and compared with PyTorch's
 (:func:`verify_network`). The file is written beside its target and moved into place
 only once verified: a failed export leaves the previous model untouched.
 
+The ONNX graph computes RFE blocks with narrow branches (the smallest SRN's 4 channels)
+merged into wider convolutions (:mod:`.merged_rfe`): the same function, which onnxruntime
+keeps in its blocked layout; both checks compare it with the model as trained.
+
 ``batched=True`` (``export --batch``) writes ``model_batched.onnx`` / ``.ts``
 instead: :class:`srn_d2.deploy.batched.BatchedSRN`, whose inputs are
 ``images`` (B, 3, H, W) and ``image_sizes`` (B, 2), dynamic in B, H and W, and
@@ -54,6 +58,7 @@ from ..errors import ExportError, require
 from ..modeling import SRN
 from ..utils.file_io import atomic_write, atomic_write_path, check_output_path
 from .batched import BatchedSRN
+from .merged_rfe import merge_narrow_rfe
 from .onnx_runtime import (
     BATCHED_INTERFACE,
     EXPORT_ID,
@@ -190,6 +195,7 @@ def export_onnx(
     metadata: Dict[str, str],
     batched: bool = False,
     any_size: bool = True,
+    merge_rfe: bool = True,
 ) -> None:
     """Write ``path``: the traced model, dynamic in every image dimension, and ``metadata``.
 
@@ -198,10 +204,13 @@ def export_onnx(
         any_size: False for a one-image graph that takes only ``sample``'s size (recorded in
             the metadata), whose shape computations onnxruntime then folds away, which makes
             it faster.
+        merge_rfe: trace RFE blocks with narrow branches merged (:mod:`.merged_rfe`: the same
+            function, faster on onnxruntime); False traces them as the model has them, the
+            baseline of ``benchmarks/benchmark_merged_rfe.py``.
     """
     import onnx
 
-    module, inputs, outputs = _graph(model, batched)
+    module, inputs, outputs = _graph(merge_narrow_rfe(model) if merge_rfe else model, batched)
     dynamic = {
         **{name: {0: "batch"} for name, _ in inputs[1:]},
         **{name: {0: "detections"} for name in outputs},
@@ -584,8 +593,13 @@ def verify_network(
 ) -> Dict[str, float]:
     """Export the network alone (no threshold, no NMS) and compare its outputs with PyTorch's on
     each sample: ExportError beyond 1e-3 relative to the largest value. Unlike the detections,
-    these exist whatever the weights and the image, so this check always compares something."""
+    these exist whatever the weights and the image, so this check always compares something.
+    The ONNX network is traced as :func:`export_onnx` traces the model (narrow RFE blocks merged)
+    and compared with the model's own."""
     network = _NetworkOutputs(model).eval()
+    exported = (
+        _NetworkOutputs(merge_narrow_rfe(model)).eval() if export_format == "onnx" else network
+    )
     with (
         tempfile.TemporaryDirectory(prefix="srn_d2-verify-") as folder,
         torch.no_grad(),
@@ -596,7 +610,7 @@ def verify_network(
         if export_format == "onnx":
             names = [f"output{i}" for i in range(len(network(samples[0])))]
             torch.onnx.export(
-                network,
+                exported,
                 (samples[0],),
                 path,
                 opset_version=ONNX_OPSET,
@@ -606,7 +620,7 @@ def verify_network(
                 dynamo=False,
             )
         else:
-            torch.jit.save(torch.jit.trace(network, (samples[0],), check_trace=False), path)
+            torch.jit.save(torch.jit.trace(exported, (samples[0],), check_trace=False), path)
         run_exported = exported_runner(path, export_format)
         largest = 0.0
         for image in samples:

@@ -77,9 +77,19 @@ def test_the_smallest_rung_is_the_cheapest_and_gets_the_most_seeds():
         select(["SRN R-18"])
 
 
-def test_the_r50_twin_trains_a_step():
-    cfg = srn_cfg("SRN_R_50_mini.yaml")
-    assert cfg.MODEL.RESNETS.NORM == "GN" and cfg.MODEL.SRN.OUT_CHANNELS == 256
+def test_every_rung_has_detectron2_retinanet_on_its_backbone_beside_it():
+    baselines = {row.label: row for row in BASELINES}
+    for rung in RUNGS:
+        baseline = baselines[rung.baseline]
+        assert baseline.model == rung.model.replace("SRN_", "RetinaNet_", 1)
+        assert baseline.model in DETECTORS and baseline.config_file.startswith("RetinaNet_")
+
+
+@pytest.mark.parametrize("config_file", ["SRN_R_50_mini.yaml", "RetinaNet_R_50_mini.yaml"])
+def test_the_r50_twins_train_a_step_from_scratch(config_file):
+    cfg = srn_cfg(config_file)
+    assert cfg.MODEL.RESNETS.NORM == "GN" and cfg.MODEL.BACKBONE.FREEZE_AT == 0
+    assert cfg.MODEL.ANCHOR_GENERATOR.SIZES[0] == [8, 11.3137]  # SRN's anchors, on P2
     torch.manual_seed(0)
     model = build_model(cfg)
     batch = [

@@ -5,7 +5,9 @@ import itertools
 
 import torch
 
-from srn_d2.utils.measure import PeakMemory, format_table, median_time
+import pytest
+
+from srn_d2.utils.measure import PeakMemory, cpu_name, format_table, median_time
 
 MIB = 1 << 20
 
@@ -55,3 +57,18 @@ def test_format_table_gives_ratios_to_the_baseline_row():
     assert lines[0].split() == ["name", "ms", "n"]
     assert lines[2].split() == ["a", "10.00", "(x1.00)", "4.00", "(x1.00)"]
     assert lines[3].split() == ["b", "25.00", "(x2.50)", "0.00", "(x0.00)"]
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        ("fpu sse2 avx avx2 fma avx512f avx512bw", "AMD EPYC (AVX-512)"),
+        ("fpu sse2 avx avx2 fma", "AMD EPYC (AVX2)"),
+        ("fpu sse2 avx", "AMD EPYC"),
+    ],
+)
+def test_cpu_name_gives_the_widest_vector_extension(tmp_path, flags, named):
+    cpuinfo = tmp_path / "cpuinfo"
+    processor = f"processor\t: {{}}\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\n\n"
+    cpuinfo.write_text(processor.format(0) + processor.format(1))
+    assert cpu_name(str(cpuinfo)) == named
