@@ -3,6 +3,7 @@ RetinaNet on the same backbones beside it.
 
     python -m srn_d2.tools.ladder                       # cost, then train every missing run
     python -m srn_d2.tools.ladder --results output/a/results.json output/b/results.json
+    python -m srn_d2.tools.ladder --results benchmarks/results/ladder_runs.json   # the kept runs
     python -m srn_d2.tools.ladder --rungs "SRN MobileNetV3-Small" --smallest-seeds 5
     python -m srn_d2.tools.ladder --no-training --results output/ladder/results.json   # the table so far
     python -m srn_d2.tools.ladder --no-training --fixed-size   # cost of exports for 640x480 only

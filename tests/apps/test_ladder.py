@@ -426,3 +426,31 @@ def test_the_smallest_rung_export_runs_a_video_through_the_demo_with_its_frame_r
         "clip.mp4: 3 frames, detection at" in caplog.text
         and "the video runs at 25.0" in caplog.text
     )
+
+
+def _printed_row(text, label):
+    """The cells after the label of the last table row ``label`` in ``text``."""
+    rows = [
+        line.split("|")
+        for line in text.splitlines()
+        if line.startswith("|") and line.split("|")[1].strip() == label
+    ]
+    return [cell.strip() for cell in rows[-1][2:-1]]
+
+
+def test_the_kept_runs_give_the_r50_rows_and_comparison_the_docs_print():
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    runs = read_results([os.path.join(root, "benchmarks", "results", "ladder_runs.json")])
+    assert sorted((run["model"], run["seed"]) for run in runs) == [
+        (model, seed) for model in ("RetinaNet_R_50", "SRN_R_50") for seed in (1, 2, 3)
+    ]
+    rows = select(["SRN R-50", "RetinaNet R-50"])
+    report = ladder_report(rows, _costs(rows), runs, 3, 5, (480, 640), 20)
+    for page in ("README.md", os.path.join("docs", "MODEL_ZOO.md")):
+        with open(os.path.join(root, page), encoding="utf-8") as f:
+            text = f.read()
+        for label in ("SRN R-50", "RetinaNet R-50"):
+            # seeds and AP columns; the costs are the machine's
+            assert _printed_row(text, label)[5:] == _printed_row(report, label)[5:], (page, label)
+        assert _printed_row(text, "SRN R-50 - RetinaNet R-50") == ["+32.3 ± 8.7", "SRN ahead"]
+        assert _printed_row(report, "SRN R-50 - RetinaNet R-50") == ["+32.3 ± 8.7", "SRN ahead"]
