@@ -103,3 +103,34 @@ def test_the_smallest_srn_exports_its_rfe_as_16_channel_convolutions(tmp_path):
         model, "onnx", (random_image(97, 131, seed=1), random_image(61, 203, seed=2))
     )
     assert report["outputs"] > 0 and report["relative_diff"] <= 1e-5
+
+
+@pytest.mark.slow
+def test_the_merged_convolutions_are_quantized_in_the_int8_twin(tmp_path):
+    import numpy as np
+
+    from srn_d2.deploy.onnx_runtime import ONNXFaceDetector
+    from srn_d2.deploy.quantize import int8_path, quantize_int8
+
+    cfg = srn_cfg("SRN_MobileNetV3Small_widerface.yaml")
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    path = str(tmp_path / "model.onnx")
+    export_onnx(model, (random_image(61, 83),), path, deployment_metadata(cfg))
+    rng = np.random.default_rng(0)
+    quantize_int8(path, [rng.uniform(0, 255, (3, 61, 83)).astype(np.float32) for _ in range(2)])
+    graph = onnx.load(int8_path(path)).graph
+    int8_weights = [
+        tuple(w.dims) for w in graph.initializer if w.data_type == onnx.TensorProto.INT8
+    ]
+    # The wide and the tall convolution of each of the two merged blocks, stored once.
+    assert sorted(w for w in int8_weights if w in ((16, 16, 1, 5), (16, 16, 5, 1))) == [
+        (16, 16, 1, 5),
+        (16, 16, 1, 5),
+        (16, 16, 5, 1),
+        (16, 16, 5, 1),
+    ]
+    boxes, scores = ONNXFaceDetector(int8_path(path), num_threads=1)(
+        np.zeros((61, 83, 3), np.uint8)
+    )
+    assert boxes.shape == (len(scores), 4)
