@@ -27,7 +27,6 @@ import time
 import onnxruntime
 
 from srn_d2.apps.benchmark import Candidate, parse_size
-from srn_d2.deploy.export import check_exportable, deployment_metadata, export_onnx
 from srn_d2.deploy.merged_rfe import merge_narrow_rfe
 from srn_d2.deploy.onnx_runtime import ONNXFaceDetector
 from srn_d2.utils.measure import cpu_name, format_table
@@ -68,22 +67,13 @@ def main(argv=None) -> None:
         exports = []
         for config in args.configs:
             candidate = Candidate(config, [], args.size, "cpu", 0, 0)
-            check_exportable(candidate.cfg)
-            candidate.model.eval()
             variants = [(PAPER, False), (MERGED, True)]
             if merge_narrow_rfe(candidate.model) is candidate.model:
                 print(f"{config}: no RFE branch narrower than the merge's bound; timed as it is")
                 variants = variants[:1]
             for label, merge in variants:
                 path = os.path.join(folder, f"{len(exports)}.onnx")
-                export_onnx(
-                    candidate.model,
-                    (candidate.inputs[0]["image"],),
-                    path,
-                    deployment_metadata(candidate.cfg),
-                    any_size=not args.fixed_size,
-                    merge_rfe=merge,
-                )
+                candidate.export_onnx(path, any_size=not args.fixed_size, merge_rfe=merge)
                 exports.append((config, label, path, candidate.bgr))
                 if label == PAPER:
                     exports.append((config, AGAIN, path, candidate.bgr))

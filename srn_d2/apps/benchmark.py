@@ -143,9 +143,10 @@ class Candidate:
             )
             return flops.total() / 1e9
 
-    def export_onnx(self, path: str, any_size: bool = True) -> None:
+    def export_onnx(self, path: str, any_size: bool = True, merge_rfe: bool = True) -> None:
         """Export the model to ``path``, for any image size or (``any_size`` False) for the
-        candidate's only, as ``export --input-size``; :meth:`onnx_runner` then runs it end to end
+        candidate's only, as ``export --input-size``, with narrow RFE branches merged as the export
+        writes them or (``merge_rfe`` False) not; :meth:`onnx_runner` then runs it end to end
         on onnxruntime.
 
         Not verified against PyTorch here (random weights put scores at the thresholds,
@@ -161,6 +162,7 @@ class Candidate:
             path,
             deployment_metadata(self.cfg),
             any_size=any_size,
+            merge_rfe=merge_rfe,
         )
         self.onnx_path = path
 

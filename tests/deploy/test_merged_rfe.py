@@ -86,13 +86,19 @@ def _convolutions(path):
     return [weights[n.input[1]] for n in graph.node if n.op_type == "Conv"]
 
 
-@pytest.mark.slow
-def test_the_smallest_srn_exports_its_rfe_as_16_channel_convolutions(tmp_path):
+def _exported_smallest_srn(tmp_path):
+    """The smallest SRN with random weights, and its ONNX export (for any size) in ``tmp_path``."""
     cfg = srn_cfg("SRN_MobileNetV3Small_widerface.yaml")
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     path = str(tmp_path / "model.onnx")
     export_onnx(model, (random_image(61, 83),), path, deployment_metadata(cfg))
+    return model, path
+
+
+@pytest.mark.slow
+def test_the_smallest_srn_exports_its_rfe_as_16_channel_convolutions(tmp_path):
+    model, path = _exported_smallest_srn(tmp_path)
     convolutions = _convolutions(path)
     # Twelve branch convolutions of 4 channels become four of 16 in each of the 18 RFE passes
     # (three tower passes, the two classification steps and the regression, on six levels).
@@ -112,11 +118,7 @@ def test_the_merged_convolutions_are_quantized_in_the_int8_twin(tmp_path):
     from srn_d2.deploy.onnx_runtime import ONNXFaceDetector
     from srn_d2.deploy.quantize import int8_path, quantize_int8
 
-    cfg = srn_cfg("SRN_MobileNetV3Small_widerface.yaml")
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    path = str(tmp_path / "model.onnx")
-    export_onnx(model, (random_image(61, 83),), path, deployment_metadata(cfg))
+    model, path = _exported_smallest_srn(tmp_path)
     rng = np.random.default_rng(0)
     quantize_int8(path, [rng.uniform(0, 255, (3, 61, 83)).astype(np.float32) for _ in range(2)])
     graph = onnx.load(int8_path(path)).graph
