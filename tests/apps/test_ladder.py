@@ -438,19 +438,29 @@ def _printed_row(text, label):
     return [cell.strip() for cell in rows[-1][2:-1]]
 
 
-def test_the_kept_runs_give_the_r50_rows_and_comparison_the_docs_print():
+def test_the_kept_runs_give_the_ladder_and_comparisons_the_docs_print():
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     runs = read_results([os.path.join(root, "benchmarks", "results", "ladder_runs.json")])
-    assert sorted((run["model"], run["seed"]) for run in runs) == [
-        (model, seed) for model in ("RetinaNet_R_50", "SRN_R_50") for seed in (1, 2, 3)
-    ]
-    rows = select(["SRN R-50", "RetinaNet R-50"])
+    assert sorted((run["model"], run["seed"]) for run in runs) == sorted(
+        (row.model, seed) for row in all_rows() for seed in seeds_of(row, 3, 5)
+    )
+    rows = all_rows()
     report = ladder_report(rows, _costs(rows), runs, 3, 5, (480, 640), 20)
+    comparisons = {
+        "SRN MobileNetV3-Small - RetinaNet MobileNetV3-Small": ["+2.2 ± 3.2", "within 2 SE"],
+        "SRN MobileNetV3-Large - RetinaNet MobileNetV3-Large": ["+12.9 ± 1.3", "SRN ahead"],
+        "SRN R-50 - RetinaNet R-50": ["+32.3 ± 8.7", "SRN ahead"],
+    }
+    for label, printed in comparisons.items():
+        assert _printed_row(report, label) == printed, label
     for page in ("README.md", os.path.join("docs", "MODEL_ZOO.md")):
         with open(os.path.join(root, page), encoding="utf-8") as f:
             text = f.read()
-        for label in ("SRN R-50", "RetinaNet R-50"):
+        for row in rows:
             # seeds and AP columns; the costs are the machine's
-            assert _printed_row(text, label)[5:] == _printed_row(report, label)[5:], (page, label)
-        assert _printed_row(text, "SRN R-50 - RetinaNet R-50") == ["+32.3 ± 8.7", "SRN ahead"]
-        assert _printed_row(report, "SRN R-50 - RetinaNet R-50") == ["+32.3 ± 8.7", "SRN ahead"]
+            assert _printed_row(text, row.label)[5:] == _printed_row(report, row.label)[5:], (
+                page,
+                row.label,
+            )
+        for label, printed in comparisons.items():
+            assert _printed_row(text, label) == printed, (page, label)
