@@ -19,32 +19,27 @@ way and gets no merged row.
 
 from srn_d2.utils import quiet_import  # noqa: F401  (first: before anything imports Detectron2)
 import argparse
+import functools
 import os
 import statistics
 import tempfile
-import time
+from typing import List
 
 import onnxruntime
 
 from srn_d2.apps.benchmark import Candidate, parse_size
 from srn_d2.deploy.merged_rfe import merge_narrow_rfe
 from srn_d2.deploy.onnx_runtime import ONNXFaceDetector
-from srn_d2.utils.measure import cpu_name, format_table
+from srn_d2.utils.measure import cpu_name, format_table, run_times
 
 THREADS = (1, 2)
 PAPER, AGAIN, MERGED = "paper's RFE", "paper's RFE, again", "merged RFE"
 
 
-def _timed_ms(path: str, bgr, threads: int, iters: int, warmup: int = 3):
+def _timed_ms(path: str, bgr, threads: int, iters: int, warmup: int = 3) -> List[float]:
+    """Milliseconds of each of ``iters`` runs of a fresh session of the export ``path``."""
     detector = ONNXFaceDetector(path, num_threads=threads, spin_wait=True)
-    for _ in range(warmup):
-        detector(bgr)
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        detector(bgr)
-        times.append(1000 * (time.perf_counter() - start))
-    return times
+    return [1000 * t for t in run_times(functools.partial(detector, bgr), "cpu", iters, warmup)]
 
 
 def main(argv=None) -> None:

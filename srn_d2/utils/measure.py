@@ -90,8 +90,8 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_time(fn: Callable[[], object], device: str, iters: int, warmup: int) -> float:
-    """Median wall time of ``fn`` in seconds over ``iters`` runs after ``warmup`` runs."""
+def run_times(fn: Callable[[], object], device: str, iters: int, warmup: int) -> List[float]:
+    """Wall time of each of ``iters`` runs of ``fn``, in seconds, after ``warmup`` runs."""
     for _ in range(warmup):
         fn()
     times = []
@@ -101,7 +101,12 @@ def median_time(fn: Callable[[], object], device: str, iters: int, warmup: int) 
         fn()
         synchronize(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
+
+
+def median_time(fn: Callable[[], object], device: str, iters: int, warmup: int) -> float:
+    """Median wall time of ``fn`` in seconds over ``iters`` runs after ``warmup`` runs."""
+    return statistics.median(run_times(fn, device, iters, warmup))
 
 
 def interleaved_median_ms(
